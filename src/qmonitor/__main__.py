@@ -1,0 +1,7 @@
+"""``python -m qmonitor`` is the ``qmonitor`` command."""
+
+import sys
+
+from qmonitor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,340 @@
+"""The command registry: one API for every command, sync or async (the seed, done right).
+
+QEMU's 2010 "New API for asynchronous monitor commands" let a command be *submitted* (raising
+errors at once if it could not start) and *completed* later through a callback, so that the
+human monitor could suspend while QMP monitors kept going. It was removed in 2015 because a
+failing async command sent no reply, a command that never completed hung the monitor, and
+clients could not tell whether a reply would come. Here every command, whatever its style, is
+described by one :class:`Command` and run by :mod:`qmonitor.core.dispatch`, which guarantees
+exactly one outcome per request (a return value or a :class:`QMPError`), bounded by an optional
+timeout and cancellable.
+
+The three handler styles share one contract:
+
+* a plain function completes when it returns;
+* a coroutine function completes when its coroutine returns; it may take a :class:`Context`
+  parameter for progress reports and cancellation checkpoints;
+* a *completion-style* function takes a :class:`Completion` parameter and completes when
+  ``complete.succeed(value)`` or ``complete.fail(error)`` is called, exactly once, from any
+  thread. Like the seed's ``cmd_async`` it may raise at submit time.
+
+Whichever the style, the command's QMP name, arguments, return type and documentation come from
+the function itself (:mod:`qmonitor.core.schema`), so the QMP handler, the human command and the
+``query-qmp-schema`` entry can never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Generic, TypeVar, overload
+
+from qmonitor.core.errors import QMPError
+from qmonitor.core.schema import CommandSignature, compile_signature
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HandlerStyle(Enum):
+    """How a handler delivers its outcome."""
+
+    SYNC = "sync"  # returns the result; runs on the event loop, must be quick
+    COROUTINE = "coroutine"  # async def; completes when the coroutine returns
+    COMPLETION = "completion"  # takes a Completion; completes when it is called
+
+
+class CompletionError(RuntimeError):
+    """A :class:`Completion` was used twice: the second call raises here and sends nothing."""
+
+
+class Completion(Generic[T]):
+    """The one-shot callback a completion-style handler delivers its outcome through.
+
+    ``succeed`` and ``fail`` may be called from any thread; the outcome is handed to the event
+    loop that runs the monitor. Exactly one of them may be called, once: a second call raises
+    :class:`CompletionError` in its caller and nothing more is sent to the client. If the
+    request is cancelled (by the client, a timeout, Ctrl-C at the human monitor, or the client
+    going away) before the handler completes, the callbacks registered with
+    :meth:`add_cancel_callback` run on the event loop so the work can be abandoned; a later
+    ``succeed``/``fail`` is then accepted once and discarded.
+    """
+
+    __slots__ = ("_cancel_callbacks", "_deliver", "_done", "_lock", "command_name")
+
+    def __init__(self, command_name: str, deliver: Callable[[object, QMPError | None], None]):
+        self.command_name = command_name
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._done = False
+        self._cancel_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def done(self) -> bool:
+        """Whether ``succeed`` or ``fail`` has been called."""
+        return self._done
+
+    def _claim(self) -> None:
+        with self._lock:
+            if self._done:
+                raise CompletionError(f"command '{self.command_name}' was already completed")
+            self._done = True
+
+    def succeed(self, value: T) -> None:
+        """Deliver the command's return value."""
+        self._claim()
+        self._deliver(value, None)
+
+    def fail(self, error: QMPError | str) -> None:
+        """Deliver an error; a string becomes a GenericError with that text."""
+        self._claim()
+        self._deliver(None, error if isinstance(error, QMPError) else QMPError(error))
+
+    def add_cancel_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the event loop if the request is cancelled before completion."""
+        self._cancel_callbacks.append(callback)
+
+    def _run_cancel_callbacks(self) -> None:
+        callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running command has come; ``total`` is None when unknown."""
+
+    done: int
+    total: int | None = None
+    status: str = ""
+
+
+class Context:
+    """What a coroutine or completion-style handler may ask of the monitor while it runs.
+
+    Cancellation is only delivered at ``await`` points; :meth:`checkpoint` is a cheap one for
+    loops that otherwise never wait, so that state between two checkpoints stays consistent
+    (trio's rule).
+    """
+
+    __slots__ = ("_progress_listeners", "command_name", "progress_state", "request_id", "session")
+
+    def __init__(
+        self, command_name: str, request_id: object = None, session: object = None
+    ) -> None:
+        self.command_name = command_name
+        self.request_id = request_id
+        self.session = session  # the session that sent the request (opaque to the core)
+        self.progress_state: Progress | None = None
+        self._progress_listeners: list[Callable[[Progress], None]] = []
+
+    def progress(self, done: int, total: int | None = None, status: str = "") -> None:
+        """Report progress; seen by a suspended human monitor's progress line."""
+        self.progress_state = Progress(done, total, status)
+        for listener in self._progress_listeners:
+            listener(self.progress_state)
+
+    def add_progress_listener(self, listener: Callable[[Progress], None]) -> None:
+        """Call ``listener`` with every progress report from now on."""
+        self._progress_listeners.append(listener)
+
+    def remove_progress_listener(self, listener: Callable[[Progress], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._progress_listeners:
+            self._progress_listeners.remove(listener)
+
+    async def checkpoint(self) -> None:
+        """A point where cancellation may land (raises ``asyncio.CancelledError`` if it does)."""
+        await asyncio.sleep(0)
+
+
+@dataclass(slots=True)
+class HumanSyntax:
+    """How a command appears in the human monitor (HMP); see :mod:`qmonitor.hmp`.
+
+    ``name`` is the HMP command (``info status`` is written ``"info status"``), ``args_type``
+    QEMU's argument descriptor string (``"tag:s?"``), ``params`` and ``help`` the texts ``help``
+    prints. ``None`` fields are derived from the QMP signature. ``completers`` maps an argument
+    key to a function listing the values TAB offers (snapshot tags, job ids). ``activity`` names
+    what a detachable command does, for the message of a session that cannot wait for it
+    (``"migration"``: QEMU's ``terminal does not allow synchronous migration``).
+    """
+
+    name: str | None = None
+    args_type: str | None = None
+    params: str | None = None
+    help: str | None = None
+    aliases: tuple[str, ...] = ()
+    completers: dict[str, Callable[[], list[str]]] = field(default_factory=dict)
+    activity: str | None = None
+
+
+HumanRenderer = Callable[[object], str]
+
+
+@dataclass(slots=True)
+class Command:
+    """One registered command: everything the QMP server, HMP and the schema need."""
+
+    name: str
+    handler: Callable[..., Any]
+    style: HandlerStyle
+    signature: CommandSignature
+    doc: str = ""
+    allow_oob: bool = False
+    timeout: float | None = None
+    context_parameter: str | None = None
+    completion_parameter: str | None = None
+    human: HumanSyntax | None = None
+    renderer: HumanRenderer | None = None
+    detachable: bool = False
+    qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
+
+
+def _qmp_name_for(func: Callable[..., Any]) -> str:
+    return func.__name__.replace("_", "-")
+
+
+def _injected_parameters(func: Callable[..., Any]) -> tuple[str | None, str | None, object]:
+    """Find the parameters the registry supplies: a Context and/or a Completion[T]."""
+    hints = typing.get_type_hints(func)
+    context_parameter = completion_parameter = None
+    result_type: object = inspect.Parameter.empty
+    for parameter_name in inspect.signature(func).parameters:
+        hint = hints.get(parameter_name)
+        origin = typing.get_origin(hint) or hint
+        if origin is Context:
+            context_parameter = parameter_name
+        elif origin is Completion:
+            completion_parameter = parameter_name
+            type_arguments = typing.get_args(hint)
+            result_type = type_arguments[0] if type_arguments else Any
+    return context_parameter, completion_parameter, result_type
+
+
+class CommandRegistry:
+    """All commands of one monitor, by QMP name.
+
+    ``register`` (or the ``command`` decorator) is the only way in; the QMP dispatcher, the
+    human monitor and ``query-qmp-schema`` all read from here.
+    """
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def register(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer | None = None,
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> Command:
+        """Register ``func`` as a command and return its description.
+
+        ``name`` defaults to the function's name with ``_`` turned into ``-``. ``hmp`` is the
+        human command name (or a full :class:`HumanSyntax`); ``human`` renders the result for
+        people (the seed's ``user_print``). ``qmp=False`` makes a human-only command (absent from
+        QMP and the schema, like QEMU's ``savevm``). ``timeout`` (seconds) bounds how long the command
+        may run before it is cancelled and answered with an error. ``allow_oob`` lets it be run
+        with ``exec-oob``; only sync handlers may be (QMP spec, section 2.3.1: out-of-band
+        commands must be quick and must not block).
+        """
+        qmp_name = name or _qmp_name_for(func)
+        if qmp_name in self._commands:
+            raise ValueError(f"command '{qmp_name}' is already registered")
+        context_parameter, completion_parameter, result_type = _injected_parameters(func)
+        if completion_parameter is not None:
+            style = HandlerStyle.COMPLETION
+        elif inspect.iscoroutinefunction(func):
+            style = HandlerStyle.COROUTINE
+        else:
+            style = HandlerStyle.SYNC
+        if allow_oob and style is not HandlerStyle.SYNC:
+            raise ValueError(f"command '{qmp_name}': only sync handlers may allow OOB")
+        excluded = tuple(p for p in (context_parameter, completion_parameter) if p)
+        if completion_parameter is not None:
+            signature = compile_signature(func, exclude=excluded, return_type=result_type)
+        else:
+            signature = compile_signature(func, exclude=excluded)
+        if isinstance(hmp, str):
+            hmp = HumanSyntax(name=hmp)
+        command = Command(
+            name=qmp_name,
+            handler=func,
+            style=style,
+            signature=signature,
+            doc=inspect.cleandoc(func.__doc__ or ""),
+            allow_oob=allow_oob,
+            timeout=timeout,
+            context_parameter=context_parameter,
+            completion_parameter=completion_parameter,
+            human=hmp,
+            renderer=human,
+            detachable=detachable,
+            qmp=qmp,
+        )
+        self._commands[qmp_name] = command
+        return command
+
+    @overload
+    def command(self, func: F, /) -> F: ...
+
+    @overload
+    def command(
+        self,
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer | None = None,
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> Callable[[F], F]: ...
+
+    def command(  # type: ignore[misc]  # the keyword-only options are checked by register()
+        self, func: F | None = None, /, **options: Any
+    ) -> F | Callable[[F], F]:
+        """Decorator form of :meth:`register`; the function itself is returned unchanged."""
+
+        def decorate(function: F) -> F:
+            self.register(function, **options)
+            return function
+
+        return decorate(func) if func is not None else decorate
+
+    def get(self, name: str) -> Command | None:
+        """The command called ``name`` (QMP or human-only), or None."""
+        return self._commands.get(name)
+
+    def get_qmp(self, name: str) -> Command | None:
+        """The QMP command called ``name``, or None (human-only commands are not QMP's)."""
+        command = self._commands.get(name)
+        return command if command is not None and command.qmp else None
+
+    def qmp_commands(self) -> Iterator[Command]:
+        """The commands QMP clients can see."""
+        return (command for command in self._commands.values() if command.qmp)
+
+    def unregister(self, name: str) -> None:
+        """Remove a command (no-op if absent)."""
+        self._commands.pop(name, None)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._commands.values())
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands

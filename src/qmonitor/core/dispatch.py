@@ -1,0 +1,228 @@
+"""Running a command: every request gets exactly one outcome.
+
+:func:`invoke` starts a command with already-validated Python arguments. A sync handler's
+outcome is returned (or raised) at once; coroutine and completion-style handlers give an
+:class:`Invocation` whose ``future`` resolves exactly once, to the JSON-able return value or to
+a :class:`QMPError`, whatever happens: the handler returns, raises, calls its completion from
+another thread, times out, or is cancelled. This is the guarantee the seed's API lacked (its
+failed async commands sent no reply at all).
+
+There is no I/O here: the asyncio pieces used are futures, tasks and timers of the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from qmonitor.core.commands import Command, Completion, Context, HandlerStyle
+from qmonitor.core.errors import QMPError
+
+log = logging.getLogger("qmonitor.dispatch")
+
+Tracer = Callable[[str, Mapping[str, object]], None]
+"""``tracer(event_name, info)``: ``command.started``, ``command.complete``, ``command.failed``."""
+
+CANCELLED_BY_CLIENT: Final = "cancelled"
+TIMED_OUT: Final = "timed out"
+
+
+def internal_error(command: Command, exc: BaseException) -> QMPError:
+    """The GenericError a client sees when a handler fails with an unexpected exception."""
+    log.error("command '%s' failed unexpectedly", command.name, exc_info=exc)
+    return QMPError(f"Command '{command.name}' failed: {type(exc).__name__}: {exc}")
+
+
+def cancelled_error(command: Command, reason: str) -> QMPError:
+    """The GenericError a cancelled (or timed-out) request is answered with."""
+    if reason == TIMED_OUT and command.timeout is not None:
+        return QMPError(f"Command '{command.name}' timed out after {command.timeout:g} s")
+    return QMPError(f"Command '{command.name}' was {reason}")
+
+
+class Invocation:
+    """One running asynchronous request.
+
+    ``future`` holds the outcome: the encoded return value, or a :class:`QMPError`. It is never
+    cancelled itself; :meth:`cancel` turns cancellation into an error outcome, so whoever waits
+    on it always gets exactly one answer to send.
+    """
+
+    __slots__ = (
+        "_cancel_reason",
+        "_cancel_requested",
+        "_completion",
+        "_loop",
+        "_loop_thread",
+        "_task",
+        "_timer",
+        "_tracer",
+        "command",
+        "context",
+        "future",
+        "request_id",
+    )
+
+    def __init__(
+        self,
+        command: Command,
+        request_id: object,
+        context: Context,
+        loop: asyncio.AbstractEventLoop,
+        tracer: Tracer | None,
+    ) -> None:
+        self.command = command
+        self.request_id = request_id
+        self.context = context
+        self.future: asyncio.Future[object] = loop.create_future()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._task: asyncio.Task[Any] | None = None
+        self._completion: Completion[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._cancel_reason = CANCELLED_BY_CLIENT
+        self._cancel_requested = False
+        self._tracer = tracer
+
+    @property
+    def done(self) -> bool:
+        """Whether the outcome is known."""
+        return self.future.done()
+
+    def cancel(self, reason: str = CANCELLED_BY_CLIENT) -> bool:
+        """Ask the command to stop; its outcome becomes an error unless it finishes first.
+
+        A coroutine sees ``asyncio.CancelledError`` at its next ``await``; a completion-style
+        handler's cancel callbacks run. Returns False if the outcome was already known or a
+        cancellation was already asked for.
+        """
+        if self.future.done() or self._cancel_requested:
+            return False
+        self._cancel_requested = True
+        self._cancel_reason = reason
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._settle(None, cancelled_error(self.command, reason))
+            if self._completion is not None:
+                self._completion._run_cancel_callbacks()
+        return True
+
+    def _start_timer(self) -> None:
+        if self.command.timeout is not None and not self.future.done():
+            self._timer = self._loop.call_later(self.command.timeout, self.cancel, TIMED_OUT)
+
+    def _settle(self, value: object, error: QMPError | None) -> None:
+        """Resolve the outcome once; later calls (after a cancellation) are discarded."""
+        if self.future.done():
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if error is None:
+            try:
+                value = self.command.signature.encode_return(value)
+            except Exception as exc:  # a handler returned something its type hint denies
+                error = internal_error(self.command, exc)
+        if error is None:
+            self.future.set_result(value)
+            self._trace("command.complete")
+        else:
+            self.future.set_exception(error)
+            self._trace("command.failed", error.desc)
+
+    def _deliver_from_any_thread(self, value: object, error: QMPError | None) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._settle(value, error)
+        else:
+            self._loop.call_soon_threadsafe(self._settle, value, error)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._settle(None, cancelled_error(self.command, self._cancel_reason))
+            return
+        exc = task.exception()
+        if exc is None:
+            self._settle(task.result(), None)
+        elif isinstance(exc, QMPError):
+            self._settle(None, exc)
+        else:
+            self._settle(None, internal_error(self.command, exc))
+
+    def _trace(self, event: str, error: str | None = None) -> None:
+        if self._tracer is not None:
+            info: dict[str, object] = {"command": self.command.name, "id": self.request_id}
+            if error is not None:
+                info["error"] = error
+            self._tracer(event, info)
+
+
+def call_sync(
+    command: Command, kwargs: dict[str, object], request_id: object = None, session: object = None
+) -> object:
+    """Run a sync handler and return its encoded result; raises :class:`QMPError` on failure."""
+    if command.context_parameter is not None:
+        kwargs[command.context_parameter] = Context(command.name, request_id, session)
+    try:
+        result = command.handler(**kwargs)
+    except QMPError:
+        raise
+    except Exception as exc:
+        raise internal_error(command, exc) from exc
+    return command.signature.encode_return(result)
+
+
+def invoke(
+    command: Command,
+    kwargs: dict[str, object],
+    *,
+    request_id: object = None,
+    session: object = None,
+    tracer: Tracer | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Invocation:
+    """Submit a coroutine or completion-style command; see the module docstring.
+
+    Errors raised by the handler at submit time (the seed's "may raise errors") come back as
+    the invocation's outcome, so callers have one path for every error.
+    """
+    loop = loop or asyncio.get_running_loop()
+    context = Context(command.name, request_id, session)
+    invocation = Invocation(command, request_id, context, loop, tracer)
+    if tracer is not None:
+        tracer("command.started", {"command": command.name, "id": request_id})
+    if command.context_parameter is not None:
+        kwargs[command.context_parameter] = context
+    if command.style is HandlerStyle.COROUTINE:
+        try:
+            coroutine = command.handler(**kwargs)
+        except Exception as exc:  # the call itself failed (a wrapped non-async callable)
+            invocation._settle(
+                None, exc if isinstance(exc, QMPError) else internal_error(command, exc)
+            )
+            return invocation
+        task = loop.create_task(coroutine, name=f"qmp:{command.name}")
+        invocation._task = task
+        task.add_done_callback(invocation._task_done)
+    elif command.style is HandlerStyle.COMPLETION:
+        assert command.completion_parameter is not None
+        completion: Completion[Any] = Completion(command.name, invocation._deliver_from_any_thread)
+        invocation._completion = completion
+        kwargs[command.completion_parameter] = completion
+        try:
+            command.handler(**kwargs)
+        except Exception as exc:
+            if not completion.done:
+                completion._done = True
+                error = exc if isinstance(exc, QMPError) else internal_error(command, exc)
+                invocation._settle(None, error)
+    else:
+        try:
+            invocation.future.set_result(call_sync(command, kwargs, request_id, session))
+        except QMPError as exc:
+            invocation.future.set_exception(exc)
+        return invocation
+    invocation._start_timer()
+    return invocation

@@ -1,0 +1,1 @@
+"""The QMP protocol without I/O: bytes in, requests out; replies and events in, bytes out."""

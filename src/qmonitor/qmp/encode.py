@@ -1,0 +1,135 @@
+"""JSON output exactly as QEMU writes it (qobject/json-writer.c, qobject/qdict.c).
+
+Three details make QEMU's output what it is, and clients have been written against each:
+
+* Separators are ``", "`` and ``": "`` (``{"return": {}}``), one message per line, ``\\r\\n``
+  after it (monitor/qmp.c ``qmp_send_response``).
+* Output is ASCII: every code point outside 0x20..0x7E is written as an upper-case ``\\uXXXX``
+  escape (surrogate pairs beyond the BMP); only ``"``, ``\\``, ``\\b``, ``\\f``, ``\\n``,
+  ``\\r`` and ``\\t`` get short escapes. Doubles are printed with ``%.17g``.
+* Object members come out in QDict iteration order, not insertion order: a QDict is a hash
+  table of 512 buckets (``QDICT_BUCKET_MAX``) walked from bucket 0 up, and within a bucket the
+  member inserted last comes first (``QLIST_INSERT_HEAD``). That is why QEMU sends
+  ``{"return": {}, "id": 1}`` but ``{"id": 1, "error": ...}``. We reproduce the order from
+  QEMU's ``tdb_hash`` so that replies match QEMU's byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Final
+
+QDICT_BUCKET_MAX: Final = 512  # qobject/qdict.c
+_MASK32: Final = 0xFFFFFFFF
+
+
+def qdict_bucket(key: str) -> int:
+    """The QDict bucket QEMU puts ``key`` in: ``tdb_hash(key) % QDICT_BUCKET_MAX``."""
+    raw = key.encode("utf-8", "surrogatepass")
+    value = (0x238F13AF * len(raw)) & _MASK32
+    for index, byte in enumerate(raw):
+        value = (value + (byte << (index * 5 % 24))) & _MASK32
+    return ((1103515243 * value + 12345) & _MASK32) % QDICT_BUCKET_MAX
+
+
+@lru_cache(maxsize=4096)
+def _member_order(keys: tuple[str, ...]) -> tuple[int, ...]:
+    """Positions of ``keys`` (in insertion order) rearranged into QDict iteration order."""
+    return tuple(
+        sorted(range(len(keys)), key=lambda position: (qdict_bucket(keys[position]), -position))
+    )
+
+
+# json's C string encoder gives the short escapes QEMU uses and \\uxxxx (lower case) for the
+# rest; QEMU additionally escapes DEL and writes hex digits in upper case.
+_encode_ascii_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_NEEDS_FIXUP = re.compile(r"\\u[0-9a-f]{4}|\x7f")
+
+
+def _fixup(match: re.Match[str]) -> str:
+    text = match.group()
+    return "\\u007F" if text == "\x7f" else text.upper().replace("\\U", "\\u")
+
+
+def quoted_string(text: str) -> str:
+    """``text`` as QEMU's ``quoted_str`` writes it."""
+    quoted = _encode_ascii_string(text)
+    if "\\u" in quoted or "\x7f" in quoted:
+        return _NEEDS_FIXUP.sub(_fixup, quoted)
+    return quoted
+
+
+def _format_double(value: float) -> str:
+    return "%.17g" % value  # noqa: UP031 - the exact printf format json-writer.c uses
+
+
+def _encode(value: object, out: list[str]) -> None:
+    # The order of the checks is the order of how common the types are in replies.
+    if isinstance(value, str):
+        out.append(quoted_string(value))
+    elif isinstance(value, dict):
+        _encode_dict(value, out)
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, float):
+        out.append(_format_double(value))
+    elif isinstance(value, list | tuple):
+        _encode_list(value, out)
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _encode_dict(value: Mapping[str, object], out: list[str]) -> None:
+    if not value:
+        out.append("{}")
+        return
+    keys = tuple(value)
+    values = list(value.values())
+    out.append("{")
+    first = True
+    for position in _member_order(keys):
+        if not first:
+            out.append(", ")
+        first = False
+        out.append(quoted_string(keys[position]))
+        out.append(": ")
+        _encode(values[position], out)
+    out.append("}")
+
+
+def _encode_list(value: Sequence[object], out: list[str]) -> None:
+    if not value:
+        out.append("[]")
+        return
+    out.append("[")
+    first = True
+    for item in value:
+        if not first:
+            out.append(", ")
+        first = False
+        _encode(item, out)
+    out.append("]")
+
+
+def encode_json(value: object) -> str:
+    """``value`` (JSON-able Python data) as QEMU's non-pretty ``qobject_to_json`` writes it."""
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out)
+
+
+def encode_message(message: Mapping[str, object]) -> bytes:
+    """One QMP output line: the JSON text followed by CRLF (monitor/qmp.c)."""
+    out: list[str] = []
+    _encode_dict(message, out)
+    out.append("\r\n")
+    return "".join(out).encode("ascii")

@@ -1,0 +1,1 @@
+"""The asyncio layer: sockets, sessions and the :class:`~qmonitor.server.monitor.Monitor`."""

@@ -1,0 +1,89 @@
+"""The commands every monitor has: negotiation, version, introspection, cancellation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+from qmonitor.core.commands import Context
+from qmonitor.core.errors import ErrorClass, QMPError
+from qmonitor.core.schema import QMPName
+from qmonitor.qmp.protocol import ALREADY_NEGOTIATED
+
+if TYPE_CHECKING:
+    from qmonitor.server.monitor import Monitor
+
+CANCEL_COMMAND = "__io.github.qmonitor_cancel"
+"""Our extension, named by the QMP spec's rule for downstream names ("__RFQDN_", section 7)."""
+
+
+class QMPCapability(StrEnum):
+    """Capabilities a client may enable (qapi/control.json ``QMPCapability``)."""
+
+    OOB = "oob"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionTriple:
+    """qapi/control.json ``VersionTriple``."""
+
+    major: int
+    minor: int
+    micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """qapi/control.json ``VersionInfo``: the greeting's ``version`` and query-version."""
+
+    qemu: VersionTriple
+    package: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    """qapi/control.json ``CommandInfo``."""
+
+    name: str
+
+
+def register_builtins(monitor: Monitor) -> None:
+    """Add the built-in commands to ``monitor``'s registry."""
+    command = monitor.registry.command
+
+    @command(name="qmp_capabilities", allow_oob=True, hmp=None)
+    def qmp_capabilities(enable: list[QMPCapability] | None = None) -> None:
+        """Enable QMP capabilities and leave capabilities negotiation mode.
+
+        In negotiation mode the session handles this itself; once negotiated, QEMU answers
+        it with CommandNotFound (monitor/qmp-cmds-control.c).
+        """
+        raise QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
+
+    @command(name="query-version", allow_oob=True)
+    def query_version() -> VersionInfo:
+        """Return the version of the monitor (the same object as the greeting's)."""
+        return monitor.version_info
+
+    @command(name="query-commands", allow_oob=True)
+    def query_commands() -> list[CommandInfo]:
+        """Return the list of commands this monitor supports."""
+        return [CommandInfo(c.name) for c in monitor.registry.qmp_commands()]
+
+    @command(name="query-qmp-schema", allow_oob=True)
+    def query_qmp_schema() -> list[dict[str, Any]]:
+        """Return the QMP schema (QAPI SchemaInfo entries) generated from the registry."""
+        return monitor.schema()
+
+    @command(name=CANCEL_COMMAND, allow_oob=True)
+    def cancel(request_id: Annotated[Any, QMPName("id")], ctx: Context) -> None:
+        """Cancel an in-flight request of this connection, by its id.
+
+        The cancelled request still gets exactly one reply: a GenericError saying it was
+        cancelled (unless it completed first). Run it with ``exec-oob`` to overtake a queue
+        blocked by an id-less request.
+        """
+        session = ctx.session
+        if session is None or not session.cancel_request(request_id):  # type: ignore[attr-defined]
+            raise QMPError(f"No request with id {request_id!r} is in flight on this connection")

@@ -1,0 +1,184 @@
+"""Where a monitor listens or connects: QEMU's chardev address syntax, and the listeners.
+
+Accepted (QEMU's ``-qmp``/``-monitor`` spellings, qemu-options.hx "-chardev"):
+
+* ``unix:PATH,server=on,wait=off`` listen on a unix socket; ``unix:PATH`` connects out to a
+  listening client instead (reverse mode: what qemu.qmp's ``accept()`` and ``qmp-shell-wrap``
+  expect). ``server``/``wait`` also take QEMU's old boolean spellings (``server``, ``nowait``).
+* ``tcp:HOST:PORT,server=on,wait=off`` likewise for TCP; an empty host means 127.0.0.1, never
+  every interface, unless ``HOST`` says otherwise.
+* ``stdio`` and ``none``.
+
+Unix sockets are created mode 0600. A socket path a live server still answers on is never taken
+over (:class:`AddressInUse`); a stale one (nothing listening) is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Transport = Literal["unix", "tcp", "stdio", "none"]
+
+
+class AddressError(ValueError):
+    """An address string that does not parse."""
+
+
+class AddressInUse(OSError):
+    """Another live server already answers on this address."""
+
+
+_TRUE = {"on", "yes", "true", ""}
+_FALSE = {"off", "no", "false"}
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A parsed monitor address."""
+
+    transport: Transport
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    server: bool = True
+    wait: bool = False
+
+    def __str__(self) -> str:
+        if self.transport == "unix":
+            base = f"unix:{self.path}"
+        elif self.transport == "tcp":
+            base = f"tcp:{self.host}:{self.port}"
+        else:
+            return self.transport
+        return f"{base},server=on,wait=off" if self.server else base
+
+
+def parse_address(text: str) -> Address:
+    """Parse QEMU's chardev address syntax (see the module docstring)."""
+    if text in ("stdio", "none"):
+        return Address(text)  # type: ignore[arg-type]
+    head, *options = text.split(",")
+    server = False
+    wait = True
+    for option in options:
+        key, _, value = option.partition("=")
+        if key in ("server", "wait"):
+            if value not in _TRUE | _FALSE:
+                raise AddressError(f"invalid value '{value}' for '{key}' in '{text}'")
+            flag = value in _TRUE
+            if key == "server":
+                server = flag
+            else:
+                wait = flag
+        elif key == "nowait" and not value:
+            wait = False
+        elif key == "nodelay":
+            continue
+        else:
+            raise AddressError(f"unknown option '{key}' in address '{text}'")
+    kind, _, rest = head.partition(":")
+    if kind == "unix" and rest:
+        return Address("unix", path=rest, server=server, wait=wait)
+    if kind == "tcp":
+        host, _, port_text = rest.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise AddressError(f"invalid port in address '{text}'") from None
+        if not 0 <= port <= 65535:
+            raise AddressError(f"port out of range in address '{text}'")
+        return Address("tcp", host=host, port=port, server=server, wait=wait)
+    raise AddressError(
+        f"unsupported address '{text}' (expected unix:PATH[,server=on,wait=off], "
+        "tcp:HOST:PORT[,server=on,wait=off], stdio or none)"
+    )
+
+
+def _prepare_unix_path(path: str) -> None:
+    """Remove a stale socket at ``path``; refuse if a live server answers there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise AddressInUse(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise AddressInUse(errno.EADDRINUSE, f"a live server is already listening on {path}")
+
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
+class Listener:
+    """A listening socket serving one kind of session; ``close`` removes a unix path."""
+
+    def __init__(self, address: Address, server: asyncio.Server) -> None:
+        self.address = address
+        self.server = server
+
+    @property
+    def bound_address(self) -> Address:
+        """The address actually bound (the real port when port 0 was asked for)."""
+        if self.address.transport == "tcp":
+            host, port = self.server.sockets[0].getsockname()[:2]
+            return Address("tcp", host=host, port=port)
+        return self.address
+
+    async def close(self) -> None:
+        """Stop listening; remove the unix socket file we created."""
+        self.server.close()
+        await self.server.wait_closed()
+        if self.address.transport == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address.path)
+
+
+async def start_listener(address: Address, factory: ProtocolFactory) -> Listener:
+    """Listen on ``address`` (unix or tcp, server mode) with sessions from ``factory``."""
+    loop = asyncio.get_running_loop()
+    if address.transport == "unix":
+        _prepare_unix_path(address.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(address.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(address.path, 0o600)
+        server = await loop.create_unix_server(factory, sock=sock, backlog=1024)
+    elif address.transport == "tcp":
+        server = await loop.create_server(
+            factory, address.host, address.port, reuse_address=True, backlog=1024
+        )
+    else:
+        raise AddressError(f"cannot listen on {address.transport}")
+    return Listener(address, server)
+
+
+async def connect_out(address: Address, factory: ProtocolFactory) -> asyncio.BaseTransport:
+    """Reverse mode: connect to a listening client and serve it (QEMU without server=on)."""
+    loop = asyncio.get_running_loop()
+    if address.transport == "unix":
+        transport, _ = await loop.create_unix_connection(factory, address.path)
+    elif address.transport == "tcp":
+        transport, _ = await loop.create_connection(factory, address.host, address.port)
+    else:
+        raise AddressError(f"cannot connect out to {address.transport}")
+    return transport

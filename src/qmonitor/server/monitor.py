@@ -1,0 +1,335 @@
+"""The :class:`Monitor`: a command registry, events and listeners; the embedding API.
+
+A program embeds qmonitor like this::
+
+    mon = Monitor(name="vm0")
+
+    @mon.command
+    def query_answer() -> int:
+        return 42
+
+    mon.event("ANSWERED")
+
+    async def main():
+        await mon.listen("unix:/tmp/vm0.sock,server=on,wait=off")
+        await mon.serve_forever()
+
+Commands and events are declared once; QMP sessions (and the human monitor) are served from
+the same registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from qmonitor.core.commands import CommandRegistry
+from qmonitor.core.dispatch import Tracer
+from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
+from qmonitor.core.schema import SchemaBuilder
+from qmonitor.qmp.encode import encode_message
+from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
+from qmonitor.server.listen import (
+    Address,
+    AddressError,
+    Listener,
+    connect_out,
+    parse_address,
+    start_listener,
+)
+from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
+
+log = logging.getLogger("qmonitor")
+
+DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
+"""We speak QEMU 7.2's QMP; clients pick features by ``qemu.major/minor``."""
+
+EventListener = Callable[[Event], None]
+
+
+class Monitor:
+    """Commands, events and the sessions that serve them (see the module docstring).
+
+    ``strict_order`` makes every request block its connection until answered (QEMU's exact
+    behaviour); by default only id-less requests do. ``max_requests_in_flight`` bounds the
+    requests running per connection (the session stops reading past it).
+    """
+
+    def __init__(
+        self,
+        name: str = "qmonitor",
+        *,
+        version: VersionInfo = DEFAULT_VERSION,
+        strict_order: bool = False,
+        max_requests_in_flight: int = MAX_REQUESTS_IN_FLIGHT,
+        capabilities: Iterable[str] = ("oob",),
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.name = name
+        self.version_info = version
+        self.strict_order = strict_order
+        self.max_requests_in_flight = max_requests_in_flight
+        self.capabilities = tuple(capabilities)
+        self.tracer = tracer
+        self.registry = CommandRegistry()
+        self.command = self.registry.command
+        self.events: dict[str, EventSpec] = {}
+        self.qmp_sessions: set[QMPSession] = set()
+        self.listeners: list[Listener] = []
+        self._event_listeners: list[EventListener] = []
+        self._throttle = EventThrottle()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closed = asyncio.Event()
+        self._schema_cache: list[dict[str, Any]] | None = None
+        self._schema_key = -1
+        register_builtins(self)
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> dict[str, Any]:
+        """The ``version`` object of the greeting, as JSON data."""
+        encoded = self.registry.get("query-version")
+        assert encoded is not None
+        value = encoded.signature.encode_return(self.version_info)
+        assert isinstance(value, dict)
+        return value
+
+    def schema(self) -> list[dict[str, Any]]:
+        """QAPI SchemaInfo entries for every command and event (cached until they change)."""
+        key = len(self.registry) * 100003 + len(self.events)
+        if self._schema_cache is None or key != self._schema_key:
+            builder = SchemaBuilder()
+            for command in self.registry.qmp_commands():
+                builder.add_command(command.name, command.signature, allow_oob=command.allow_oob)
+            for spec in self.events.values():
+                builder.add_event(spec.name, spec.data_type)
+            self._schema_cache = builder.entries()
+            self._schema_key = key
+        return self._schema_cache
+
+    def _trace(self, name: str, info: Mapping[str, object]) -> None:
+        log.debug("%s %s", name, dict(info))
+        if self.tracer is not None:
+            self.tracer(name, info)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def event(
+        self,
+        name: str,
+        data_type: object | None = None,
+        *,
+        throttle: float | None = None,
+        throttle_key: str | None = None,
+        doc: str = "",
+    ) -> EventSpec:
+        """Declare an event (for the schema, and to give it QEMU's throttling rule)."""
+        spec = EventSpec(name, data_type, throttle, throttle_key, doc)
+        self.events[name] = spec
+        return spec
+
+    def add_event_listener(self, listener: EventListener) -> None:
+        """Call ``listener`` with every event sent (human sessions show them)."""
+        self._event_listeners.append(listener)
+
+    def remove_event_listener(self, listener: EventListener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._event_listeners:
+            self._event_listeners.remove(listener)
+
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send an event to every QMP session in command mode (QMP spec, section 2.5).
+
+        Callable from any thread. The timestamp is the wall clock at the call. Sessions still
+        negotiating get nothing (qemu.qmp reads the very next message as the negotiation
+        reply). Throttled events follow QEMU's rule (:mod:`qmonitor.core.events`).
+        """
+        now = time.time()
+        seconds = int(now)
+        event = Event(name, data, seconds, int((now - seconds) * 1_000_000))
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._emit_event, event, now)
+        else:
+            self._emit_event(event, now)
+
+    def _emit_event(self, event: Event, now: float) -> None:
+        spec = self.events.get(event.name)
+        if spec is not None and spec.throttle_seconds:
+            send_now, window_end = self._throttle.offer(spec, event, now)
+            if window_end is not None and self._loop is not None:
+                key = self._throttle.key_for(spec, event)
+                self._loop.call_later(spec.throttle_seconds, self._window_ended, key, spec)
+            if not send_now:
+                return
+        self._broadcast(event)
+
+    def _window_ended(self, key: ThrottleKey, spec: EventSpec) -> None:
+        kept = self._throttle.window_ended(key)
+        if kept is not None:
+            assert self._loop is not None and spec.throttle_seconds is not None
+            self._loop.call_later(spec.throttle_seconds, self._window_ended, key, spec)
+            self._broadcast(kept)
+
+    def _broadcast(self, event: Event) -> None:
+        line = encode_message(event.message())
+        for session in self.qmp_sessions:
+            if session.connection.negotiated:
+                session.send_event(line)
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    # -- sessions and listeners --------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+
+    def _session_opened(self, session: QMPSession) -> None:
+        self._bind_loop()
+        self.qmp_sessions.add(session)
+
+    def _session_closed(self, session: QMPSession) -> None:
+        self.qmp_sessions.discard(session)
+
+    def qmp_session_factory(self) -> QMPSession:
+        """A new QMP session of this monitor (an ``asyncio.Protocol``)."""
+        return QMPSession(self)
+
+    async def listen(self, address: str | Address) -> Listener:
+        """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``)."""
+        self._bind_loop()
+        parsed = parse_address(address) if isinstance(address, str) else address
+        if parsed.transport not in ("unix", "tcp") or not parsed.server:
+            raise AddressError(f"cannot listen on '{address}'; use connect() or serve_stdio()")
+        listener = await start_listener(parsed, self.qmp_session_factory)
+        self.listeners.append(listener)
+        return listener
+
+    async def serve(self, address: str | Address) -> None:
+        """Serve QMP on ``address`` whatever its kind: listen, connect out, or stdio."""
+        parsed = parse_address(address) if isinstance(address, str) else address
+        if parsed.transport == "none":
+            return
+        if parsed.transport == "stdio":
+            await self.serve_stdio()
+        elif parsed.server:
+            await self.listen(parsed)
+        else:
+            await self.connect(parsed)
+
+    async def connect(self, address: str | Address) -> QMPSession:
+        """Reverse mode: connect to a client listening on ``address`` and serve it."""
+        self._bind_loop()
+        parsed = parse_address(address) if isinstance(address, str) else address
+        transport = await connect_out(parsed, self.qmp_session_factory)
+        protocol = transport.get_protocol()
+        assert isinstance(protocol, QMPSession)
+        return protocol
+
+    async def serve_stdio(self) -> QMPSession:
+        """Serve QMP on standard input and output."""
+        self._bind_loop()
+        session = await serve_stdio(self.qmp_session_factory)
+        assert isinstance(session, QMPSession)
+        return session
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`close` is called."""
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Stop listening, answer or cancel what is in flight, and disconnect every client."""
+        for listener in self.listeners:
+            await listener.close()
+        self.listeners.clear()
+        for session in list(self.qmp_sessions):
+            for invocation, _ in list(session.requests_in_flight.values()):
+                invocation.cancel("cancelled: the monitor is shutting down")
+        await asyncio.sleep(0)
+        for session in list(self.qmp_sessions):
+            if session.transport is not None:
+                session.transport.close()
+        self._closed.set()
+
+
+class _StdioTransport(asyncio.Transport):
+    """Standard input and output as one transport, for a protocol that wants one."""
+
+    def __init__(self, reader: asyncio.ReadTransport, writer: asyncio.WriteTransport) -> None:
+        super().__init__()
+        self._reader = reader
+        self._writer = writer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._writer.write(data)
+
+    def pause_reading(self) -> None:
+        self._reader.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reader.resume_reading()
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._writer.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._writer.get_write_buffer_size()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._reader.close()
+        self._writer.abort()
+
+
+class _StdioReader(asyncio.Protocol):
+    def __init__(self, target: asyncio.Protocol) -> None:
+        self.target = target
+
+    def data_received(self, data: bytes) -> None:
+        self.target.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.target.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.target.connection_lost(exc)
+
+
+class _StdioWriter(asyncio.Protocol):
+    def __init__(self, target: asyncio.Protocol) -> None:
+        self.target = target
+
+    def pause_writing(self) -> None:
+        self.target.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.target.resume_writing()
+
+
+async def serve_stdio(factory: Callable[[], Any]) -> Any:
+    """Run one session of ``factory`` on standard input/output."""
+    import sys
+
+    loop = asyncio.get_running_loop()
+    protocol = factory()
+    reader, _ = await loop.connect_read_pipe(lambda: _StdioReader(protocol), sys.stdin)
+    writer, _ = await loop.connect_write_pipe(lambda: _StdioWriter(protocol), sys.stdout)
+    protocol.connection_made(_StdioTransport(reader, writer))
+    return protocol

@@ -1,0 +1,131 @@
+"""Helpers for testing QMP servers, ours or QEMU's: a raw client over real sockets.
+
+:class:`RawQMPClient` sends exact bytes and reads exact reply lines, so tests (and anyone
+checking their own server) can pin the wire format. :func:`start_qemu` runs real QEMU with a
+QMP unix socket for differential tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+class RawQMPClient:
+    """A QMP client that works in bytes: nothing is hidden, nothing is reordered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting: dict[str, Any] | None = None
+
+    @classmethod
+    async def connect_unix(cls, path: str, *, read_greeting: bool = True) -> RawQMPClient:
+        """Connect to a unix socket (and read the greeting)."""
+        reader, writer = await asyncio.open_unix_connection(path, limit=64 * 1024 * 1024)
+        client = cls(reader, writer)
+        if read_greeting:
+            client.greeting = await client.receive()
+        return client
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send exact bytes."""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send a message as compact JSON without a newline (as qemu.qmp does)."""
+        await self.send_raw(json.dumps(message, separators=(",", ":")).encode())
+
+    async def receive_line(self, timeout: float = 10.0) -> bytes:
+        """The next output line, CRLF included."""
+        line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+        return line
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message, parsed."""
+        message = json.loads(await self.receive_line(timeout))
+        assert isinstance(message, dict)
+        return message
+
+    async def receive_reply(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message that is not an event."""
+        while True:
+            message = await self.receive(timeout)
+            if "event" not in message:
+                return message
+
+    async def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """Send one request and return the next reply (events skipped)."""
+        message: dict[str, Any] = {"execute": command, **extra}
+        if arguments is not None:
+            message["arguments"] = arguments
+        await self.send(message)
+        return await self.receive_reply()
+
+    async def negotiate(self, enable: list[str] | None = None) -> None:
+        """Leave negotiation mode."""
+        arguments = {"enable": enable} if enable is not None else None
+        reply = await self.execute("qmp_capabilities", arguments)
+        assert reply == {"return": {}}, reply
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            await self.writer.wait_closed()
+
+
+def qemu_available() -> bool:
+    """Whether real QEMU is installed here."""
+    return shutil.which(QEMU_BINARY) is not None
+
+
+@contextlib.asynccontextmanager
+async def start_qemu(socket_path: str, *extra_args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run ``qemu-system-x86_64 -machine none`` with QMP on ``socket_path``; stop it after."""
+    process = subprocess.Popen(
+        [
+            QEMU_BINARY,
+            "-machine",
+            "none",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-qmp",
+            f"unix:{socket_path},server=on,wait=off",
+            *extra_args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(socket_path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"QEMU did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            await asyncio.sleep(0.02)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)

@@ -1,0 +1,179 @@
+"""The command core without sockets: handler styles, completion, cancellation, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from qmonitor import Completion, CompletionError, Context, QMPError
+from qmonitor.core.commands import CommandRegistry, HandlerStyle
+from qmonitor.core.dispatch import call_sync, invoke
+
+
+@dataclass
+class Point:
+    x: int
+    y_coord: int
+
+
+def make_registry() -> CommandRegistry:
+    registry = CommandRegistry()
+
+    @registry.command
+    def plain(value: int) -> Point:
+        return Point(value, value + 1)
+
+    @registry.command
+    async def coro(value: int, ctx: Context) -> int:
+        ctx.progress(1, 2)
+        await ctx.checkpoint()
+        return value * 2
+
+    @registry.command
+    def threaded(value: int, complete: Completion[int]) -> None:
+        threading.Thread(target=complete.succeed, args=(value,)).start()
+
+    @registry.command(name="fail-at-submit")
+    def fail_at_submit(complete: Completion[None]) -> None:
+        raise QMPError("refused at submit")
+
+    @registry.command(name="never", timeout=0.05)
+    def never(complete: Completion[None]) -> None:
+        pass
+
+    @registry.command(name="forever")
+    async def forever(ctx: Context) -> None:
+        await asyncio.Event().wait()
+
+    return registry
+
+
+def test_handler_styles_are_recognised_from_the_signature() -> None:
+    registry = make_registry()
+    styles = {c.name: c.style for c in registry}
+    assert styles["plain"] is HandlerStyle.SYNC
+    assert styles["coro"] is HandlerStyle.COROUTINE
+    assert styles["threaded"] is HandlerStyle.COMPLETION
+
+
+def test_sync_result_is_encoded_with_qmp_member_names() -> None:
+    command = make_registry().get("plain")
+    assert command is not None
+    kwargs = command.signature.convert_arguments({"value": 3})
+    assert call_sync(command, kwargs) == {"x": 3, "y-coord": 4}
+
+
+async def test_coroutine_completes_with_progress_seen() -> None:
+    command = make_registry().get("coro")
+    assert command is not None
+    invocation = invoke(command, {"value": 21})
+    assert await invocation.future == 42
+    assert invocation.context.progress_state is not None
+    assert invocation.context.progress_state.done == 1
+
+
+async def test_completion_from_another_thread_delivers_once() -> None:
+    command = make_registry().get("threaded")
+    assert command is not None
+    invocation = invoke(command, {"value": 7})
+    assert await asyncio.wait_for(invocation.future, 5) == 7
+
+
+async def test_second_completion_call_raises_in_the_caller() -> None:
+    registry = CommandRegistry()
+    kept: list[Completion[int]] = []
+
+    @registry.command
+    def keep(complete: Completion[int]) -> None:
+        kept.append(complete)
+
+    command = registry.get("keep")
+    assert command is not None
+    invocation = invoke(command, {})
+    kept[0].succeed(1)
+    with pytest.raises(CompletionError):
+        kept[0].fail("again")
+    assert await invocation.future == 1
+
+
+async def test_error_raised_at_submit_is_the_outcome() -> None:
+    command = make_registry().get("fail-at-submit")
+    assert command is not None
+    invocation = invoke(command, {})
+    with pytest.raises(QMPError, match="refused at submit"):
+        await invocation.future
+
+
+async def test_timeout_answers_with_an_error() -> None:
+    command = make_registry().get("never")
+    assert command is not None
+    invocation = invoke(command, {})
+    with pytest.raises(QMPError, match="timed out after 0.05 s"):
+        await asyncio.wait_for(invocation.future, 5)
+
+
+async def test_cancel_reaches_the_coroutine_and_gives_one_error() -> None:
+    command = make_registry().get("forever")
+    assert command is not None
+    invocation = invoke(command, {})
+    await asyncio.sleep(0)
+    assert invocation.cancel("cancelled by the client")
+    assert not invocation.cancel()
+    with pytest.raises(QMPError, match="was cancelled by the client"):
+        await invocation.future
+
+
+async def test_completion_after_cancel_is_discarded_and_cancel_callbacks_run() -> None:
+    registry = CommandRegistry()
+    kept: list[Completion[int]] = []
+    cancelled: list[bool] = []
+
+    @registry.command
+    def keep(complete: Completion[int]) -> None:
+        complete.add_cancel_callback(lambda: cancelled.append(True))
+        kept.append(complete)
+
+    command = registry.get("keep")
+    assert command is not None
+    invocation = invoke(command, {})
+    invocation.cancel()
+    assert cancelled == [True]
+    kept[0].succeed(5)  # accepted once, discarded
+    with pytest.raises(QMPError, match="cancelled"):
+        await invocation.future
+
+
+async def test_unexpected_exception_becomes_generic_error() -> None:
+    registry = CommandRegistry()
+
+    @registry.command
+    async def broken() -> None:
+        raise ZeroDivisionError("boom")
+
+    command = registry.get("broken")
+    assert command is not None
+    with pytest.raises(QMPError, match="ZeroDivisionError: boom"):
+        await invoke(command, {}).future
+
+
+def test_only_sync_handlers_may_allow_oob() -> None:
+    registry = CommandRegistry()
+
+    async def slow() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="only sync handlers"):
+        registry.register(slow, allow_oob=True)
+
+
+def test_duplicate_registration_is_refused() -> None:
+    registry = make_registry()
+
+    def plain() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(plain)
