@@ -244,9 +244,9 @@ class CommandRegistry:
         ``name`` defaults to the function's name with ``_`` turned into ``-``. ``hmp`` is the
         human command name (or a full :class:`HumanSyntax`); ``human`` renders the result for
         people (the seed's ``user_print``). ``qmp=False`` makes a human-only command (absent from
-        QMP and the schema, like QEMU's ``savevm``). ``timeout`` (seconds) bounds how long the command
-        may run before it is cancelled and answered with an error. ``allow_oob`` lets it be run
-        with ``exec-oob``; only sync handlers may be (QMP spec, section 2.3.1: out-of-band
+        QMP and the schema, like QEMU's ``savevm``). ``timeout`` (seconds) bounds how long the
+        command may run before it is cancelled and answered with an error. ``allow_oob`` lets it
+        be run with ``exec-oob``; only sync handlers may be (QMP spec, section 2.3.1: out-of-band
         commands must be quick and must not block).
         """
         qmp_name = name or _qmp_name_for(func)

@@ -120,16 +120,53 @@ def _encode_list(value: Sequence[object], out: list[str]) -> None:
     out.append("]")
 
 
+def _encode_deep(value: object, out: list[str]) -> None:
+    """The same output as :func:`_encode`, without recursion, for values nested too deeply
+    for Python's stack (a client may send ids nested 1024 deep, and we echo them)."""
+    pending: list[object] = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is _Text:
+            out.append(item)
+        elif isinstance(item, dict) and item:
+            keys = tuple(item)
+            values = list(item.values())
+            parts: list[object] = [_Text("{")]
+            for number, position in enumerate(_member_order(keys)):
+                prefix = ", " if number else ""
+                parts.append(_Text(f"{prefix}{quoted_string(keys[position])}: "))
+                parts.append(values[position])
+            parts.append(_Text("}"))
+            pending.extend(reversed(parts))
+        elif isinstance(item, list | tuple) and item:
+            parts = [_Text("[")]
+            for number, element in enumerate(item):
+                if number:
+                    parts.append(_Text(", "))
+                parts.append(element)
+            parts.append(_Text("]"))
+            pending.extend(reversed(parts))
+        else:
+            _encode(item, out)
+
+
+class _Text(str):
+    """Output text queued by :func:`_encode_deep` (as opposed to a value still to encode)."""
+
+    __slots__ = ()
+
+
 def encode_json(value: object) -> str:
     """``value`` (JSON-able Python data) as QEMU's non-pretty ``qobject_to_json`` writes it."""
     out: list[str] = []
-    _encode(value, out)
+    try:
+        _encode(value, out)
+    except RecursionError:
+        out = []
+        _encode_deep(value, out)
     return "".join(out)
 
 
 def encode_message(message: Mapping[str, object]) -> bytes:
     """One QMP output line: the JSON text followed by CRLF (monitor/qmp.c)."""
-    out: list[str] = []
-    _encode_dict(message, out)
-    out.append("\r\n")
-    return "".join(out).encode("ascii")
+    return (encode_json(message) + "\r\n").encode("ascii")

@@ -12,7 +12,9 @@ clients that route by id (qemu.qmp) get async commands without head-of-line bloc
 ``strict_order`` every request blocks, as in QEMU.
 
 Backpressure, never loss: at most ``max_requests_in_flight`` requests run per connection; past
-that, or while blocked, the session stops reading from the socket. With OOB enabled it reads
+that, or while blocked, the session stops reading from the socket once
+:data:`BLOCKED_INPUT_MAX` bytes of input are buffered (so a client hanging up is still noticed
+and its requests cancelled). With OOB enabled it reads
 ahead up to :data:`READ_AHEAD_MAX` requests (QEMU's ``QMP_REQ_QUEUE_LEN_MAX``) so that an
 ``exec-oob`` request can overtake a blocked queue (QMP spec, section 2.3.1).
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from qmonitor.core.commands import HandlerStyle
 from qmonitor.core.dispatch import Invocation, call_sync, invoke
@@ -46,6 +48,7 @@ MAX_REQUESTS_IN_FLIGHT: Final = 64  # per connection; the session stops reading 
 WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered for a client before it counts as stuck
 WRITE_LOW_WATER: Final = 256 * 1024
 EVENT_BACKLOG_MAX: Final = 1024  # events held for a stuck client before it is disconnected
+BLOCKED_INPUT_MAX: Final = 64 * 1024  # input bytes buffered while blocked before reading pauses
 
 
 class QMPSession(asyncio.Protocol):
@@ -62,6 +65,8 @@ class QMPSession(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._event_backlog: deque[bytes] = deque()
+        # Replies produced while handling one read are written with one write (one syscall).
+        self._output_batch: list[bytes] | None = None
         self._strict_order = monitor.strict_order
         self._max_in_flight = monitor.max_requests_in_flight
         self.closed = asyncio.get_running_loop().create_future()
@@ -69,8 +74,11 @@ class QMPSession(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        if not self.peer:
+            self.peer = _describe_peer(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.monitor._session_opened(self)
         transport.write(self.connection.greeting())
@@ -107,11 +115,15 @@ class QMPSession(asyncio.Protocol):
     # -- output ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self._output_batch is not None:
+            self._output_batch.append(data)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def send_event(self, data: bytes) -> None:
         """Queue an encoded event line; only called in command mode (the monitor checks)."""
+        if self.transport is None or self.transport.is_closing():
+            return
         if not self._writing_paused:
             self._write(data)
             return
@@ -155,6 +167,20 @@ class QMPSession(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _pump(self) -> None:
+        """Run what may run now, in arrival order, and write the replies in one go."""
+        if self._output_batch is not None:  # re-entered from a reply's completion
+            self._pump_requests()
+            return
+        batch: list[bytes] = []
+        self._output_batch = batch
+        try:
+            self._pump_requests()
+        finally:
+            self._output_batch = None
+            if batch and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+
+    def _pump_requests(self) -> None:
         """Run what may run now, in arrival order; stop reading when we may not."""
         connection = self.connection
         while True:
@@ -172,7 +198,10 @@ class QMPSession(asyncio.Protocol):
                     else:
                         self._read_ahead.append(event)
                     continue
-                self._pause_reading()
+                # Keep reading up to a bound even when blocked, so that a client hanging up
+                # is seen (and its requests cancelled) while a long command runs.
+                if connection.buffered_bytes >= BLOCKED_INPUT_MAX:
+                    self._pause_reading()
                 return
             event = self._read_ahead.popleft() if self._read_ahead else connection.next_event()
             if event is NEED_DATA:
@@ -253,3 +282,12 @@ class QMPSession(asyncio.Protocol):
             ):
                 return invocation.cancel("cancelled by the client")
         return False
+
+
+def _describe_peer(transport: asyncio.BaseTransport) -> str:
+    """A short name for log lines: the TCP peer, or the unix socket path."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    sockname = transport.get_extra_info("sockname")
+    return str(peer or sockname or "stdio")
