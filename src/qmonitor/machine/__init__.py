@@ -1,0 +1,1 @@
+"""The reference machine behind ``qmonitor run``: an application of the public API only."""

@@ -1,0 +1,706 @@
+"""The machine's commands, with QEMU's names, argument and reply shapes.
+
+Run control (qapi/run-state.json, qapi/machine.json, qapi/misc.json), snapshots
+(qapi/migration.json ``snapshot-*`` jobs; HMP ``savevm``/``loadvm``/``delvm``/``info
+snapshots``), migration (qapi/migration.json) and our ``x-query-ram-digest``. HMP renderers get
+the command's result as JSON data (QMP member names) and print what QEMU's ``hmp_info_*``
+functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
+
+Run state changes are reported by one listener: leaving ``running`` sends STOP, entering it
+sends RESUME, which is when QEMU's ``vm_stop``/``vm_start`` send them; because the change
+happens inside the command, the event goes out before the command's reply, as in QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated
+
+from qmonitor.core.commands import Context, HumanSyntax
+from qmonitor.core.errors import QMPError
+from qmonitor.core.schema import QMPName
+from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState, parse_size
+from qmonitor.machine.migration import (
+    MAX_DOWNTIME_MS,
+    MigrationInfo,
+    MigrationManager,
+    MigrationStatus,
+)
+from qmonitor.machine.snapshots import (
+    SnapshotStore,
+    human_size,
+    load_snapshot,
+    save_snapshot,
+    snapshot_missing,
+)
+from qmonitor.server.jobs import Job, JobManager
+from qmonitor.server.monitor import Monitor
+
+SNAPSHOT_NODE = "disk0"
+"""The one block node snapshots can name in ``vmstate`` and ``devices``: the state directory
+(QEMU keeps snapshots in qcow2 nodes; qapi/migration.json's examples call theirs disk0)."""
+
+_JobId = Annotated[str, QMPName("job-id")]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """qapi/run-state.json ``StatusInfo`` as QEMU 7.2 returns it."""
+
+    running: bool
+    singlestep: bool
+    status: RunState
+
+
+@dataclass(frozen=True, slots=True)
+class NameInfo:
+    """qapi/machine.json ``NameInfo``."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UuidInfo:
+    """qapi/machine.json ``UuidInfo``."""
+
+    UUID: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownData:
+    """The SHUTDOWN and RESET events' data (qapi/run-state.json)."""
+
+    guest: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RamDigest:
+    """``x-query-ram-digest``: SHA-256 of guest RAM and the workload step it belongs to."""
+
+    digest: str
+    workload_step: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    """One line of ``info snapshots`` (block/qapi.c ``bdrv_snapshot_dump``'s fields)."""
+
+    tag: str
+    vm_state_size: int
+    date_sec: int
+    vm_clock_nsec: int
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationEventData:
+    """The MIGRATION event's data."""
+
+    status: MigrationStatus
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationPassData:
+    """The MIGRATION_PASS event's data."""
+
+    pass_: int = field(metadata={"qmp_name": "pass"})
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationParametersInfo:
+    """qapi/migration.json ``MigrationParameters``, the members this machine implements."""
+
+    max_bandwidth: int
+    downtime_limit: int
+
+
+class MigrationCapability(StrEnum):
+    """qapi/migration.json ``MigrationCapability``, the members this machine implements."""
+
+    EVENTS = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationCapabilityStatus:
+    """qapi/migration.json ``MigrationCapabilityStatus``."""
+
+    capability: MigrationCapability
+    state: bool
+
+
+# -- human renderers (the result as JSON data in, QEMU's text out) ----------------------------
+
+
+def render_status(status: object) -> str:
+    """``info status`` (monitor/hmp-cmds.c ``hmp_info_status``)."""
+    assert isinstance(status, dict)
+    text = "VM status: " + ("running" if status["running"] else "paused")
+    if not status["running"] and status["status"] != RunState.PAUSED:
+        text += f" ({status['status']})"
+    return text + "\n"
+
+
+def render_name(info: object) -> str:
+    """``info name``: the name alone, nothing without one."""
+    assert isinstance(info, dict)
+    return f"{info['name']}\n" if info.get("name") is not None else ""
+
+
+def render_uuid(info: object) -> str:
+    """``info uuid``."""
+    assert isinstance(info, dict)
+    return f"{info['UUID']}\n"
+
+
+def render_digest(info: object) -> str:
+    """``info ram-digest`` (ours): the digest and its step."""
+    assert isinstance(info, dict)
+    return f"{info['digest']} (workload step {info['workload-step']})\n"
+
+
+def render_snapshots(entries: object) -> str:
+    """``info snapshots`` (block/qapi.c ``bdrv_snapshot_dump``, QEMU 7.2 layout)."""
+    assert isinstance(entries, list)
+    if not entries:
+        return "There is no snapshot available.\n"
+    lines = [
+        "List of snapshots present on all disks:",
+        f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}",
+    ]
+    for entry in entries:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["date-sec"]))
+        milliseconds = entry["vm-clock-nsec"] // 1_000_000
+        seconds, milliseconds = divmod(milliseconds, 1000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}.{milliseconds:03d}"
+        size = human_size(entry["vm-state-size"])
+        lines.append(f"{'--':<9} {entry['tag']:<16} {size:>8}{date:>20}{clock:>13}{'':>11}")
+    return "\n".join(lines) + "\n"
+
+
+def render_migrate(info: object) -> str:
+    """``info migrate`` (monitor/hmp-cmds.c ``hmp_info_migrate``, without QEMU's globals)."""
+    assert isinstance(info, dict)
+    lines = []
+    if "status" in info:
+        status = f"Migration status: {info['status']}"
+        if info["status"] == MigrationStatus.FAILED and "error-desc" in info:
+            status += f" ({info['error-desc']})"
+        lines.append(status)
+        lines.append(f"total time: {info.get('total-time', 0)} ms")
+        for key, label in (
+            ("expected-downtime", "expected downtime"),
+            ("downtime", "downtime"),
+            ("setup-time", "setup"),
+        ):
+            if key in info:
+                lines.append(f"{label}: {info[key]} ms")
+    ram = info.get("ram")
+    if ram is not None:
+        lines += [
+            f"transferred ram: {ram['transferred'] >> 10} kbytes",
+            f"throughput: {ram['mbps']:0.2f} mbps",
+            f"remaining ram: {ram['remaining'] >> 10} kbytes",
+            f"total ram: {ram['total'] >> 10} kbytes",
+            f"duplicate: {ram['duplicate']} pages",
+            f"skipped: {ram['skipped']} pages",
+            f"normal: {ram['normal']} pages",
+            f"normal bytes: {ram['normal-bytes'] >> 10} kbytes",
+            f"dirty sync count: {ram['dirty-sync-count']}",
+            f"page size: {ram['page-size'] >> 10} kbytes",
+            f"multifd bytes: {ram['multifd-bytes'] >> 10} kbytes",
+            f"pages-per-second: {ram['pages-per-second']}",
+        ]
+        if ram["dirty-pages-rate"]:
+            lines.append(f"dirty pages rate: {ram['dirty-pages-rate']} pages")
+        if ram["precopy-bytes"]:
+            lines.append(f"precopy ram: {ram['precopy-bytes'] >> 10} kbytes")
+        if ram["downtime-bytes"]:
+            lines.append(f"downtime ram: {ram['downtime-bytes'] >> 10} kbytes")
+    if "socket-address" in info:
+        lines.append("socket address: [")
+        for address in info["socket-address"]:
+            if address["type"] == "unix":
+                lines.append(f"\tunix:{address['path']}")
+            else:
+                lines.append(f"\ttcp:{address['host']}:{address['port']}")
+        lines.append("]")
+    return "".join(line + "\n" for line in lines)
+
+
+def render_migrate_parameters(parameters: object) -> str:
+    """``info migrate_parameters`` (``hmp_info_migrate_parameters``, our members)."""
+    assert isinstance(parameters, dict)
+    return (
+        f"max-bandwidth: {parameters['max-bandwidth']} bytes/second\n"
+        f"downtime-limit: {parameters['downtime-limit']} ms\n"
+    )
+
+
+def render_migrate_capabilities(capabilities: object) -> str:
+    """``info migrate_capabilities``."""
+    assert isinstance(capabilities, list)
+    return "".join(f"{c['capability']}: {'on' if c['state'] else 'off'}\n" for c in capabilities)
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MachineServices:
+    """What the machine's commands act on; made by :func:`register_machine_commands`."""
+
+    machine: Machine
+    snapshots: SnapshotStore
+    migration: MigrationManager
+    jobs: JobManager
+
+
+def register_machine_commands(
+    monitor: Monitor,
+    machine: Machine,
+    snapshots: SnapshotStore,
+    *,
+    on_exit: Callable[[int], None],
+    no_shutdown: bool = False,
+) -> MachineServices:
+    """Register every command and event of ``machine`` on ``monitor``.
+
+    ``on_exit(status)`` is called when the machine must go away: ``quit``, a guest shutdown
+    without ``-no-shutdown``, or a failed incoming migration (status 1).
+    """
+
+    def incoming_failed(reason: str) -> None:
+        print(f"qmonitor: load of migration failed: {reason}", flush=True)
+        on_exit(1)
+
+    services = MachineServices(
+        machine,
+        snapshots,
+        MigrationManager(machine, monitor.emit, incoming_failed),
+        JobManager(monitor),
+    )
+    _register_run_control(monitor, machine, on_exit, no_shutdown)
+    _register_snapshots(monitor, services)
+    _register_migration(monitor, services)
+    return services
+
+
+def _register_run_control(
+    monitor: Monitor, machine: Machine, on_exit: Callable[[int], None], no_shutdown: bool
+) -> None:
+    command = monitor.command
+    monitor.event("STOP")
+    monitor.event("RESUME")
+    monitor.event("RESET", ShutdownData)
+    monitor.event("POWERDOWN")
+    monitor.event("SHUTDOWN", ShutdownData)
+
+    def announce(old: RunState, new: RunState) -> None:
+        if old is RunState.RUNNING:
+            monitor.emit("STOP")
+        elif new is RunState.RUNNING:
+            monitor.emit("RESUME")
+
+    machine.add_state_listener(announce)
+
+    @command(
+        name="query-status",
+        hmp=HumanSyntax(name="info status", help="show the current VM status (running|paused)"),
+        human=render_status,
+    )
+    def query_status() -> StatusInfo:
+        """Query the run status of the VM."""
+        return StatusInfo(machine.running, False, machine.run_state)
+
+    @command(
+        name="query-name",
+        hmp=HumanSyntax(name="info name", help="show the current VM name"),
+        human=render_name,
+    )
+    def query_name() -> NameInfo:
+        """Return the name information of the guest."""
+        return NameInfo(machine.name)
+
+    @command(
+        name="query-uuid",
+        hmp=HumanSyntax(name="info uuid", help="show the current VM UUID"),
+        human=render_uuid,
+    )
+    def query_uuid() -> UuidInfo:
+        """Query the guest UUID information."""
+        return UuidInfo(machine.uuid)
+
+    @command(name="stop", hmp=HumanSyntax(name="stop", aliases=("s",), help="stop emulation"))
+    def stop() -> None:
+        """Stop all guest VCPU execution (softmmu/runstate.c ``qmp_stop``)."""
+        if machine.run_state is RunState.INMIGRATE:
+            machine.autostart = False
+        elif machine.in_transient_state:
+            machine.request_stop_after_transient()
+        elif machine.running:
+            machine.set_run_state(RunState.PAUSED)
+
+    @command(name="cont", hmp=HumanSyntax(name="cont", aliases=("c",), help="resume emulation"))
+    def cont() -> None:
+        """Resume guest VCPU execution (monitor/qmp-cmds.c ``qmp_cont``)."""
+        state = machine.run_state
+        if state in NEEDS_RESET:
+            raise QMPError("Resetting the Virtual Machine is required")
+        if state is RunState.FINISH_MIGRATE:
+            raise QMPError("Migration is not finalized yet")
+        if machine.in_transient_state:
+            raise QMPError(f"The VM cannot be resumed while in state '{state}'")
+        if state is RunState.INMIGRATE:
+            machine.autostart = True
+        elif state is not RunState.SUSPENDED:
+            machine.set_run_state(RunState.RUNNING)
+
+    @command(name="system_reset", hmp=HumanSyntax(name="system_reset", help="reset the system"))
+    def system_reset() -> None:
+        """Perform a hard reset of the VM (softmmu/runstate.c ``main_loop_should_exit``)."""
+        monitor.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        if (
+            machine.run_state
+            not in (
+                RunState.RUNNING,
+                RunState.INMIGRATE,
+                RunState.FINISH_MIGRATE,
+            )
+            and not machine.in_transient_state
+        ):
+            machine.set_run_state(RunState.PRELAUNCH)
+
+    @command(
+        name="system_powerdown",
+        hmp=HumanSyntax(name="system_powerdown", help="send system power down event"),
+    )
+    def system_powerdown() -> None:
+        """Press the ACPI power button; a running guest shuts down."""
+        monitor.emit("POWERDOWN")
+        if machine.running:
+            asyncio.get_running_loop().call_soon(guest_shutdown)
+
+    def guest_shutdown() -> None:
+        monitor.emit("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
+        if no_shutdown:
+            machine.set_run_state(RunState.SHUTDOWN)
+        else:
+            on_exit(0)
+
+    @command(name="quit", hmp=HumanSyntax(name="quit", aliases=("q",), help="quit the emulator"))
+    def quit_() -> None:
+        """Exit the emulator, after the reply has been sent."""
+        monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+        asyncio.get_running_loop().call_soon(on_exit, 0)
+
+    @command(
+        name="x-query-ram-digest",
+        hmp=HumanSyntax(name="info ram-digest", help="show the SHA-256 digest of guest RAM"),
+        human=render_digest,
+    )
+    async def x_query_ram_digest() -> RamDigest:
+        """SHA-256 of guest RAM and the workload step it belongs to (our extension)."""
+        digest, step = await machine.digest()
+        return RamDigest(digest, step)
+
+
+def _check_snapshot_nodes(devices: list[str], vmstate: str | None = None) -> None:
+    """QEMU's checks of ``devices`` and ``vmstate`` (block/snapshot.c, migration/savevm.c)."""
+    if not devices:
+        raise QMPError("At least one device is required for snapshot")
+    for device in devices:
+        if device != SNAPSHOT_NODE:
+            raise QMPError(f"No block device node '{device}'")
+    if vmstate is not None and vmstate != SNAPSHOT_NODE:
+        raise QMPError(f"vmstate block device '{vmstate}' does not exist")
+
+
+def _check_snapshot_allowed(services: MachineServices) -> None:
+    machine = services.machine
+    outgoing = services.migration.outgoing
+    if outgoing is not None and outgoing.in_progress:
+        raise QMPError("There's a migration process in progress")
+    if machine.run_state is RunState.INMIGRATE:
+        raise QMPError("Guest is waiting for an incoming migration")
+    if machine.in_transient_state:
+        raise QMPError(f"The VM is busy ({machine.run_state})")
+
+
+def _register_snapshots(monitor: Monitor, services: MachineServices) -> None:
+    command = monitor.command
+    machine, store, jobs = services.machine, services.snapshots, services.jobs
+    tag_completion = {"name": store.tags}
+
+    def job_progress(job: Job) -> Callable[[int, int], None]:
+        return lambda done, total: job.progress(done, total)
+
+    def context_progress(ctx: Context, verb: str) -> Callable[[int, int], None]:
+        return lambda done, total: ctx.progress(done, total, verb)
+
+    @command(name="snapshot-save")
+    def snapshot_save(job_id: _JobId, tag: str, vmstate: str, devices: list[str]) -> None:
+        """Save a VM snapshot as a job (qapi/migration.json ``snapshot-save``)."""
+
+        async def run(job: Job) -> None:
+            _check_snapshot_allowed(services)
+            _check_snapshot_nodes(devices)
+            if store.exists(tag):
+                raise QMPError(f"Snapshot '{tag}' already exists in one or more devices")
+            _check_snapshot_nodes(devices, vmstate)
+            await save_snapshot(machine, store, tag, job_progress(job), job.pause_point)
+
+        jobs.start(job_id, "snapshot-save", run)
+
+    @command(name="snapshot-load")
+    def snapshot_load(job_id: _JobId, tag: str, vmstate: str, devices: list[str]) -> None:
+        """Load a VM snapshot as a job (qapi/migration.json ``snapshot-load``)."""
+
+        async def run(job: Job) -> None:
+            _check_snapshot_allowed(services)
+            _check_snapshot_nodes(devices)
+            if not store.exists(tag):
+                raise snapshot_missing(tag)
+            _check_snapshot_nodes(devices, vmstate)
+            await load_snapshot(machine, store, tag, job_progress(job), job.pause_point)
+
+        jobs.start(job_id, "snapshot-load", run)
+
+    @command(name="snapshot-delete")
+    def snapshot_delete(job_id: _JobId, tag: str, devices: list[str]) -> None:
+        """Delete a VM snapshot as a job (qapi/migration.json ``snapshot-delete``)."""
+
+        async def run(job: Job) -> None:
+            _check_snapshot_nodes(devices)
+            await asyncio.to_thread(store.delete, tag)
+            job.progress(1, 1)
+
+        jobs.start(job_id, "snapshot-delete", run)
+
+    @command(
+        name="savevm",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="savevm",
+            args_type="name:s?",
+            params="[tag]",
+            help="save a VM snapshot. If no tag is provided, a new snapshot is created",
+            completers=tag_completion,
+        ),
+    )
+    async def savevm(ctx: Context, name: str | None = None) -> None:
+        """Save a VM snapshot, replacing one with the same tag (HMP only, as in QEMU)."""
+        _check_snapshot_allowed(services)
+        tag = name or time.strftime("vm-%Y%m%d%H%M%S")
+        await save_snapshot(machine, store, tag, context_progress(ctx, "saving"), ctx.checkpoint)
+
+    @command(
+        name="loadvm",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="loadvm",
+            args_type="name:s",
+            params="tag",
+            help="restore a VM snapshot from its tag",
+            completers=tag_completion,
+        ),
+    )
+    async def loadvm(name: str, ctx: Context) -> None:
+        """Restore a VM snapshot (HMP only, as in QEMU)."""
+        _check_snapshot_allowed(services)
+        if not store.exists(name):
+            raise snapshot_missing(name)
+        await load_snapshot(machine, store, name, context_progress(ctx, "loading"), ctx.checkpoint)
+
+    @command(
+        name="delvm",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="delvm",
+            args_type="name:s",
+            params="tag",
+            help="delete a VM snapshot from its tag",
+            completers=tag_completion,
+        ),
+    )
+    async def delvm(name: str) -> None:
+        """Delete a VM snapshot; deleting a missing one is not an error, as in QEMU."""
+        await asyncio.to_thread(store.delete, name)
+
+    @command(
+        name="info-snapshots",
+        qmp=False,
+        hmp=HumanSyntax(name="info snapshots", help="show the currently saved VM snapshots"),
+        human=render_snapshots,
+    )
+    async def info_snapshots() -> list[SnapshotEntry]:
+        """List the snapshots (HMP only, as in QEMU)."""
+        infos = await asyncio.to_thread(store.entries)
+        return [
+            SnapshotEntry(info.tag, info.vm_state_size, info.date_sec, info.vm_clock_nsec)
+            for info in infos
+        ]
+
+
+def _register_migration(monitor: Monitor, services: MachineServices) -> None:
+    command = monitor.command
+    migration = services.migration
+    monitor.event("MIGRATION", MigrationEventData)
+    monitor.event("MIGRATION_PASS", MigrationPassData)
+
+    @command(name="migrate")
+    def migrate(uri: str, detach: bool | None = None) -> None:
+        """Migrate to ``uri``; returns at once, follow it with query-migrate or events.
+
+        ``detach`` is accepted and ignored, as by QEMU (qapi/migration.json).
+        """
+        migration.start_outgoing(uri)
+
+    @command(
+        name="hmp-migrate",
+        qmp=False,
+        detachable=True,
+        hmp=HumanSyntax(
+            name="migrate",
+            params="[-d] uri",
+            help="migrate to URI (using -d to not wait for completion)",
+        ),
+    )
+    async def hmp_migrate(uri: str, ctx: Context) -> None:
+        """Migrate to ``uri`` and wait for the end, showing progress (HMP ``migrate``)."""
+        outgoing = migration.start_outgoing(uri)
+        try:
+            while outgoing.in_progress:
+                ram = outgoing.info().ram
+                if ram is not None:  # done: what need not be sent again now
+                    ctx.progress(max(0, ram.total - ram.remaining), ram.total, "migrating")
+                await asyncio.wait({outgoing.done}, timeout=0.2)
+        except asyncio.CancelledError:
+            outgoing.cancel()
+            await outgoing.wait()
+            raise
+        if outgoing.status is MigrationStatus.FAILED:
+            raise QMPError(outgoing.error_desc or "migration failed")
+        if outgoing.status is MigrationStatus.CANCELLED:
+            raise QMPError("Migration was cancelled")
+
+    @command(
+        name="migrate_cancel",
+        hmp=HumanSyntax(name="migrate_cancel", help="cancel the current VM migration"),
+    )
+    def migrate_cancel() -> None:
+        """Cancel the current outgoing migration; the source goes on as before."""
+        migration.cancel()
+
+    @command(
+        name="migrate-incoming",
+        hmp=HumanSyntax(
+            name="migrate_incoming",
+            params="uri",
+            help="Continue an incoming migration from an -incoming defer",
+        ),
+    )
+    async def migrate_incoming(uri: str) -> None:
+        """Start an incoming migration on a VM started with ``-incoming defer``."""
+        await migration.start_incoming(uri)
+
+    @command(
+        name="query-migrate",
+        hmp=HumanSyntax(name="info migrate", help="show migration status"),
+        human=render_migrate,
+    )
+    def query_migrate() -> MigrationInfo:
+        """Return information about the current migration."""
+        return migration.info()
+
+    @command(name="migrate-set-parameters")
+    def migrate_set_parameters(
+        max_bandwidth: int | None = None, downtime_limit: int | None = None
+    ) -> None:
+        """Set migration parameters (migration.c ``migrate_params_check`` texts)."""
+        if downtime_limit is not None and not 0 <= downtime_limit <= MAX_DOWNTIME_MS:
+            raise QMPError(
+                "Parameter 'downtime_limit' expects an integer in the range of 0 to "
+                "(2000 * 1000) ms"
+            )
+        if max_bandwidth is not None and max_bandwidth < 0:
+            raise QMPError(
+                "Parameter 'max_bandwidth' expects an integer in the range of 0 to "
+                "18446744073709551615 bytes/second"
+            )
+        if max_bandwidth is not None:
+            migration.parameters.max_bandwidth = max_bandwidth
+        if downtime_limit is not None:
+            migration.parameters.downtime_limit = downtime_limit
+
+    @command(
+        name="migrate_set_parameter",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="migrate_set_parameter",
+            args_type="parameter:s,value:s",
+            params="parameter value",
+            help="Set the parameter for migration",
+            completers={"parameter": lambda: ["max-bandwidth", "downtime-limit"]},
+        ),
+    )
+    def migrate_set_parameter(parameter: str, value: str) -> None:
+        """HMP spelling of migrate-set-parameters: sizes in MiB unless suffixed, as QEMU."""
+        try:
+            if parameter == "max-bandwidth":
+                migrate_set_parameters(max_bandwidth=parse_size(value, default_suffix="M"))
+            elif parameter == "downtime-limit":
+                migrate_set_parameters(downtime_limit=int(value))
+            else:
+                raise QMPError(f"Parameter 'parameter' does not accept value '{parameter}'")
+        except ValueError:
+            raise QMPError(f"Invalid size {value}") from None
+
+    @command(
+        name="query-migrate-parameters",
+        hmp=HumanSyntax(name="info migrate_parameters", help="show current migration parameters"),
+        human=render_migrate_parameters,
+    )
+    def query_migrate_parameters() -> MigrationParametersInfo:
+        """Return the current migration parameters."""
+        parameters = migration.parameters
+        return MigrationParametersInfo(parameters.max_bandwidth, parameters.downtime_limit)
+
+    @command(name="migrate-set-capabilities")
+    def migrate_set_capabilities(capabilities: list[MigrationCapabilityStatus]) -> None:
+        """Enable or disable migration capabilities (only ``events`` exists here)."""
+        outgoing = migration.outgoing
+        if outgoing is not None and outgoing.in_progress:
+            raise QMPError("There's a migration process in progress")
+        for capability in capabilities:
+            migration.events = capability.state
+
+    @command(
+        name="migrate_set_capability",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="migrate_set_capability",
+            args_type="capability:s,state:b",
+            params="capability state",
+            help="Enable/Disable the usage of a capability for migration",
+        ),
+    )
+    def migrate_set_capability(capability: MigrationCapability, state: bool) -> None:
+        """HMP spelling of migrate-set-capabilities."""
+        migrate_set_capabilities([MigrationCapabilityStatus(capability, state)])
+
+    @command(
+        name="query-migrate-capabilities",
+        hmp=HumanSyntax(
+            name="info migrate_capabilities", help="show current migration capabilities"
+        ),
+        human=render_migrate_capabilities,
+    )
+    def query_migrate_capabilities() -> list[MigrationCapabilityStatus]:
+        """Return the migration capabilities and whether they are on."""
+        return [MigrationCapabilityStatus(MigrationCapability.EVENTS, migration.events)]

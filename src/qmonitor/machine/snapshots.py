@@ -1,0 +1,423 @@
+"""Snapshots of the machine: a checksummed file format, crash-safe writes, validated loads.
+
+QEMU keeps ``savevm`` snapshots inside qcow2 images; this machine has no disks, so a snapshot
+is one file per tag in the state directory (``--state-dir``)::
+
+    magic    8 bytes   b"QMSNAP\\0\\1"
+    length   4 bytes   little-endian length of the metadata
+    metadata JSON      tag, date, guest clock, RAM size, workload step, seed
+    page map 1 byte per page: 1 = the page's 4 KiB follow, 0 = a zero page (not stored)
+    pages    4 KiB each, for every page whose map byte is 1, in page order
+    trailer  12 bytes  b"QMSNAPEND\\0\\0\\0", then 32 bytes: SHA-256 of everything before it
+
+Writing (QEMU ``save_snapshot``, migration/savevm.c): the guest is stopped (``save-vm``), the
+file is written under a hidden temporary name (``.TAG.PID.tmp``), fsynced, renamed over the final
+name and the directory fsynced. A process killed at any point leaves either the old file or the
+new one under the final name, never a partial one; temporaries are ignored when listing and
+removed once their process is gone. A cancelled save deletes its temporary.
+
+Loading checks the whole file (size, magic, checksum, RAM size) into fresh memory *before*
+touching the machine, so a truncated or corrupt snapshot is refused with the machine exactly as
+it was. QEMU instead stops the guest first and leaves it stopped (``restore-vm``) when loading
+fails (monitor/hmp-cmds.c ``hmp_loadvm``); keeping the machine unchanged is the point here.
+
+Heavy work (page scanning, hashing, file I/O) runs in worker threads, a few MiB per call, so
+the monitor stays responsive and progress can be reported between chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import struct
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from qmonitor.core.errors import QMPError
+from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, data_page_map, offload
+
+MAGIC: Final = b"QMSNAP\x00\x01"
+TRAILER_MAGIC: Final = b"QMSNAPEND\x00\x00\x00"
+TRAILER_SIZE: Final = len(TRAILER_MAGIC) + hashlib.sha256().digest_size
+SUFFIX: Final = ".qmsnap"
+CHUNK: Final = 8 << 20
+"""Bytes written or read per worker-thread call: progress granularity and cancellation latency."""
+_LENGTH = struct.Struct("<I")
+_DATA_RUN = re.compile(rb"\x01+")
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)`` in bytes of pages, called between chunks."""
+Checkpoint = Callable[[], Awaitable[None]]
+"""Awaited between chunks: where a job pauses (``Job.pause_point``) or a command is cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """What ``info snapshots`` shows of a snapshot, read from its metadata."""
+
+    tag: str
+    vm_state_size: int
+    date_sec: int
+    date_nsec: int
+    vm_clock_nsec: int
+    ram_size: int
+    workload_step: int
+
+
+def snapshot_missing(tag: str) -> QMPError:
+    """QEMU's text (migration/savevm.c ``load_snapshot``)."""
+    return QMPError(f"Snapshot '{tag}' does not exist in one or more devices")
+
+
+class SnapshotStore:
+    """The snapshot files of one state directory."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def open(self) -> None:
+        """Create the directory if needed and remove temporaries of dead processes."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.directory.glob(".*.tmp"):
+            pid_text = path.name[:-4].rpartition(".")[2]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def path_for(self, tag: str) -> Path:
+        """The file of ``tag``: percent-encoded, so any tag is a safe, visible file name."""
+        name = urllib.parse.quote(tag, safe="")
+        if name.startswith("."):
+            name = "%2E" + name[1:]
+        return self.directory / (name + SUFFIX)
+
+    def exists(self, tag: str) -> bool:
+        """Whether a snapshot called ``tag`` exists."""
+        return self.path_for(tag).exists()
+
+    def entries(self) -> list[SnapshotInfo]:
+        """Every readable snapshot, oldest first (the order QEMU lists them in)."""
+        infos = []
+        for path in self.directory.glob("*" + SUFFIX):
+            with contextlib.suppress(OSError, ValueError):
+                infos.append(read_info(path))
+        return sorted(infos, key=lambda info: (info.date_sec, info.date_nsec, info.tag))
+
+    def tags(self) -> list[str]:
+        """The tags of every snapshot (for completion)."""
+        return [info.tag for info in self.entries()]
+
+    def delete(self, tag: str) -> bool:
+        """Delete ``tag`` durably; False if there was none."""
+        try:
+            self.path_for(tag).unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_directory(self.directory)
+        return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_metadata(stream: BinaryIO) -> tuple[dict[str, object], bytes]:
+    """The metadata of a snapshot and the raw header bytes, or ValueError."""
+    head = stream.read(len(MAGIC) + _LENGTH.size)
+    if len(head) < len(MAGIC) + _LENGTH.size or head[: len(MAGIC)] != MAGIC:
+        raise ValueError("not a qmonitor snapshot")
+    (length,) = _LENGTH.unpack_from(head, len(MAGIC))
+    raw = stream.read(length)
+    if len(raw) != length:
+        raise ValueError("truncated header")
+    metadata = json.loads(raw)
+    if not isinstance(metadata, dict):
+        raise ValueError("bad header")
+    return metadata, head + raw
+
+
+def read_info(path: Path) -> SnapshotInfo:
+    """The listing entry of one snapshot file (its metadata only; not the checksum)."""
+    with open(path, "rb") as stream:
+        metadata, _ = _read_metadata(stream)
+    return SnapshotInfo(
+        tag=str(metadata["tag"]),
+        vm_state_size=path.stat().st_size,
+        date_sec=int(metadata["date-sec"]),  # type: ignore[call-overload]
+        date_nsec=int(metadata["date-nsec"]),  # type: ignore[call-overload]
+        vm_clock_nsec=int(metadata["vm-clock-nsec"]),  # type: ignore[call-overload]
+        ram_size=int(metadata["ram-size"]),  # type: ignore[call-overload]
+        workload_step=int(metadata["workload-step"]),  # type: ignore[call-overload]
+    )
+
+
+class SnapshotWriter:
+    """Writes one snapshot of a stopped machine, a chunk per :meth:`step` (in a worker thread)."""
+
+    def __init__(self, store: SnapshotStore, tag: str, machine: Machine) -> None:
+        self.final_path = store.path_for(tag)
+        self.temporary_path = self.final_path.with_name(
+            f".{self.final_path.name}.{os.getpid()}.tmp"
+        )
+        self._directory = store.directory
+        self._ram = machine.ram
+        now = time.time_ns()
+        self._metadata = {
+            "tag": tag,
+            "date-sec": now // 1_000_000_000,
+            "date-nsec": now % 1_000_000_000,
+            "vm-clock-nsec": machine.guest_clock_ns(),
+            "ram-size": len(machine.ram),
+            "workload-step": machine.workload_step,
+            "seed": machine.seed,
+            "machine": machine.name,
+        }
+        self._runs: Iterator[tuple[int, int]] = iter(())
+        self._hash = hashlib.sha256()
+        self._file: BinaryIO | None = None
+        self.total = 0
+        self.done = 0
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._hash.update(data)
+
+    def begin(self) -> None:
+        """Create the temporary file; write the header and page map."""
+        page_map = data_page_map(self._ram, 0, len(self._ram) // PAGE_SIZE)
+        self.total = page_map.count(1) * PAGE_SIZE
+        self._runs = ((m.start(), m.end()) for m in _DATA_RUN.finditer(page_map))
+        self._file = open(  # noqa: SIM115  # closed by commit() or abort()
+            os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+        )
+        raw = json.dumps(self._metadata, separators=(",", ":")).encode()
+        self._write(MAGIC + _LENGTH.pack(len(raw)) + raw)
+        self._write(page_map)
+
+    def step(self) -> bool:
+        """Write up to :data:`CHUNK` bytes of pages; True when every page is written."""
+        view = memoryview(self._ram)
+        written = 0
+        for start, end in self._runs:
+            first = start
+            while first < end:
+                last = min(end, first + (CHUNK - written) // PAGE_SIZE)
+                self._write(view[first * PAGE_SIZE : last * PAGE_SIZE])
+                written += (last - first) * PAGE_SIZE
+                first = last
+                if written >= CHUNK and first < end:
+                    self._runs = _chain_run(first, end, self._runs)
+                    self.done += written
+                    return False
+            if written >= CHUNK:
+                self.done += written
+                return False
+        self.done += written
+        return True
+
+    def commit(self) -> None:
+        """Trailer, fsync, rename over the final name, fsync the directory."""
+        assert self._file is not None
+        self._file.write(TRAILER_MAGIC + self._hash.digest())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        os.replace(self.temporary_path, self.final_path)
+        _fsync_directory(self._directory)
+
+    def abort(self) -> None:
+        """Forget the snapshot: close and delete the temporary file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            self.temporary_path.unlink()
+
+
+def _chain_run(start: int, end: int, rest: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    yield start, end
+    yield from rest
+
+
+class SnapshotReader:
+    """Reads and checks one snapshot into fresh memory, a chunk per :meth:`step`."""
+
+    def __init__(self, path: Path, tag: str, ram_size: int) -> None:
+        self.path = path
+        self.tag = tag
+        self.ram_size = ram_size
+        self.ram = bytearray()
+        self.metadata: dict[str, object] = {}
+        self.total = 0
+        self.done = 0
+        self._hash = hashlib.sha256()
+        self._file: io.BufferedReader | None = None
+        self._runs: Iterator[tuple[int, int]] = iter(())
+
+    def _damaged(self, reason: str) -> QMPError:
+        return QMPError(f"Snapshot '{self.tag}' is damaged ({reason}); the VM was left unchanged")
+
+    def begin(self) -> None:
+        """Open the file; read and check the header and the page map."""
+        try:
+            self._file = open(self.path, "rb")  # noqa: SIM115  # closed by finish() or close()
+        except FileNotFoundError:
+            raise snapshot_missing(self.tag) from None
+        size = os.fstat(self._file.fileno()).st_size
+        try:
+            self.metadata, header = _read_metadata(self._file)
+            ram_size = int(self.metadata["ram-size"])  # type: ignore[call-overload]
+            int(self.metadata["workload-step"])  # type: ignore[call-overload]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._damaged(f"bad header: {exc}") from None
+        if ram_size != self.ram_size:
+            raise QMPError(
+                f"Snapshot '{self.tag}' was taken with {ram_size} bytes of RAM, "
+                f"this VM has {self.ram_size}"
+            )
+        self._hash.update(header)
+        pages = ram_size // PAGE_SIZE
+        page_map = self._file.read(pages)
+        if len(page_map) != pages:
+            raise self._damaged("truncated")
+        self._hash.update(page_map)
+        self.total = page_map.count(1) * PAGE_SIZE
+        if size != len(header) + pages + self.total + TRAILER_SIZE:
+            raise self._damaged(
+                f"size is {size} bytes, expected {len(header) + pages + self.total + TRAILER_SIZE}"
+            )
+        self.ram = bytearray(ram_size)
+        self._runs = ((m.start(), m.end()) for m in _DATA_RUN.finditer(page_map))
+
+    def step(self) -> bool:
+        """Read up to :data:`CHUNK` bytes of pages; True when all are read and checked."""
+        assert self._file is not None
+        view = memoryview(self.ram)
+        read = 0
+        for start, end in self._runs:
+            first = start
+            while first < end:
+                last = min(end, first + max(1, (CHUNK - read) // PAGE_SIZE))
+                target = view[first * PAGE_SIZE : last * PAGE_SIZE]
+                if self._file.readinto(target) != len(target):
+                    raise self._damaged("truncated")
+                self._hash.update(target)
+                read += len(target)
+                first = last
+                if read >= CHUNK and first < end:
+                    self._runs = _chain_run(first, end, self._runs)
+                    self.done += read
+                    return False
+        self.done += read
+        trailer = self._file.read(TRAILER_SIZE)
+        if trailer[: len(TRAILER_MAGIC)] != TRAILER_MAGIC:
+            raise self._damaged("no trailer")
+        if trailer[len(TRAILER_MAGIC) :] != self._hash.digest():
+            raise self._damaged("checksum mismatch")
+        return True
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
+async def save_snapshot(
+    machine: Machine,
+    store: SnapshotStore,
+    tag: str,
+    progress: Progress,
+    checkpoint: Checkpoint | None = None,
+) -> None:
+    """Save the machine under ``tag`` (replacing an existing one), as QEMU's ``save_snapshot``.
+
+    The guest is stopped in ``save-vm`` meanwhile and put back as it was afterwards; on any
+    failure or cancellation no new file is left and the old one (if any) is untouched.
+    """
+    machine.enter_transient(RunState.SAVE_VM)
+    writer = SnapshotWriter(store, tag, machine)
+    try:
+        await offload(writer.begin)
+        progress(0, writer.total)
+        while not await offload(writer.step):
+            progress(writer.done, writer.total)
+            await (checkpoint or _yield)()
+        await offload(writer.commit)
+        progress(writer.total, writer.total)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        machine.leave_transient()
+
+
+async def load_snapshot(
+    machine: Machine,
+    store: SnapshotStore,
+    tag: str,
+    progress: Progress,
+    checkpoint: Checkpoint | None = None,
+) -> None:
+    """Replace the machine's state with snapshot ``tag``, checked in full first.
+
+    The guest goes through ``restore-vm`` (STOP, RESUME if it was running) only once the file
+    has been read and verified, so a refused snapshot changes nothing.
+    """
+    reader = SnapshotReader(store.path_for(tag), tag, len(machine.ram))
+    try:
+        await offload(reader.begin)
+        while not await offload(reader.step):
+            progress(reader.done, reader.total)
+            await (checkpoint or _yield)()
+    finally:
+        reader.close()
+    progress(reader.total, reader.total)
+    machine.enter_transient(RunState.RESTORE_VM)
+    try:
+        machine.replace_state(
+            reader.ram,
+            int(reader.metadata["workload-step"]),  # type: ignore[call-overload]
+            int(reader.metadata.get("seed", 0)),  # type: ignore[call-overload]
+            int(reader.metadata.get("vm-clock-nsec", 0)),  # type: ignore[call-overload]
+        )
+    finally:
+        machine.leave_transient()
+
+
+def human_size(size: int) -> str:
+    """QEMU's ``size_to_str`` (util/cutils.c): three significant digits, binary units."""
+    _, exponent = math.frexp(size / (1000 / 1024))
+    index = max(0, (exponent - 1) // 10)  # C's (e - 1) / 10 truncates -1 to 0
+    suffix = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")[index]
+    return f"{size / (1 << (10 * index)):0.3g} {suffix}B"

@@ -1,0 +1,202 @@
+"""Serving the human monitor: sockets, stdio, the console, and ``human-monitor-command``.
+
+:func:`serve_human` takes QEMU's ``-monitor`` address syntax (:mod:`qmonitor.server.listen`):
+
+- ``unix:PATH,server=on,wait=off`` / ``tcp:HOST:PORT,server=on,wait=off``: a listener; every
+  connection is a session of its own, as plain text with QEMU's echo, usable with ``socat`` or
+  ``nc`` (QEMU serves one connection per ``-monitor`` socket; here they do not queue);
+- ``unix:PATH`` / ``tcp:HOST:PORT`` without ``server``: connect out to a listening client;
+- ``stdio``: the interactive console (:mod:`qmonitor.server.console`) when ``interactive`` and
+  standard input and output are a terminal, else QEMU's byte protocol on standard input and
+  output (either may be a pipe or a regular file: ``qmonitor run < commands > transcript``);
+- ``none``: nothing.
+
+``interactive`` also asks socket sessions for the extras of the console (progress lines,
+events, outcome of detached commands); without it they behave exactly as QEMU's.
+
+Human sessions end when the monitor closes (:meth:`Monitor.close`).
+
+:func:`register_human_monitor_command` adds QMP's ``human-monitor-command`` (qapi/misc.json),
+which runs one line and returns its text with ``\\r\\n`` line ends; a command's error is part of
+that text (``Error: ...``), not a QMP error, as in QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import sys
+import weakref
+
+from qmonitor.core.errors import QMPError
+from qmonitor.hmp.builtins import register_hmp_builtins
+from qmonitor.hmp.table import command_table
+from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
+from qmonitor.server.listen import Address, AddressError, connect_out, parse_address, start_listener
+from qmonitor.server.monitor import Monitor
+
+
+class _HumanSessions:
+    """The open human sessions of one monitor, closed when the monitor closes."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.sessions: set[HumanSession] = set()
+        self._watcher = asyncio.get_running_loop().create_task(self._close_with(monitor))
+
+    async def _close_with(self, monitor: Monitor) -> None:
+        await monitor.serve_forever()
+        for session in list(self.sessions):
+            session.close()
+
+    def opened(self, session: HumanSession) -> None:
+        self.sessions.add(session)
+
+    def closed(self, session: HumanSession) -> None:
+        self.sessions.discard(session)
+
+
+_sessions: weakref.WeakKeyDictionary[Monitor, _HumanSessions] = weakref.WeakKeyDictionary()
+
+
+def _sessions_of(monitor: Monitor) -> _HumanSessions:
+    sessions = _sessions.get(monitor)
+    if sessions is None:
+        sessions = _sessions[monitor] = _HumanSessions(monitor)
+    return sessions
+
+
+class _StdinReader(asyncio.Protocol):
+    """Standard input for a session that writes elsewhere: end of input is not a hang-up."""
+
+    def __init__(self, session: HMPSession) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        self.session.eof_received()
+        return None
+
+
+class _StdioTransport(asyncio.Transport):
+    """Standard output to write, standard input to pause and resume.
+
+    Either may be a regular file (``qmonitor run < commands > output``), which asyncio's pipe
+    transports refuse: output then goes out with plain writes, which never block for long.
+    """
+
+    def __init__(self, writer: asyncio.WriteTransport | None) -> None:
+        super().__init__()
+        self._writer = writer
+        self.reader: asyncio.ReadTransport | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def is_closing(self) -> bool:
+        return self._writer is not None and self._writer.is_closing()
+
+    def pause_reading(self) -> None:
+        if self.reader is not None and not self.reader.is_closing():
+            self.reader.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reader is not None and not self.reader.is_closing():
+            self.reader.resume_reading()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+async def _serve_stdio_plain(monitor: Monitor, sessions: _HumanSessions) -> None:
+    """QEMU's byte protocol on stdin/stdout (``-monitor stdio`` without a terminal)."""
+    loop = asyncio.get_running_loop()
+    session = HMPSession(
+        monitor, on_open=sessions.opened, on_close=sessions.closed, close_at_eof=False
+    )
+    try:
+        writer: asyncio.WriteTransport | None
+        writer, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+    except ValueError:
+        writer = None
+    transport = _StdioTransport(writer)
+    session.connection_made(transport)
+    if _pollable(sys.stdin.fileno()):
+        transport.reader, _ = await loop.connect_read_pipe(lambda: _StdinReader(session), sys.stdin)
+    else:
+        session.data_received(sys.stdin.buffer.read())
+        session.eof_received()
+
+
+def _pollable(fileno: int) -> bool:
+    """Whether the event loop can watch ``fileno`` (not a regular file, not ``/dev/null``)."""
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(fileno, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+async def serve_human(monitor: Monitor, address: str | Address, *, interactive: bool) -> None:
+    """Serve the human monitor on ``address`` (see the module docstring); returns once serving.
+
+    Raises :class:`AddressError` for an address that cannot serve, ``OSError`` when binding or
+    connecting fails, and ValueError when a command's human syntax is unusable (checked here,
+    before anyone types).
+    """
+    register_hmp_builtins(monitor.registry)
+    command_table(monitor.registry)
+    parsed = parse_address(address) if isinstance(address, str) else address
+    sessions = _sessions_of(monitor)
+
+    def factory() -> HMPSession:
+        return HMPSession(
+            monitor, interactive=interactive, on_open=sessions.opened, on_close=sessions.closed
+        )
+
+    if parsed.transport == "none":
+        return
+    if parsed.transport == "stdio":
+        if interactive and sys.stdin.isatty() and sys.stdout.isatty():
+            from qmonitor.server.console import start_console
+
+            start_console(monitor, sessions.opened, sessions.closed)
+        else:
+            await _serve_stdio_plain(monitor, sessions)
+    elif parsed.server:
+        monitor.listeners.append(await start_listener(parsed, factory))
+    elif parsed.transport in ("unix", "tcp"):
+        await connect_out(parsed, factory)
+    else:
+        raise AddressError(f"cannot serve the human monitor on '{address}'")
+
+
+CPU_INDEX_ERROR = "Parameter 'cpu-index' expects a CPU number"
+"""QEMU's ``QERR_INVALID_PARAMETER_VALUE`` for a cpu-index that names no CPU."""
+
+
+def register_human_monitor_command(monitor: Monitor) -> None:
+    """Add ``human-monitor-command`` to QMP and ``help``/``info`` to the human monitor."""
+    register_hmp_builtins(monitor.registry)
+    if "human-monitor-command" in monitor.registry:
+        return
+
+    @monitor.command(name="human-monitor-command")
+    async def human_monitor_command(command_line: str, cpu_index: int | None = None) -> str:
+        """Execute a command on the human monitor and return the output.
+
+        The output is the text a person would see, ``\\r\\n`` line ends, errors included as
+        text (``Error: ...``). ``cpu-index`` selects QEMU's current CPU for commands that use
+        one; the monitor emulates a machine without CPUs (QEMU's ``-machine none``), where any
+        index is refused with QEMU's error.
+        """
+        if cpu_index is not None:
+            raise QMPError(CPU_INDEX_ERROR)
+        return await CapturedSession(monitor).run(command_line)

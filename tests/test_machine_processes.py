@@ -1,0 +1,528 @@
+"""Real ``qmonitor run`` processes: run control, snapshots and live migration over sockets.
+
+Every process is started with ``sys.executable -m qmonitor run``, its sockets in a temporary
+directory, and killed at the end of its test whatever happens. RAM stays small (16-32 MiB) so
+the whole file runs in seconds; nothing here asserts on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmonitor.machine.snapshots import SnapshotStore
+
+
+class Client:
+    """A QMP client over a unix socket that keeps the events it reads."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.events: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, path: str) -> Client:
+        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+        client = cls(reader, writer)
+        await client.receive()  # greeting
+        assert await client.execute("qmp_capabilities") == {}
+        return client
+
+    async def receive(self) -> dict[str, Any]:
+        line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), 30)
+        message = json.loads(line)
+        assert isinstance(message, dict)
+        return message
+
+    async def request(self, command: str, **arguments: Any) -> dict[str, Any]:
+        """Send a request; return its reply, keeping the events read before it."""
+        message: dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self.writer.write(json.dumps(message).encode())
+        while True:
+            reply = await self.receive()
+            if "event" in reply:
+                self.events.append(reply)
+            else:
+                return reply
+
+    async def execute(self, command: str, **arguments: Any) -> Any:
+        """The ``return`` of a request that must succeed."""
+        reply = await self.request(command, **arguments)
+        assert "return" in reply, reply
+        return reply["return"]
+
+    async def error(self, command: str, **arguments: Any) -> str:
+        """The ``desc`` of a request that must fail."""
+        reply = await self.request(command, **arguments)
+        assert "error" in reply, reply
+        return str(reply["error"]["desc"])
+
+    async def wait_event(self, name: str, **data: Any) -> dict[str, Any]:
+        """The first event called ``name`` whose data has ``data`` (read so far or next)."""
+        while True:
+            for event in self.events:
+                if event["event"] == name and all(
+                    event.get("data", {}).get(key) == value for key, value in data.items()
+                ):
+                    self.events.remove(event)
+                    return event
+            message = await self.receive()
+            if "event" in message:
+                self.events.append(message)
+
+    def event_names(self) -> list[str]:
+        return [event["event"] for event in self.events]
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+class VM:
+    """One ``qmonitor run`` process."""
+
+    def __init__(self, process: subprocess.Popen[bytes], qmp_path: str, state_dir: Path) -> None:
+        self.process = process
+        self.qmp_path = qmp_path
+        self.state_dir = state_dir
+
+    async def client(self) -> Client:
+        return await Client.connect(self.qmp_path)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    async def exited(self) -> int:
+        while self.process.poll() is None:
+            await asyncio.sleep(0.02)
+        return self.process.returncode
+
+
+class Launcher:
+    """Starts VMs in a temporary directory and kills every one of them at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.vms: list[VM] = []
+
+    async def start(self, name: str, *options: str, state_dir: Path | None = None) -> VM:
+        qmp_path = str(self.directory / f"{name}.qmp")
+        state = state_dir or self.directory / f"{name}-state"
+        command = [
+            sys.executable, "-m", "qmonitor", "run", "-name", name,
+            "-qmp", f"unix:{qmp_path},server=on,wait=off", "-monitor", "none",
+            "--state-dir", str(state), *options,
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        vm = VM(process, qmp_path, state)
+        self.vms.append(vm)
+        for _ in range(1000):
+            if process.poll() is not None:
+                raise RuntimeError(f"qmonitor run exited with {process.returncode}")
+            with contextlib.suppress(OSError):
+                probe = socket.socket(socket.AF_UNIX)
+                try:
+                    probe.connect(qmp_path)
+                    return vm
+                finally:
+                    probe.close()
+            await asyncio.sleep(0.02)
+        raise RuntimeError("qmonitor run did not open its QMP socket")
+
+    def kill_all(self) -> None:
+        for vm in self.vms:
+            vm.kill()
+
+
+@pytest.fixture
+async def launcher(short_tmp: Path) -> AsyncIterator[Launcher]:
+    vms = Launcher(short_tmp)
+    try:
+        yield vms
+    finally:
+        vms.kill_all()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def digest(client: Client) -> tuple[str, int]:
+    result = await client.execute("x-query-ram-digest")
+    return result["digest"], result["workload-step"]
+
+
+async def wait_migration(client: Client, *statuses: str) -> dict[str, Any]:
+    while True:
+        info = await client.execute("query-migrate")
+        if info.get("status") in statuses:
+            return info
+        await asyncio.sleep(0.02)
+
+
+# -- run control ---------------------------------------------------------------------------
+
+
+async def test_run_control_events_come_before_the_reply(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "16M")
+    client = await vm.client()
+    assert await client.execute("query-status") == {
+        "status": "running",
+        "singlestep": False,
+        "running": True,
+    }
+    assert await client.execute("stop") == {}
+    assert client.event_names() == ["STOP"]  # read before the reply, as QEMU sends it
+    assert (await client.execute("query-status"))["status"] == "paused"
+    await client.execute("cont")
+    assert client.event_names() == ["STOP", "RESUME"]
+    assert await client.execute("query-name") == {"name": "vm0"}
+    assert len((await client.execute("query-uuid"))["UUID"]) == 36
+    await client.execute("system_reset")
+    assert client.events[-1]["data"] == {"guest": False, "reason": "host-qmp-system-reset"}
+    await client.execute("quit")
+    assert (await client.wait_event("SHUTDOWN"))["data"] == {
+        "guest": False,
+        "reason": "host-qmp-quit",
+    }
+    assert await vm.exited() == 0
+    assert not os.path.exists(vm.qmp_path)
+
+
+async def test_sigterm_shuts_down_cleanly(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "16M", "-S")
+    client = await vm.client()
+    assert (await client.execute("query-status"))["status"] == "prelaunch"
+    vm.process.send_signal(signal.SIGTERM)
+    assert (await client.wait_event("SHUTDOWN"))["data"]["reason"] == "host-signal"
+    assert await vm.exited() == 0
+    assert not os.path.exists(vm.qmp_path)
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+
+async def test_snapshot_jobs_restore_the_digest_with_one_event_per_transition(
+    launcher: Launcher,
+) -> None:
+    vm = await launcher.start("vm0", "-m", "16M", "--dirty-rate", "8M")
+    client = await vm.client()
+    await asyncio.sleep(0.2)
+    await client.execute("stop")
+    saved = await digest(client)
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **{"job-id": "save0", "tag": "t1", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="save0", status="concluded")
+    jobs = await client.execute("query-jobs")
+    assert jobs[0]["id"] == "save0" and jobs[0]["status"] == "concluded" and "error" not in jobs[0]
+    await client.execute("job-dismiss", id="save0")
+    await client.wait_event("JOB_STATUS_CHANGE", id="save0", status="null")
+    await client.execute("cont")
+    while (await digest(client))[1] == saved[1]:
+        await asyncio.sleep(0.02)
+    await client.execute("stop")
+    assert await digest(client) != saved
+    await client.execute("snapshot-load", **{"job-id": "load0", "tag": "t1", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="load0", status="concluded")
+    assert await digest(client) == saved
+
+
+async def test_snapshot_job_states_follow_qemu_one_event_each(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "16M")
+    client = await vm.client()
+    await client.execute(
+        "snapshot-save", **{"job-id": "s1", "tag": "t", "vmstate": "disk0", "devices": ["disk0"]}
+    )
+    await client.wait_event("JOB_STATUS_CHANGE", id="s1", status="concluded")
+    await client.execute(
+        "snapshot-save", **{"job-id": "s2", "tag": "t", "vmstate": "disk0", "devices": ["disk0"]}
+    )
+    await client.wait_event("JOB_STATUS_CHANGE", id="s2", status="concluded")
+    jobs = {job["id"]: job for job in await client.execute("query-jobs")}
+    assert jobs["s2"]["error"] == "Snapshot 't' already exists in one or more devices"
+    assert await client.error("job-pause", id="s1") == (
+        "Job 's1' in state 'concluded' cannot accept command verb 'pause'"
+    )
+    await client.execute("job-dismiss", id="s1")
+    assert await client.error("job-dismiss", id="s1") == "Job not found"
+
+
+async def _changes(client: Client, job_id: str, until: str) -> list[str]:
+    statuses = []
+    while not statuses or statuses[-1] != until:
+        event = await client.wait_event("JOB_STATUS_CHANGE", id=job_id)
+        statuses.append(event["data"]["status"])
+    return statuses
+
+
+async def test_snapshot_save_job_event_sequence(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "16M")
+    client = await vm.client()
+    arguments = {"job-id": "s1", "tag": "t", "vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **arguments)
+    assert await _changes(client, "s1", "concluded") == [
+        "created", "running", "waiting", "pending", "concluded",
+    ]  # fmt: skip
+    failing = {"job-id": "s2", "tag": "u", "vmstate": "disk0", "devices": []}
+    await client.execute("snapshot-save", **failing)
+    assert await _changes(client, "s2", "concluded") == [
+        "created", "running", "aborting", "concluded",
+    ]  # fmt: skip
+
+
+async def test_corrupted_snapshot_is_refused_and_state_unchanged(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "16M", "--dirty-rate", "4M")
+    client = await vm.client()
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **{"job-id": "s", "tag": "t", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="s", status="concluded")
+    path = SnapshotStore(vm.state_dir).path_for("t")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.write_bytes(data)
+    await client.execute("stop")
+    before = await digest(client)
+    await client.execute("snapshot-load", **{"job-id": "l", "tag": "t", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="l", status="concluded")
+    jobs = {job["id"]: job for job in await client.execute("query-jobs")}
+    assert jobs["l"]["error"].startswith("Snapshot 't' is damaged")
+    assert await digest(client) == before
+    assert (await client.execute("query-status"))["status"] == "paused"
+
+
+async def test_kill_9_during_savevm_leaves_earlier_snapshots_loadable(
+    launcher: Launcher,
+) -> None:
+    vm = await launcher.start("vm0", "-m", "32M", "--dirty-rate", "1G")
+    client = await vm.client()
+    while (await digest(client))[1] < 8192:  # every page written: several 8 MiB chunks
+        await asyncio.sleep(0.05)
+    await client.execute("stop")
+    saved = await digest(client)
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **{"job-id": "s1", "tag": "good", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="s1", status="concluded")
+    await client.execute("snapshot-save", **{"job-id": "s2", "tag": "doomed", **disk})
+    await client.execute("job-pause", id="s2")
+    await client.wait_event("JOB_STATUS_CHANGE", id="s2", status="paused")  # mid-write
+    assert any(name.startswith(".") for name in os.listdir(vm.state_dir))
+    vm.kill()
+    assert vm.process.returncode == -signal.SIGKILL
+    os.unlink(vm.qmp_path)
+    again = await launcher.start("vm1", "-m", "32M", "-S", state_dir=vm.state_dir)
+    client = await again.client()
+    assert not any(name.startswith(".") for name in os.listdir(vm.state_dir))
+    await client.execute("snapshot-load", **{"job-id": "l", "tag": "good", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="l", status="concluded")
+    assert await digest(client) == saved
+    await client.execute("snapshot-load", **{"job-id": "l2", "tag": "doomed", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="l2", status="concluded")
+    jobs = {job["id"]: job for job in await client.execute("query-jobs")}
+    assert jobs["l2"]["error"] == "Snapshot 'doomed' does not exist in one or more devices"
+
+
+async def test_cancelled_snapshot_save_leaves_nothing(launcher: Launcher) -> None:
+    vm = await launcher.start("vm0", "-m", "32M", "--dirty-rate", "1G")
+    client = await vm.client()
+    while (await digest(client))[1] < 8192:
+        await asyncio.sleep(0.05)
+    before_status = (await client.execute("query-status"))["status"]
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **{"job-id": "s", "tag": "t", **disk})
+    await client.execute("job-pause", id="s")
+    await client.wait_event("JOB_STATUS_CHANGE", id="s", status="paused")
+    await client.execute("job-cancel", id="s")
+    await client.wait_event("JOB_STATUS_CHANGE", id="s", status="concluded")
+    jobs = {job["id"]: job for job in await client.execute("query-jobs")}
+    assert jobs["s"]["error"] == "Operation canceled"
+    assert os.listdir(vm.state_dir) == []
+    assert (await client.execute("query-status"))["status"] == before_status
+
+
+# -- migration ----------------------------------------------------------------------------
+
+
+async def _migrate_with_dirtying(launcher: Launcher, uri: str, listen: str) -> None:
+    source = await launcher.start("src", "-m", "32M", "--dirty-rate", "4M")
+    destination = await launcher.start("dst", "-m", "32M", "-S", "-incoming", listen)
+    src = await source.client()
+    dst = await destination.client()
+    await asyncio.sleep(0.5)  # let the guest write some pages first
+    await src.execute(
+        "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
+    )
+    await src.execute("migrate-set-parameters", **{"max-bandwidth": 16 << 20, "downtime-limit": 50})
+    assert await src.execute("migrate", uri=uri) == {}
+    other = await source.client()  # another client is served during the migration
+    assert (await other.execute("query-status"))["status"] in (
+        "running",
+        "finish-migrate",
+        "postmigrate",
+    )
+    assert (await other.execute("query-migrate"))["status"] in ("setup", "active", "completed")
+    await src.wait_event("MIGRATION", status="completed")
+    info = await src.execute("query-migrate")
+    assert info["status"] == "completed" and info["ram"]["dirty-sync-count"] > 1
+    assert info["ram"]["total"] == 32 << 20 and "downtime" in info
+    passes = [e["data"]["pass"] for e in src.events if e["event"] == "MIGRATION_PASS"]
+    assert passes == list(range(1, info["ram"]["dirty-sync-count"] + 1))
+    assert (await src.execute("query-status"))["status"] == "postmigrate"
+    await wait_migration(dst, "completed")
+    assert (await dst.execute("query-status"))["status"] == "paused"
+    assert await digest(dst) == await digest(src)
+    await dst.execute("cont")
+    assert (await dst.execute("query-status"))["status"] == "running"
+
+
+async def test_migration_over_tcp_with_dirtying(launcher: Launcher) -> None:
+    port = free_port()
+    await _migrate_with_dirtying(launcher, f"tcp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}")
+
+
+async def test_migration_over_unix_with_dirtying(launcher: Launcher, short_tmp: Path) -> None:
+    path = short_tmp / "migrate.sock"
+    await _migrate_with_dirtying(launcher, f"unix:{path}", f"unix:{path}")
+
+
+async def _slow_migration(launcher: Launcher, short_tmp: Path) -> tuple[VM, VM, Client]:
+    """A source whose RAM is all data, migrating at 2 MiB/s: many seconds to go."""
+    source = await launcher.start("src", "-m", "32M", "--dirty-rate", "1G")
+    destination = await launcher.start(
+        "dst", "-m", "32M", "-S", "-incoming", f"unix:{short_tmp}/m.sock"
+    )
+    src = await source.client()
+    while (await digest(src))[1] < 8192:
+        await asyncio.sleep(0.05)
+    await src.execute("migrate-set-parameters", **{"max-bandwidth": 2 << 20})
+    await src.execute("migrate", uri=f"unix:{short_tmp}/m.sock")
+    while (await src.execute("query-migrate")).get("ram", {}).get("transferred", 0) < 1 << 20:
+        await asyncio.sleep(0.02)
+    return source, destination, src
+
+
+async def _keeps_running(client: Client, step_before: int) -> None:
+    assert (await client.execute("query-status"))["status"] == "running"
+    first = await digest(client)
+    assert first[1] >= step_before
+    while (await digest(client))[1] == first[1]:
+        await asyncio.sleep(0.02)
+
+
+async def test_migrate_cancel_midway_leaves_the_source_running(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    source, destination, src = await _slow_migration(launcher, short_tmp)
+    step = (await digest(src))[1]
+    other = await source.client()
+    info = await other.execute("query-migrate")
+    assert info["status"] == "active" and info["ram"]["remaining"] > 0
+    await src.execute("migrate_cancel")
+    assert (await wait_migration(src, "cancelled", "failed"))["status"] == "cancelled"
+    await _keeps_running(src, step)
+    assert await destination.exited() == 1  # a broken stream: the destination gives up
+
+
+async def test_killed_destination_leaves_the_source_running(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    _source, destination, src = await _slow_migration(launcher, short_tmp)
+    step = (await digest(src))[1]
+    destination.kill()
+    info = await wait_migration(src, "failed", "cancelled")
+    assert info["status"] == "failed" and info["error-desc"]
+    await _keeps_running(src, step)
+
+
+async def test_qemu_qmp_client_drives_a_whole_scenario(launcher: Launcher, short_tmp: Path) -> None:
+    from qemu.qmp import EventListener, QMPClient
+
+    source = await launcher.start("src", "-m", "16M", "--dirty-rate", "2M")
+    destination = await launcher.start(
+        "dst", "-m", "16M", "-S", "-incoming", f"unix:{short_tmp}/m.sock"
+    )
+    qmp = QMPClient("src")
+    await qmp.connect(source.qmp_path)
+    try:
+        listener = EventListener()
+        with qmp.listen(listener):
+            await qmp.execute("stop")
+            assert (await asyncio.wait_for(listener.get(), 10))["event"] == "STOP"
+            await qmp.execute(
+                "snapshot-save",
+                {"job-id": "s", "tag": "t", "vmstate": "disk0", "devices": ["disk0"]},
+            )
+            while True:
+                event = await asyncio.wait_for(listener.get(), 10)
+                if event["event"] == "JOB_STATUS_CHANGE" and event["data"]["status"] == "concluded":
+                    break
+            await qmp.execute("job-dismiss", {"id": "s"})
+            await qmp.execute(
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": "events", "state": True}]},
+            )
+            await qmp.execute("migrate", {"uri": f"unix:{short_tmp}/m.sock"})
+            while True:
+                event = await asyncio.wait_for(listener.get(), 10)
+                if event["event"] == "MIGRATION" and event["data"]["status"] == "completed":
+                    break
+        source_digest = await qmp.execute("x-query-ram-digest")
+    finally:
+        await qmp.disconnect()
+    dst = await destination.client()
+    await wait_migration(dst, "completed")
+    assert await dst.execute("x-query-ram-digest") == source_digest
+
+
+async def test_hmp_migrate_without_d_shows_no_prompt_until_the_end(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    hmp_path = short_tmp / "src.hmp"
+    source = await launcher.start(
+        "src", "-m", "16M", "--dirty-rate", "1G", "-monitor", f"unix:{hmp_path},server=on,wait=off"
+    )
+    await launcher.start("dst", "-m", "16M", "-S", "-incoming", f"unix:{short_tmp}/m.sock")
+    src = await source.client()
+    while (await digest(src))[1] < 4096:  # all 16 MiB hold data: 2 s at 8 MiB/s
+        await asyncio.sleep(0.05)
+    await src.execute("stop")
+    await src.execute("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+    reader, writer = await asyncio.open_unix_connection(str(hmp_path))
+    await asyncio.wait_for(reader.readuntil(b"(qemu) "), 10)
+    writer.write(f"migrate unix:{short_tmp}/m.sock\n".encode())
+    seen = b""
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            seen += await asyncio.wait_for(reader.read(4096), 0.1)
+        info = await src.execute("query-migrate")
+        if info.get("status") == "completed":
+            break
+        assert b"(qemu) " not in seen  # read while the migration was still going
+    if not seen.endswith(b"(qemu) "):
+        seen += await asyncio.wait_for(reader.readuntil(b"(qemu) "), 10)
+    assert seen.count(b"(qemu) ") == 1  # the prompt came back once, at the end
+    writer.close()
