@@ -28,6 +28,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI (QMONITOR_REQUIRE_QEMU), a skipped test that needs real QEMU is a failure."""
+    report = yield
+    if (
+        os.environ.get("QMONITOR_REQUIRE_QEMU")
+        and "qemu" in item.keywords
+        and report.skipped  # type: ignore[attr-defined]
+        and not hasattr(report, "wasxfail")
+    ):
+        report.outcome = "failed"  # type: ignore[attr-defined]
+        report.longrepr = f"test needing real QEMU was skipped in CI: {report.longrepr}"  # type: ignore[attr-defined]
+    return report
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A short temporary directory (unix socket paths are limited to 107 bytes)."""

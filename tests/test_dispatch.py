@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmonitor import Completion, CompletionError, Context, QMPError
 from qmonitor.core.commands import CommandRegistry, HandlerStyle
@@ -177,3 +180,54 @@ def test_duplicate_registration_is_refused() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         registry.register(plain)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    thread_delay=st.floats(min_value=0, max_value=0.003),
+    cancel_delay=st.one_of(st.none(), st.floats(min_value=0, max_value=0.003)),
+    fail=st.booleans(),
+)
+def test_completion_from_a_thread_races_cancellation_with_one_outcome(
+    thread_delay: float, cancel_delay: float | None, fail: bool
+) -> None:
+    """Whatever the interleaving of a completing thread and a cancel, exactly one outcome."""
+
+    async def scenario() -> None:
+        registry = CommandRegistry()
+        second_calls: list[str] = []
+
+        def complete_later(complete: Completion[int]) -> None:
+            time.sleep(thread_delay)
+            if fail:
+                complete.fail("failed in the thread")
+            else:
+                complete.succeed(1)
+            try:
+                complete.succeed(2)
+            except CompletionError as exc:
+                second_calls.append(str(exc))
+
+        @registry.command
+        def racer(complete: Completion[int]) -> None:
+            threading.Thread(target=complete_later, args=(complete,)).start()
+
+        command = registry.get("racer")
+        assert command is not None
+        invocation = invoke(command, {})
+        if cancel_delay is not None:
+            await asyncio.sleep(cancel_delay)
+            invocation.cancel()
+        try:
+            outcome: object = await asyncio.wait_for(invocation.future, 5)
+        except QMPError as exc:
+            outcome = exc.desc
+        assert outcome in (1, "failed in the thread", "Command 'racer' was cancelled")
+        for _ in range(500):  # the thread's second call always happens, and always raises
+            if second_calls:
+                break
+            await asyncio.sleep(0.001)
+        assert len(second_calls) == 1
+        assert invocation.future.done()
+
+    asyncio.run(scenario())
