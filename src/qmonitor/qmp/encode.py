@@ -46,12 +46,14 @@ def _member_order(keys: tuple[str, ...]) -> tuple[int, ...]:
 # json's C string encoder gives the short escapes QEMU uses and \\uxxxx (lower case) for the
 # rest; QEMU additionally escapes DEL and writes hex digits in upper case.
 _encode_ascii_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
-_NEEDS_FIXUP = re.compile(r"\\u[0-9a-f]{4}|\x7f")
+_NEEDS_FIXUP = re.compile(r"\\\\|\\u[0-9a-f]{4}|\x7f")  # an escaped backslash is skipped whole
 
 
 def _fixup(match: re.Match[str]) -> str:
     text = match.group()
-    return "\\u007F" if text == "\x7f" else text.upper().replace("\\U", "\\u")
+    if text == "\\\\":
+        return text
+    return "\\u007F" if text == "\x7f" else "\\u" + text[2:].upper()
 
 
 def quoted_string(text: str) -> str:

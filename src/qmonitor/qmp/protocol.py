@@ -168,7 +168,8 @@ class QMPServerConnection:
         self._framer.receive_data(data)
 
     def receive_eof(self) -> None:
-        """The client closed its side: flush what is buffered as QEMU does at end of input."""
+        """The client closed its side: complete messages still drain; a partial one is dropped
+        silently, as QEMU does (monitor_qmp_event CHR_EVENT_CLOSED resets the parser)."""
         self._framer.receive_eof()
 
     @property

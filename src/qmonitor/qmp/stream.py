@@ -22,16 +22,17 @@ Like h11 there is no I/O, no clock and no callback: ``receive_data`` only append
 parsing too (QEMU gets the same back-pressure by suspending the monitor).
 
 How the work is split, for speed. Nearly every request is a small, plain JSON object that
-arrives whole, and it has to cost a few microseconds. ``next_event`` first finds the closing
-brace by counting braces with C-speed ``bytes.find``/``count`` and hands that slice to
-``orjson``. The result is used only when it is certain to equal QEMU's: the slice is ASCII
-without ``\\u`` escapes (QEMU rejects noncharacters that orjson accepts), no ``0e``-style number
-(QEMU lexes ``0e5`` as three tokens), no duplicate key (orjson keeps the last one, QEMU refuses;
-we compare the number of ``:`` in the text with the number of keys in the result), and within
-the limits. Anything else goes to the exact path, a port of QEMU's lexer state machine
-(regular expressions consume the long runs) and of its recursive-descent parser (made
-iterative, because 1024 levels of nesting are legal). Values the exact path has framed still
-go through ``orjson`` when they pass the same checks.
+arrives whole, and it has to cost a couple of microseconds. ``next_event`` first finds the
+closing brace by counting braces with C-speed ``bytearray.find``/``count`` and hands that slice
+to ``orjson``. The result is used only when it is certain to equal QEMU's: the slice is ASCII
+without ``\\u`` escapes (QEMU refuses noncharacters that orjson takes), it is within the limits,
+and either ``orjson.dumps`` writes the value back byte for byte (what compact clients such as
+qemu.qmp and libvirt send), or the round trip loses no ``:`` (a repeated key, which orjson
+would keep once, loses one) and no float could have been written ``0e5`` (three tokens to
+QEMU). Anything else goes to the exact path, a port of QEMU's lexer state machine (regular
+expressions consume the long runs) and of its recursive-descent parser (made iterative,
+because 1024 levels of nesting are legal). Values the exact path has framed still go through
+``orjson`` when they pass the same checks.
 
 QEMU rules this reproduces, with the source they come from:
 
@@ -53,20 +54,22 @@ QEMU rules this reproduces, with the source they come from:
   flushing it), so ``receive_eof`` drops it too. Observed: ``1`` or ``{"execute": "x"`` followed
   by a half-close get no reply from QEMU 7.2.
 
-Where we differ on purpose (docs/PROTOCOL.md, "Input framing"): after the first error in a
-message that is still open (a limit, or a lexical error whose recovery stopped at a structural
-character) we skip the rest of that message by counting brackets, silently, where QEMU resets
-and reports the remainder piece by piece (``[[[...`` past the nesting limit costs 1026 errors in
-QEMU 7.2, one here). Control characters and 0xFE/0xFF still reset at once, as in QEMU, so the
-resynchronisation of qmp-spec.txt section 2.6 keeps working. And the message size counts the
-whitespace inside a message, which QEMU does not, so that the bytes we hold stay bounded.
+Where we differ on purpose (docs/PROTOCOL.md, "Input framing"): one error per bad message. After
+a limit error we skip the rest of the message by counting brackets, where QEMU resets and
+reports the remainder piece by piece (``[[[...`` past the nesting limit costs 1026 errors in
+QEMU 7.2, one here). After a lexical error we, like QEMU, start afresh where its recovery stops,
+so a request after a bad message is never swallowed; but while the bad message still has
+brackets open, its stray ``}``, ``]``, ``,`` and ``:`` (an "expecting value" each in QEMU) are
+dropped, and so is a value right after a dropped ``,`` or ``:`` (a member or element of the bad
+message, which QEMU would dispatch as a request). Control characters and 0xFE/0xFF reset all of
+this, as in QEMU. And the message size counts the whitespace inside a message, which QEMU does
+not, so that the bytes we hold stay bounded.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -130,7 +133,7 @@ _MAX_INTEGER_LITERAL: Final = 20
 _INT64_MIN: Final = -(1 << 63)
 _UINT64_END: Final = 1 << 64
 
-# Token kinds (json-lexer.h JSONTokenType).
+# Token kinds (qobject/json-parser-int.h JSONTokenType).
 _LCURLY: Final = 1
 _RCURLY: Final = 2
 _LSQUARE: Final = 3
@@ -191,6 +194,13 @@ def _start_actions() -> tuple[tuple[int, int], ...]:
 
 
 _START_ACTIONS: Final = _start_actions()
+# What a bracket does to (brace count, bracket count).
+_BRACKET_COUNTS: Final = {
+    ord("{"): (1, 0),
+    ord("}"): (-1, 0),
+    ord("["): (0, 1),
+    ord("]"): (0, -1),
+}
 
 _WHITESPACE_BYTES: Final = b" \t\r\n"
 _WHITESPACE_RUN: Final = re.compile(rb"[ \t\r\n]*")
@@ -237,9 +247,8 @@ _SIMPLE_ESCAPES: Final = {
     ord("t"): "\t",
 }
 _KEYWORDS: Final[dict[bytes, object]] = {b"true": True, b"false": False, b"null": None}
-# Cheap first look for the two things orjson reads differently from QEMU in ASCII JSON:
-# \u escapes and a zero integer part with an exponent.
-_SUSPECT: Final = re.compile(rb"\\u|0[eE]")
+# A zero integer part and an exponent: one number to orjson, "0" and a keyword to QEMU.
+_ZERO_EXPONENT: Final = re.compile(rb"0[eE]")
 # util/unicode.c mod_utf8_codepoint(): the smallest code point of each sequence length.
 _MIN_CODEPOINT: Final = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)
 
@@ -288,7 +297,7 @@ def _mod_utf8_codepoint(text: bytes, index: int) -> tuple[int, int]:
         if continuation & 0xC0 != 0x80:
             return -1, index
         index += 1
-        codepoint = codepoint << 6 | continuation & 0x3F
+        codepoint = (codepoint << 6) | (continuation & 0x3F)
     if not _valid_codepoint(codepoint):
         return -1, index
     if codepoint < _MIN_CODEPOINT[length - 2] and not (codepoint == 0 and length == 2):
@@ -364,7 +373,7 @@ def _parse_string(token: bytes) -> str:
             if 0xD800 <= codepoint <= 0xDBFF and token[index : index + 2] == b"\\u":
                 trailing = _hex4(token, index + 2)
                 if 0xDC00 <= trailing <= 0xDFFF:
-                    codepoint = 0x10000 + ((codepoint & 0x3FF) << 10) | trailing & 0x3FF
+                    codepoint = (0x10000 + ((codepoint & 0x3FF) << 10)) | (trailing & 0x3FF)
                     index += 6
                 else:
                     codepoint = -1
@@ -485,42 +494,20 @@ def _exact_parse(span: bytes) -> Event:
         return _parse_error(error.message)
 
 
-def _survey(value: object) -> tuple[int, bool, int]:
-    """(number of keys, whether a float occurs, nesting depth) of a parsed value."""
-    keys = 0
-    has_float = False
+def _depth_and_floats(value: object) -> tuple[int, bool]:
+    """(nesting depth, whether a float occurs) of a parsed value."""
     depth = 0
+    has_float = False
     pending: list[tuple[object, int]] = [(value, 1)]
     while pending:
         item, level = pending.pop()
-        children: Iterable[object]
-        if isinstance(item, dict):
-            keys += len(item)
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            has_float = has_float or isinstance(item, float)
-            continue
-        depth = max(depth, level)
-        pending.extend((child, level + 1) for child in children)
-    return keys, has_float, depth
-
-
-def _string_colons(value: object) -> int:
-    """The number of ':' inside the keys and strings of a parsed value."""
-    colons = 0
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            colons += item.count(":")
-        elif isinstance(item, dict):
-            colons += sum(key.count(":") for key in item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return colons
+        if isinstance(item, dict | list):
+            depth = max(depth, level)
+            children = item.values() if isinstance(item, dict) else item
+            pending += [(child, level + 1) for child in children]
+        elif isinstance(item, float):
+            has_float = True
+    return depth, has_float
 
 
 def _orjson_agrees(span: bytes | bytearray, max_nesting: int) -> JSONMessage | None:
@@ -528,32 +515,28 @@ def _orjson_agrees(span: bytes | bytearray, max_nesting: int) -> JSONMessage | N
 
     ``span`` must be one message as QEMU would frame it, or begin with '{' and end with '}'.
     """
-    if not span.isascii():
-        return None
-    suspect = _SUSPECT.search(span) is not None
-    if suspect and b"\\u" in span:
+    if not span.isascii() or (span.find(b"\\") >= 0 and b"\\u" in span):
         return None
     try:
         value = orjson.loads(span)
+        written = orjson.dumps(value)
     except orjson.JSONDecodeError:
         return None
-    colons = span.count(b":")
-    # Every ':' of valid JSON separates a pair or sits in a string, and orjson keeps one entry
-    # per distinct key: equal counts mean no key repeats (the common case needs no walk).
-    if (
-        isinstance(value, dict)
-        and colons == len(value)
-        and not suspect
-        and max_nesting >= _ORJSON_MAX_DEPTH
-    ):
-        return JSONMessage(value)
-    keys, has_float, depth = _survey(value)
-    if suspect and has_float:
+    except orjson.JSONEncodeError:  # orjson's README: dumps() stops at 254 levels
         return None
-    if depth > max_nesting:
+    # Compact clients (qemu.qmp, libvirt) send what orjson writes back: then no key repeats and
+    # every number is spelled the usual way. Otherwise count ':'. Each sits between a key and
+    # its value or in a string, where it survives the round trip; orjson keeps one pair per
+    # distinct key, so a repeated key shows as a ':' lost. And 0e5 is 0.0 to orjson but three
+    # tokens to QEMU: look closer if the text has such a spelling and the value a float.
+    rewritten = written != span
+    if rewritten and written.count(b":") != span.count(b":"):
         return None
-    if colons != keys and colons != keys + _string_colons(value):
-        return None
+    zero_exponent = rewritten and _ZERO_EXPONENT.search(span) is not None
+    if zero_exponent or max_nesting < _ORJSON_MAX_DEPTH:
+        depth, has_float = _depth_and_floats(value)
+        if depth > max_nesting or (zero_exponent and has_float):
+            return None
     return JSONMessage(value)
 
 
@@ -566,6 +549,7 @@ class JSONStreamFramer:
     """
 
     __slots__ = (
+        "_after_separator",
         "_brace_count",
         "_bracket_count",
         "_buf",
@@ -577,6 +561,8 @@ class JSONStreamFramer:
         "_max_token_count",
         "_message_start",
         "_pos",
+        "_residual_brace",
+        "_residual_bracket",
         "_skipping",
         "_token_count",
         "_token_start",
@@ -606,6 +592,11 @@ class JSONStreamFramer:
         self._bracket_count = 0
         self._token_count = 0
         self._skipping = False  # the open message already had its error: drop it to its end
+        # Brackets a message cut short by a lexical error still had open, and whether its ','
+        # or ':' came last: see _rest_of_bad_message.
+        self._residual_brace = 0
+        self._residual_bracket = 0
+        self._after_separator = False
 
     @property
     def buffered_bytes(self) -> int:
@@ -624,12 +615,23 @@ class JSONStreamFramer:
 
     def next_event(self) -> Event | NeedData:
         """The next event in input order, or NEED_DATA once everything buffered is consumed."""
-        if self._lexer_state == _START and self._message_start < 0 and not self._skipping:
+        if (
+            self._lexer_state == _START
+            and self._message_start < 0
+            and not self._skipping
+            and not self._after_separator
+        ):
             buf = self._buf
             pos = self._pos
-            if pos < len(buf) and buf[pos] != 0x7B:  # '{'
+            size = len(buf)
+            if pos < size and buf[pos] != 0x7B:  # '{'
                 pos = self._pos = _run_end(_WHITESPACE_RUN, buf, pos)
-            if pos < len(buf) and buf[pos] == 0x7B:
+            if pos == size:  # between messages with everything consumed
+                if size:
+                    buf.clear()
+                    self._pos = 0
+                return NEED_DATA
+            if buf[pos] == 0x7B:
                 message = self._next_plain_object(buf, pos)
                 if message is not None:
                     return message
@@ -673,7 +675,13 @@ class JSONStreamFramer:
 
     def _keep_from(self) -> int:
         """The first buffered byte still needed."""
-        return self._message_start if self._message_start >= 0 else self._pos
+        if self._message_start >= 0:
+            return self._message_start
+        if self._lexer_state > _RECOVERY:
+            # A token of a message being skipped: a control character may still end it with an
+            # error that shows the token, so keep as much of it as _lexical_error reports.
+            return max(self._token_start, self._pos - self._max_message_bytes)
+        return self._pos
 
     def _compact(self) -> None:
         keep_from = self._keep_from()
@@ -689,12 +697,36 @@ class JSONStreamFramer:
         self._buf.clear()
         self._pos = self._token_start = 0
         self._lexer_state = _START
-        self._end_message()
+        self._reset()
 
     def _end_message(self) -> None:
+        if self._residual_brace or self._residual_bracket:
+            # Closers past the end of this message close the bad message around it.
+            self._close_residual(min(self._brace_count, 0), min(self._bracket_count, 0))
         self._message_start = -1
         self._brace_count = self._bracket_count = self._token_count = 0
         self._skipping = False
+
+    def _reset(self) -> None:
+        """Back to a known-good state: what a control character or 0xFE/0xFF does."""
+        self._end_message()
+        self._residual_brace = self._residual_bracket = 0
+        self._after_separator = False
+
+    def _close_residual(self, braces: int, brackets: int) -> None:
+        self._residual_brace += braces
+        self._residual_bracket += brackets
+        if not _open(self._residual_brace, self._residual_bracket):
+            self._residual_brace = self._residual_bracket = 0
+            self._after_separator = False
+
+    def _begin_value(self, start: int) -> None:
+        """A value starts between messages: a new message, or part of a bad one to skip."""
+        if self._after_separator:
+            self._after_separator = False
+            self._skipping = True
+        else:
+            self._message_start = start
 
     def _lex(self) -> Event | None:
         """Run json-lexer.c's state machine from ``_pos`` until an event or the end of the data."""
@@ -721,7 +753,7 @@ class JSONStreamFramer:
                 else:
                     self._token_start = pos - 1
                     if self._message_start < 0 and not self._skipping:
-                        self._message_start = pos - 1
+                        self._begin_value(pos - 1)
                     continue
             elif state in (_DQ_STRING, _SQ_STRING):
                 pos = _run_end(_STRING_BODY[state], buf, pos)
@@ -755,7 +787,7 @@ class JSONStreamFramer:
                 state = _START
                 if buf[pos] not in _STRUCTURAL:
                     # A line end or a client's resynchronisation byte: start afresh, like QEMU.
-                    self._end_message()
+                    self._reset()
                 continue
             else:
                 if state in (_DIGITS, _MANTISSA_DIGITS, _EXP_DIGITS):
@@ -789,14 +821,12 @@ class JSONStreamFramer:
             event = JSONParseError("JSON token size limit exceeded")
         return event
 
-    def _message_ended(self) -> bool:
-        """json-streamer.c: a message ends unless a count is positive and none negative."""
-        brace = self._brace_count
-        bracket = self._bracket_count
-        return not ((brace > 0 or bracket > 0) and brace >= 0 and bracket >= 0)
-
     def _token(self, kind: int, start: int, end: int) -> Event | None:
         """json-streamer.c json_message_process_token() for one complete token."""
+        if self._message_start < 0 and not self._skipping:
+            if self._rest_of_bad_message(kind):
+                return None
+            self._begin_value(start)
         if kind <= _RSQUARE:
             if kind == _LCURLY:
                 self._brace_count += 1
@@ -806,12 +836,11 @@ class JSONStreamFramer:
                 self._bracket_count += 1
             else:
                 self._bracket_count -= 1
+        ended = not _open(self._brace_count, self._bracket_count)
         if self._skipping:
-            if self._message_ended():
+            if ended:
                 self._end_message()
             return None
-        if self._message_start < 0:
-            self._message_start = start
         self._token_count += 1
         if end - self._message_start >= self._max_message_bytes:
             desc = "JSON token size limit exceeded"
@@ -819,47 +848,92 @@ class JSONStreamFramer:
             desc = "JSON token count limit exceeded"
         elif self._brace_count + self._bracket_count > self._max_nesting:
             desc = "JSON nesting depth limit exceeded"
-        elif not self._message_ended():
+        elif not ended:
             return None
         else:
             span = bytes(self._buf[self._message_start : end])
             self._end_message()
             return _orjson_agrees(span, self._max_nesting) or _exact_parse(span)
         # One error for the message; QEMU resets here and reports what follows piece by piece.
-        if self._message_ended():
+        if ended:
             self._end_message()
         else:
             self._message_start = -1
             self._skipping = True
         return JSONParseError(desc)
 
+    def _rest_of_bad_message(self, kind: int) -> bool:
+        """Whether a token between messages is one QEMU would report as stray after an error.
+
+        After a lexical error QEMU starts afresh where recovery stops, so the rest of the bad
+        message costs an "expecting value" per '}', ']', ',' and ':' at top level, and its
+        members and elements are taken as requests. We drop those closers and separators while
+        the bad message has brackets open, and skip a value right after a dropped ',' or ':';
+        any other value is a new message, as in QEMU, so no request is ever swallowed.
+        """
+        if not (self._residual_brace or self._residual_bracket):
+            return False
+        if kind in (_COMMA, _COLON):
+            self._after_separator = True
+            return True
+        if kind not in (_RCURLY, _RSQUARE):
+            return False
+        self._after_separator = False
+        if kind == _RCURLY:
+            self._close_residual(-1, 0)
+        else:
+            self._close_residual(0, -1)
+        return True
+
     def _lexical_error(self, start: int, end: int) -> JSONParseError | None:
         """A byte no token can take (json-lexer.c JSON_ERROR); the lexer goes into recovery.
 
-        Control characters and 0xFE/0xFF reset the message and always report, as in QEMU:
-        qmp-spec.txt section 2.6 has clients send them to resynchronise. Any other bad byte
-        reports unless the message already has its error, and then the rest of an open message
-        is skipped (unless recovery stops at a line end, see _lex).
+        Control characters and 0xFE/0xFF always report and reset, as in QEMU: qmp-spec.txt
+        section 2.6 has clients send them to resynchronise. Any other bad byte reports unless
+        it is in the rest of a message that has had its error already (being skipped, or
+        between messages after a lexical error); the rest of the message is then handled by
+        _rest_of_bad_message, or by skipping when a limit error came first.
         """
         bad_byte = self._buf[end - 1]
+        if bad_byte in _BRACKET_COUNTS:
+            # QEMU's lexer took the bracket into the error token ('1.}', '-]'), but it still
+            # closes or opens what it would have.
+            braces, brackets = _BRACKET_COUNTS[bad_byte]
+            self._brace_count += braces
+            self._bracket_count += brackets
         resync = bad_byte < 0x20 or bad_byte >= 0xFE
         error = None
-        if resync or not self._skipping:
-            # While skipping, the head of a long token may be gone already; report what is left.
-            error = _stray(bytes(self._buf[max(start, 0) : end]))
-        if resync or (self._brace_count <= 0 and self._bracket_count <= 0):
-            self._end_message()
+        if resync or not (
+            self._skipping
+            or (self._message_start < 0 and (self._residual_brace or self._residual_bracket))
+        ):
+            # Only a token of a message being skipped can be longer than a message may be: it
+            # is shown by its last max_message_bytes bytes (QEMU's lexer cuts its tokens at
+            # MAX_TOKEN_SIZE, json-lexer.c).
+            error = _stray(bytes(self._buf[max(start, end - self._max_message_bytes) : end]))
+        if resync:
+            self._reset()
+        elif _open(self._brace_count, self._bracket_count):
+            if not self._skipping:
+                self._close_residual(self._brace_count, self._bracket_count)
+                self._after_separator = False
+                self._end_message()
         else:
-            self._message_start = -1
-            self._skipping = True
+            self._end_message()
         return error
 
 
-def _number_transition(state: int, byte: int) -> tuple[int, int]:
-    """json-lexer.c's number and keyword rows for the byte after a run of digits or letters.
+def _open(brace_count: int, bracket_count: int) -> bool:
+    """json-streamer.c: a message goes on while a count is positive and none is negative."""
+    return (brace_count > 0 or bracket_count > 0) and brace_count >= 0 and bracket_count >= 0
 
-    Returns (token kind, _START) when the token ends before ``byte``, (0, next state) when
-    ``byte`` continues it, and (0, _RECOVERY) when ``byte`` is a lexical error.
+
+def _number_transition(state: int, byte: int) -> tuple[int, int]:
+    """json-lexer.c's rows for the number and keyword states: what ``byte`` does to the token.
+
+    Runs of digits and letters are consumed before this is asked. Returns (token kind, _START)
+    when the token ends before ``byte``, (0, next state) when ``byte`` continues it, and
+    (0, _RECOVERY) when ``byte`` is a lexical error.
     """
     is_digit = 0x30 <= byte <= 0x39
     if state == _SIGN:
