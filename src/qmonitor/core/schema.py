@@ -79,12 +79,11 @@ names (``int``, ``str``, ``any``, ...) and an array is named after its element (
 the empty object type, like QEMU's ``q_empty``. An optional member carries ``"default": null``,
 the only value QEMU 7.2 ever sends; Python defaults are not published. ``dict[str, Any]`` has no
 QAPI equivalent and is published as ``any``, as QEMU does for free-form members (``props`` of
-``CpuModelInfo``).
+``CpuModelInfo``). With several unexpected members, the one named is the first in QEMU's QDict
+order (:mod:`qmonitor.core.qdict`), as qobject_input_check_struct does.
 
 Deliberate differences from QEMU
 ================================
-- With several unexpected members, QEMU names one in GLib hash-table order; we name the first in
-  the request's order (deterministic; clients only see that one is named).
 - Only QAPI's ``int`` (int64) exists. The sized integers (``uint8``, ``size``, ...) and their
   texts (``Parameter 'x' expects uint8_t``) are left to handlers, and so are alternates and
   unions with a discriminator: a Python union may only be ``T | None``.
@@ -103,6 +102,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, Final, NotRequired, Required, TypeAlias, Union
 
 from qmonitor.core.errors import QMPError
+from qmonitor.core.qdict import member_order
 
 __all__ = [
     "MISSING",
@@ -414,7 +414,7 @@ def _members_converter(steps: list[_Step], known: Collection[str]) -> _Arguments
                 error.enclose(qmp_name)
                 raise
         if present != len(arguments):
-            raise _ArgumentError.unexpected(next(key for key in arguments if key not in known))
+            raise _ArgumentError.unexpected(first_in_qdict_order(arguments, known))
         return kwargs
 
     return convert_members
@@ -422,8 +422,15 @@ def _members_converter(steps: list[_Step], known: Collection[str]) -> _Arguments
 
 def _convert_no_arguments(arguments: Mapping[str, object]) -> dict[str, object]:
     if arguments:
-        raise _ArgumentError.unexpected(next(iter(arguments)))
+        raise _ArgumentError.unexpected(first_in_qdict_order(arguments, ()))
     return {}
+
+
+def first_in_qdict_order(arguments: Mapping[str, object], known: Collection[str]) -> str:
+    """The unexpected member QEMU reports: the first unknown one in QDict order
+    (qobject_input_check_struct walks the table of members not visited)."""
+    keys = tuple(key for key in arguments if key not in known)
+    return keys[member_order(keys)[0]]
 
 
 # --- Encoders: Python value -> JSON-able value ---------------------------------------------------

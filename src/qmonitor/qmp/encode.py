@@ -19,29 +19,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
-from typing import Final
 
-QDICT_BUCKET_MAX: Final = 512  # qobject/qdict.c
-_MASK32: Final = 0xFFFFFFFF
-
-
-def qdict_bucket(key: str) -> int:
-    """The QDict bucket QEMU puts ``key`` in: ``tdb_hash(key) % QDICT_BUCKET_MAX``."""
-    raw = key.encode("utf-8", "surrogatepass")
-    value = (0x238F13AF * len(raw)) & _MASK32
-    for index, byte in enumerate(raw):
-        value = (value + (byte << (index * 5 % 24))) & _MASK32
-    return ((1103515243 * value + 12345) & _MASK32) % QDICT_BUCKET_MAX
-
-
-@lru_cache(maxsize=4096)
-def _member_order(keys: tuple[str, ...]) -> tuple[int, ...]:
-    """Positions of ``keys`` (in insertion order) rearranged into QDict iteration order."""
-    return tuple(
-        sorted(range(len(keys)), key=lambda position: (qdict_bucket(keys[position]), -position))
-    )
-
+from qmonitor.core.qdict import member_order as _member_order
 
 # json's C string encoder gives the short escapes QEMU uses and \\uxxxx (lower case) for the
 # rest; QEMU additionally escapes DEL and writes hex digits in upper case.

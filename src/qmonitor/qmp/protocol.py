@@ -28,7 +28,8 @@ from enum import Enum
 from typing import Any, Final
 
 from qmonitor.core.errors import ErrorClass, QMPError
-from qmonitor.qmp.encode import _member_order, encode_json, encode_message, quoted_string
+from qmonitor.core.qdict import member_order
+from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.stream import NEED_DATA, JSONMessage, JSONParseError, JSONStreamFramer, NeedData
 
@@ -80,7 +81,7 @@ def check_request(message: object, oob_enabled: bool) -> Request | InvalidReques
         ):
             return Request(command, arguments or {}, request_id, has_id, False)
     keys = tuple(message)
-    for position in _member_order(keys):
+    for position in member_order(keys):
         member = keys[position]
         value = message[member]
         if member == _EXECUTE or (member == _EXEC_OOB and oob_enabled):
