@@ -977,5 +977,5 @@ def test_several_unexpected_members_name_the_first_in_qdict_order() -> None:
         (no_arguments, {"foo": 1, "bar": 2}),
         (one_argument, {"a": 1, "foo": 1, "bar": 2}),
     ):
-        with pytest.raises(QMPError, match="^Parameter 'bar' is unexpected$"):
+        with pytest.raises(QMPError, match=r"^Parameter 'bar' is unexpected$"):
             compile_signature(function).convert_arguments(arguments)
