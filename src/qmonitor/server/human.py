@@ -24,7 +24,6 @@ that text (``Error: ...``), not a QMP error, as in QEMU.
 from __future__ import annotations
 
 import asyncio
-import selectors
 import sys
 import weakref
 
@@ -34,6 +33,7 @@ from qmonitor.hmp.table import command_table
 from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
 from qmonitor.server.listen import Address, AddressError, connect_out, parse_address, start_listener
 from qmonitor.server.monitor import Monitor
+from qmonitor.server.stdio import connect_stdio
 
 
 class _HumanSessions:
@@ -65,83 +65,12 @@ def _sessions_of(monitor: Monitor) -> _HumanSessions:
     return sessions
 
 
-class _StdinReader(asyncio.Protocol):
-    """Standard input for a session that writes elsewhere: end of input is not a hang-up."""
-
-    def __init__(self, session: HMPSession) -> None:
-        self.session = session
-
-    def data_received(self, data: bytes) -> None:
-        self.session.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        self.session.eof_received()
-        return None
-
-
-class _StdioTransport(asyncio.Transport):
-    """Standard output to write, standard input to pause and resume.
-
-    Either may be a regular file (``qmonitor run < commands > output``), which asyncio's pipe
-    transports refuse: output then goes out with plain writes, which never block for long.
-    """
-
-    def __init__(self, writer: asyncio.WriteTransport | None) -> None:
-        super().__init__()
-        self._writer = writer
-        self.reader: asyncio.ReadTransport | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._writer is not None:
-            self._writer.write(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-
-    def is_closing(self) -> bool:
-        return self._writer is not None and self._writer.is_closing()
-
-    def pause_reading(self) -> None:
-        if self.reader is not None and not self.reader.is_closing():
-            self.reader.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.reader is not None and not self.reader.is_closing():
-            self.reader.resume_reading()
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-
-
 async def _serve_stdio_plain(monitor: Monitor, sessions: _HumanSessions) -> None:
     """QEMU's byte protocol on stdin/stdout (``-monitor stdio`` without a terminal)."""
-    loop = asyncio.get_running_loop()
     session = HMPSession(
         monitor, on_open=sessions.opened, on_close=sessions.closed, close_at_eof=False
     )
-    try:
-        writer: asyncio.WriteTransport | None
-        writer, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
-    except ValueError:
-        writer = None
-    transport = _StdioTransport(writer)
-    session.connection_made(transport)
-    if _pollable(sys.stdin.fileno()):
-        transport.reader, _ = await loop.connect_read_pipe(lambda: _StdinReader(session), sys.stdin)
-    else:
-        session.data_received(sys.stdin.buffer.read())
-        session.eof_received()
-
-
-def _pollable(fileno: int) -> bool:
-    """Whether the event loop can watch ``fileno`` (not a regular file, not ``/dev/null``)."""
-    with selectors.DefaultSelector() as selector:
-        try:
-            selector.register(fileno, selectors.EVENT_READ)
-        except (OSError, ValueError):
-            return False
-    return True
+    await connect_stdio(session, eof_is_hangup=False)
 
 
 async def serve_human(monitor: Monitor, address: str | Address, *, interactive: bool) -> None:

@@ -42,6 +42,7 @@ from qmonitor.server.listen import (
     start_listener,
 )
 from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
+from qmonitor.server.stdio import connect_stdio
 
 log = logging.getLogger("qmonitor")
 
@@ -240,8 +241,8 @@ class Monitor:
     async def serve_stdio(self) -> QMPSession:
         """Serve QMP on standard input and output."""
         self._bind_loop()
-        session = await serve_stdio(self.qmp_session_factory)
-        assert isinstance(session, QMPSession)
+        session = self.qmp_session_factory()
+        await connect_stdio(session, eof_is_hangup=True)
         return session
 
     async def serve_forever(self) -> None:
@@ -261,75 +262,3 @@ class Monitor:
             if session.transport is not None:
                 session.transport.close()
         self._closed.set()
-
-
-class _StdioTransport(asyncio.Transport):
-    """Standard input and output as one transport, for a protocol that wants one."""
-
-    def __init__(self, reader: asyncio.ReadTransport, writer: asyncio.WriteTransport) -> None:
-        super().__init__()
-        self._reader = reader
-        self._writer = writer
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._writer.write(data)
-
-    def pause_reading(self) -> None:
-        self._reader.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._reader.resume_reading()
-
-    def is_closing(self) -> bool:
-        return self._writer.is_closing()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._writer.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._writer.get_write_buffer_size()
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
-
-    def abort(self) -> None:
-        self._reader.close()
-        self._writer.abort()
-
-
-class _StdioReader(asyncio.Protocol):
-    def __init__(self, target: asyncio.Protocol) -> None:
-        self.target = target
-
-    def data_received(self, data: bytes) -> None:
-        self.target.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.target.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.target.connection_lost(exc)
-
-
-class _StdioWriter(asyncio.Protocol):
-    def __init__(self, target: asyncio.Protocol) -> None:
-        self.target = target
-
-    def pause_writing(self) -> None:
-        self.target.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.target.resume_writing()
-
-
-async def serve_stdio(factory: Callable[[], Any]) -> Any:
-    """Run one session of ``factory`` on standard input/output."""
-    import sys
-
-    loop = asyncio.get_running_loop()
-    protocol = factory()
-    reader, _ = await loop.connect_read_pipe(lambda: _StdioReader(protocol), sys.stdin)
-    writer, _ = await loop.connect_write_pipe(lambda: _StdioWriter(protocol), sys.stdout)
-    protocol.connection_made(_StdioTransport(reader, writer))
-    return protocol
