@@ -185,8 +185,27 @@ def _event_loop_runner() -> asyncio.Runner:
     return asyncio.Runner()
 
 
+def _ensure_standard_streams() -> None:
+    """Put /dev/null on standard descriptors we were started without.
+
+    Otherwise the first socket we open becomes descriptor 0, 1 or 2, and libuv (uvloop) aborts
+    the process when it closes it; and a closed stdin would read as "no console".
+    """
+    for fileno, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fileno)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fileno:
+                os.dup2(opened, fileno)
+                os.close(opened)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fileno, mode, closefd=False))  # noqa: SIM115 - process-long
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor`` console script."""
+    _ensure_standard_streams()
     options = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG

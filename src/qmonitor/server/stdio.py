@@ -14,10 +14,20 @@ import asyncio
 import os
 import selectors
 import sys
+from typing import TextIO
 
 
-def loop_can_watch(fileno: int, event: int) -> bool:
-    """Whether an event loop can watch ``fileno`` (epoll refuses files and ``/dev/null``)."""
+def loop_can_watch(stream: TextIO | None, event: int) -> bool:
+    """Whether an event loop can watch ``stream`` (epoll refuses files and ``/dev/null``).
+
+    A closed standard stream (None, as when a process is started without one) cannot be.
+    """
+    if stream is None:
+        return False
+    try:
+        fileno = stream.fileno()
+    except (OSError, ValueError):
+        return False
     with selectors.DefaultSelector() as selector:
         try:
             selector.register(fileno, event)
@@ -71,6 +81,8 @@ class StdioTransport(asyncio.Transport):
         if self.writer is not None:
             self.writer.write(data)
             return
+        if sys.stdout is None:
+            return  # no standard output at all: nothing can be shown
         view = memoryview(data)
         while view:
             view = view[os.write(sys.stdout.fileno(), view) :]
@@ -119,17 +131,18 @@ async def connect_stdio(protocol: asyncio.Protocol, *, eof_is_hangup: bool) -> S
     """
     loop = asyncio.get_running_loop()
     transport = StdioTransport()
-    if loop_can_watch(sys.stdout.fileno(), selectors.EVENT_WRITE):
+    if loop_can_watch(sys.stdout, selectors.EVENT_WRITE):
         transport.writer, _ = await loop.connect_write_pipe(
             lambda: _WriteEvents(protocol), sys.stdout
         )
     protocol.connection_made(transport)
-    if loop_can_watch(sys.stdin.fileno(), selectors.EVENT_READ):
+    if loop_can_watch(sys.stdin, selectors.EVENT_READ):
         transport.reader, _ = await loop.connect_read_pipe(
             lambda: _ReadEvents(protocol, eof_is_hangup), sys.stdin
         )
     else:
-        protocol.data_received(sys.stdin.buffer.read())
+        if sys.stdin is not None:
+            protocol.data_received(sys.stdin.buffer.read())
         protocol.eof_received()
         if eof_is_hangup:
             protocol.connection_lost(None)
