@@ -159,19 +159,37 @@ class Invocation:
             self._tracer(event, info)
 
 
-def call_sync(
+def run_sync(
     command: Command, kwargs: dict[str, object], request_id: object = None, session: object = None
 ) -> object:
-    """Run a sync handler and return its encoded result; raises :class:`QMPError` on failure."""
+    """Run a sync handler and return its result as it returned it (not encoded).
+
+    Raises :class:`QMPError`: the handler's own, or a GenericError for any other exception.
+    """
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = Context(command.name, request_id, session)
     try:
-        result = command.handler(**kwargs)
+        return command.handler(**kwargs)
     except QMPError:
         raise
     except Exception as exc:
         raise internal_error(command, exc) from exc
-    return command.signature.encode_return(result)
+
+
+def encode_result(command: Command, result: object, encode: Callable[[object], Any]) -> Any:
+    """``encode(result)``; a result its type hint denies becomes a GenericError."""
+    try:
+        return encode(result)
+    except Exception as exc:
+        raise internal_error(command, exc) from exc
+
+
+def call_sync(
+    command: Command, kwargs: dict[str, object], request_id: object = None, session: object = None
+) -> object:
+    """Run a sync handler and return its encoded result; raises :class:`QMPError` on failure."""
+    result = run_sync(command, kwargs, request_id, session)
+    return encode_result(command, result, command.signature.encode_return)
 
 
 def invoke(

@@ -747,6 +747,34 @@ def _conversion_steps(members: Sequence[_Member]) -> list[_Step]:
 # --- Commands ------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReturnMember:
+    """One member of a dataclass result, for writers that encode results straight to text.
+
+    ``json_type`` is ``"boolean"``, ``"integer"``, ``"string"``, ``"enum"`` (a str enum) or
+    ``"other"``; ``encode`` turns a member value of type ``"other"`` into JSON-able data (None:
+    it already is).
+    """
+
+    python_name: str
+    qmp_name: str
+    json_type: str
+    encode: _Encoder | None
+    omit_if_none: bool
+
+
+def _json_type_of(node: _Type) -> str:
+    if node is _BOOL:
+        return "boolean"
+    if node is _INT:
+        return "integer"
+    if node is _STR:
+        return "string"
+    if isinstance(node, _Enum):
+        return "enum"
+    return "other"
+
+
 class CommandSignature:
     """What ``compile_signature`` learnt from a handler.
 
@@ -789,6 +817,22 @@ class CommandSignature:
         self._returns = returns
         self.convert_arguments = convert_arguments
         self.encode_return = encode_return
+
+    def return_members(self) -> tuple[ReturnMember, ...] | None:
+        """The members of a dataclass result in declaration order; None for other results."""
+        returns = self._returns
+        if not isinstance(returns, _Object) or not dataclasses.is_dataclass(self.return_type):
+            return None
+        return tuple(
+            ReturnMember(
+                member.python_name,
+                member.qmp_name,
+                _json_type_of(member.type),
+                member.type.encode,
+                member.omit_if_none,
+            )
+            for member in returns.members
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(parameter.qmp_name for parameter in self.parameters)

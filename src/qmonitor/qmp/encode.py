@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 
-from qmonitor.core.qdict import member_order as _member_order
+from qmonitor.core.qdict import member_order
+from qmonitor.core.schema import CommandSignature, ReturnMember
 
 # json's C string encoder gives the short escapes QEMU uses and \\uxxxx (lower case) for the
 # rest; QEMU additionally escapes DEL and writes hex digits in upper case.
@@ -77,7 +79,7 @@ def _encode_dict(value: Mapping[str, object], out: list[str]) -> None:
     values = list(value.values())
     out.append("{")
     first = True
-    for position in _member_order(keys):
+    for position in member_order(keys):
         if not first:
             out.append(", ")
         first = False
@@ -113,7 +115,7 @@ def _encode_deep(value: object, out: list[str]) -> None:
             keys = tuple(item)
             values = list(item.values())
             parts: list[object] = [_Text("{")]
-            for number, position in enumerate(_member_order(keys)):
+            for number, position in enumerate(member_order(keys)):
                 prefix = ", " if number else ""
                 parts.append(_Text(f"{prefix}{quoted_string(keys[position])}: "))
                 parts.append(values[position])
@@ -151,3 +153,61 @@ def encode_json(value: object) -> str:
 def encode_message(message: Mapping[str, object]) -> bytes:
     """One QMP output line: the JSON text followed by CRLF (monitor/qmp.c)."""
     return (encode_json(message) + "\r\n").encode("ascii")
+
+
+def _member_writer(member: ReturnMember) -> Callable[[object], str]:
+    """Text of one member value, with a fast path for the member's declared JSON type."""
+    if member.json_type == "boolean":
+        return lambda item: (
+            "true" if item is True else "false" if item is False else encode_json(item)
+        )
+    if member.json_type == "integer":
+        return lambda item: str(item) if type(item) is int else encode_json(item)
+    if member.json_type == "string":
+        return lambda item: quoted_string(item) if type(item) is str else encode_json(item)
+    if member.json_type == "enum":
+        return lambda item: (
+            quoted_string(item.value) if isinstance(item, Enum) else encode_json(item)
+        )
+    encode = member.encode
+    if encode is None:
+        return encode_json
+    return lambda item: encode_json(encode(item))
+
+
+def result_writer(signature: CommandSignature) -> Callable[[object], str]:
+    """A function writing a handler's result straight to QEMU's JSON text.
+
+    Equal to ``encode_json(signature.encode_return(result))``, but for a dataclass result it
+    skips building the intermediate dict: members are written in QDict order from attributes.
+    This is the hot path of every typed sync command (``query-status`` and the like).
+    """
+    if signature.return_type is None:
+        return lambda result: "{}"
+    members = signature.return_members()
+    encode_return = signature.encode_return
+    if members is None:
+        return lambda result: encode_json(encode_return(result))
+    order = member_order(tuple(member.qmp_name for member in members))
+    steps = [
+        (
+            quoted_string(members[position].qmp_name) + ": ",
+            members[position].python_name,
+            _member_writer(members[position]),
+            members[position].omit_if_none,
+        )
+        for position in order
+    ]
+
+    def write(result: object) -> str:
+        parts = []
+        for key_text, python_name, write_member, omit_if_none in steps:
+            item = getattr(result, python_name)
+            if item is None:
+                if not omit_if_none:
+                    parts.append(key_text + "null")
+            else:
+                parts.append(key_text + write_member(item))
+        return "{" + ", ".join(parts) + "}"
+
+    return write

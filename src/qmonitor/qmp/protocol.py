@@ -208,6 +208,15 @@ class QMPServerConnection:
         return text.encode("ascii")
 
     @staticmethod
+    def send_return_text(result_text: str, request: Request) -> bytes:
+        """A success reply whose return value is already JSON text (see encode.result_writer)."""
+        if request.has_id:
+            text = f'{{"return": {result_text}, "id": {encode_json(request.request_id)}}}\r\n'
+        else:
+            text = f'{{"return": {result_text}}}\r\n'
+        return text.encode("ascii")
+
+    @staticmethod
     def send_error(error: QMPError, request_id: object = None, has_id: bool = False) -> bytes:
         """An error reply (spec section 2.4.2)."""
         body = (

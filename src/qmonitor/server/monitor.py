@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from qmonitor.core.commands import CommandRegistry
+from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Tracer
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.schema import SchemaBuilder
-from qmonitor.qmp.encode import encode_message
+from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.listen import (
     Address,
@@ -88,6 +88,7 @@ class Monitor:
         self._closed = asyncio.Event()
         self._schema_cache: list[dict[str, Any]] | None = None
         self._schema_key = -1
+        self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
         register_builtins(self)
 
     # -- identity --------------------------------------------------------------------------
@@ -113,6 +114,13 @@ class Monitor:
             self._schema_cache = builder.entries()
             self._schema_key = key
         return self._schema_cache
+
+    def result_writer(self, command: Command) -> Callable[[object], str]:
+        """The function writing ``command``'s results as JSON text (built once per command)."""
+        entry = self._result_writers.get(command.name)
+        if entry is None or entry[0] is not command:
+            entry = self._result_writers[command.name] = (command, result_writer(command.signature))
+        return entry[1]
 
     def _trace(self, name: str, info: Mapping[str, object]) -> None:
         log.debug("%s %s", name, dict(info))

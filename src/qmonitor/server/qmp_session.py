@@ -32,7 +32,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from qmonitor.core.commands import HandlerStyle
-from qmonitor.core.dispatch import Invocation, call_sync, invoke
+from qmonitor.core.dispatch import Invocation, encode_result, invoke, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.protocol import QMPServerConnection
@@ -148,13 +148,6 @@ class QMPSession(asyncio.Protocol):
 
     # -- input -----------------------------------------------------------------------------
 
-    def _blocked(self) -> bool:
-        return (
-            self._blocking is not None
-            or len(self.requests_in_flight) >= self._max_in_flight
-            or self._writing_paused
-        )
-
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -183,11 +176,18 @@ class QMPSession(asyncio.Protocol):
     def _pump_requests(self) -> None:
         """Run what may run now, in arrival order; stop reading when we may not."""
         connection = self.connection
+        read_ahead = self._read_ahead
+        in_flight = self.requests_in_flight
+        max_in_flight = self._max_in_flight
         while True:
-            if self._blocked():
+            if (
+                self._blocking is not None
+                or len(in_flight) >= max_in_flight
+                or self._writing_paused
+            ):
                 if (
                     connection.oob_enabled
-                    and len(self._read_ahead) < READ_AHEAD_MAX
+                    and len(read_ahead) < READ_AHEAD_MAX
                     and not self._writing_paused
                 ):
                     event = connection.next_event()
@@ -196,14 +196,14 @@ class QMPSession(asyncio.Protocol):
                     if type(event) is Request and event.oob:
                         self._handle(event)
                     else:
-                        self._read_ahead.append(event)
+                        read_ahead.append(event)
                     continue
                 # Keep reading up to a bound even when blocked, so that a client hanging up
                 # is seen (and its requests cancelled) while a long command runs.
                 if connection.buffered_bytes >= BLOCKED_INPUT_MAX:
                     self._pause_reading()
                 return
-            event = self._read_ahead.popleft() if self._read_ahead else connection.next_event()
+            event = read_ahead.popleft() if read_ahead else connection.next_event()
             if event is NEED_DATA:
                 self._resume_reading()
                 return
@@ -216,10 +216,12 @@ class QMPSession(asyncio.Protocol):
         assert type(event) is Request
         request = event
         monitor = self.monitor
-        error = self.connection.negotiation_error(request)
-        if error is not None:
-            self._reply_error(error, request.request_id, request.has_id)
-            return
+        connection = self.connection
+        if not connection.negotiated or request.command == "qmp_capabilities":
+            error = connection.negotiation_error(request)
+            if error is not None:
+                self._reply_error(error, request.request_id, request.has_id)
+                return
         command = monitor.registry.get_qmp(request.command)
         try:
             if command is None:
@@ -232,7 +234,9 @@ class QMPSession(asyncio.Protocol):
                 self._reply({}, request)
                 return
             if command.style is HandlerStyle.SYNC:
-                self._reply(call_sync(command, kwargs, request.request_id, self), request)
+                result = run_sync(command, kwargs, request.request_id, self)
+                text = encode_result(command, result, monitor.result_writer(command))
+                self._write(self.connection.send_return_text(text, request))
                 return
         except QMPError as exc:
             self._reply_error(exc, request.request_id, request.has_id)
