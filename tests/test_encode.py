@@ -85,6 +85,29 @@ def test_result_writer_equals_the_generic_path() -> None:
         assert write(value) == encode_json(signature.encode_return(value))
 
 
+@dataclass
+class NoOptionalMembers:
+    flag: bool
+    count: int
+    name: str
+    colour: Colour
+    inner: Inner
+    items: list[Inner]
+    value: float
+
+
+def test_compiled_result_writer_equals_the_generic_path() -> None:
+    def command() -> NoOptionalMembers: ...
+
+    signature = compile_signature(command)
+    write = result_writer(signature)
+    value = NoOptionalMembers(True, 7, "\u00e9\x7f", Colour.RED, Inner(1), [Inner(2)], 0.1)
+    assert write(value) == encode_json(signature.encode_return(value))
+    # A value its hint denies still comes out as the generic writer would write it.
+    odd = NoOptionalMembers(1, True, 5, "red", Inner(1), [], 1)  # type: ignore[arg-type]
+    assert write(odd) == encode_json(signature.encode_return(odd))
+
+
 def test_result_writer_for_results_that_are_not_dataclasses() -> None:
     def nothing() -> None: ...
 

@@ -26,6 +26,8 @@ from qmonitor.core.schema import (
     Parameter,
     QMPName,
     SchemaBuilder,
+    Size,
+    UInt64,
     compile_signature,
     encode_value,
 )
@@ -979,3 +981,28 @@ def test_several_unexpected_members_name_the_first_in_qdict_order() -> None:
     ):
         with pytest.raises(QMPError, match=r"^Parameter 'bar' is unexpected$"):
             compile_signature(function).convert_arguments(arguments)
+
+
+def test_uint64_and_size_follow_qobject_input_type_uint64() -> None:
+    """QEMU 7.2 (migrate-set-parameters): 'expects uint64', negative int64 taken mod 2**64."""
+
+    def command(limit: UInt64, bandwidth: Size | None = None) -> None: ...
+
+    signature = compile_signature(command)
+    assert signature.convert_arguments({"limit": 5}) == {"limit": 5, "bandwidth": None}
+    assert signature.convert_arguments({"limit": 2**64 - 1, "bandwidth": -1}) == {
+        "limit": 2**64 - 1,
+        "bandwidth": 2**64 - 1,
+    }
+    for bad in ("x", True, 1.5, 2**64, -(2**63) - 1):
+        with pytest.raises(QMPError, match=r"^Parameter 'limit' expects uint64$"):
+            signature.convert_arguments({"limit": bad})
+    builder = SchemaBuilder()
+    builder.add_command("command", signature)
+    builtins = {
+        entry["name"]: entry["json-type"]
+        for entry in builder.entries()
+        if entry["meta-type"] == "builtin"
+    }
+    assert builtins["uint64"] == "int"
+    assert builtins["size"] == "int"

@@ -121,6 +121,7 @@ _ArgumentsConverter: TypeAlias = Callable[[Mapping[str, object]], dict[str, obje
 # QAPI's 'int' is int64_t (qobject_input_type_int64).
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
+_UINT64_MAX: Final = 2**64 - 1
 
 
 class _Sentinel(enum.Enum):
@@ -148,6 +149,24 @@ class QMPName:
 
     def __repr__(self) -> str:
         return f"QMPName({self.name!r})"
+
+
+class _IntegerKind:
+    """Annotated marker for QAPI's unsigned integer types (see :data:`UInt64`, :data:`Size`)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"_IntegerKind({self.name!r})"
+
+
+UInt64: TypeAlias = Annotated[int, _IntegerKind("uint64")]
+"""QAPI ``uint64``: 0 to 2**64-1; like QEMU, a negative int64 is accepted modulo 2**64."""
+Size: TypeAlias = Annotated[int, _IntegerKind("size")]
+"""QAPI ``size`` (a byte count): checked as ``uint64``, published as ``size``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +348,17 @@ _EMPTY: Final = _Arguments(())  # QEMU's q_empty: no arguments, no result, no ev
 
 def _identity(value: object) -> object:
     return value
+
+
+def _convert_uint64(value: object) -> object:
+    # qobject_input_type_uint64 (also QAPI's "size"): negative int64 values are taken modulo
+    # 2**64 "for backward compatibility"; anything else is "Parameter 'x' expects uint64".
+    if type(value) is int:
+        if 0 <= value <= _UINT64_MAX:
+            return value
+        if _INT64_MIN <= value < 0:
+            return value + _UINT64_MAX + 1
+    raise _ArgumentError("Parameter '", "' expects uint64")
 
 
 def _convert_int(value: object) -> object:
@@ -517,6 +547,8 @@ def encode_value(value: object) -> object:
 
 
 _INT: Final = _Builtin("int", "int", _convert_int, None)
+_UINT64: Final = _Builtin("uint64", "int", _convert_uint64, None)
+_SIZE: Final = _Builtin("size", "int", _convert_uint64, None)
 _NUMBER: Final = _Builtin("number", "number", _convert_number, None, passthrough=float)
 _BOOL: Final = _Builtin("bool", "boolean", _convert_bool, None, passthrough=bool)
 _STR: Final = _Builtin("str", "string", _convert_str, None, passthrough=str)
@@ -536,6 +568,9 @@ def _split_member_hint(hint: object) -> tuple[object, bool, list[QMPName]]:
         if origin is Annotated:
             hint, *metadata = typing.get_args(hint)
             names += [item for item in metadata if isinstance(item, QMPName)]
+            kinds = [item for item in metadata if isinstance(item, _IntegerKind)]
+            if kinds:  # the type itself (UInt64, Size): type_of reads it
+                return Annotated[hint, kinds[-1]], optional, names
         elif origin in (Union, types.UnionType) and type(None) in typing.get_args(hint):
             optional = True
             others = [arg for arg in typing.get_args(hint) if arg is not type(None)]
@@ -576,6 +611,11 @@ class _Compiler:
             base, *metadata = typing.get_args(hint)
             if any(isinstance(item, QMPName) for item in metadata):
                 raise TypeError(f"{where}: QMPName only names a function parameter")
+            for item in metadata:
+                if isinstance(item, _IntegerKind):
+                    if base is not int:
+                        raise TypeError(f"{where}: {item.name} annotates int, not {base!r}")
+                    return _UINT64 if item.name == "uint64" else _SIZE
             return self.type_of(base, where)
         if hint is bool:
             return _BOOL

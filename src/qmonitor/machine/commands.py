@@ -22,7 +22,7 @@ from typing import Annotated
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
-from qmonitor.core.schema import QMPName
+from qmonitor.core.schema import QMPName, Size, UInt64
 from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState, parse_size
 from qmonitor.machine.migration import (
     MAX_DOWNTIME_MS,
@@ -620,18 +620,17 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
 
     @command(name="migrate-set-parameters")
     def migrate_set_parameters(
-        max_bandwidth: int | None = None, downtime_limit: int | None = None
+        max_bandwidth: Size | None = None, downtime_limit: UInt64 | None = None
     ) -> None:
-        """Set migration parameters (migration.c ``migrate_params_check`` texts)."""
+        """Set migration parameters (migration.c ``migrate_params_check`` texts).
+
+        Both are unsigned in QAPI, so a negative value arrives modulo 2**64, as in QEMU; a
+        max-bandwidth can then never exceed SIZE_MAX, and QEMU's check for that never fires.
+        """
         if downtime_limit is not None and not 0 <= downtime_limit <= MAX_DOWNTIME_MS:
             raise QMPError(
                 "Parameter 'downtime_limit' expects an integer in the range of 0 to "
                 "(2000 * 1000) ms"
-            )
-        if max_bandwidth is not None and max_bandwidth < 0:
-            raise QMPError(
-                "Parameter 'max_bandwidth' expects an integer in the range of 0 to "
-                "18446744073709551615 bytes/second"
             )
         if max_bandwidth is not None:
             migration.parameters.max_bandwidth = max_bandwidth

@@ -175,6 +175,37 @@ def _member_writer(member: ReturnMember) -> Callable[[object], str]:
     return lambda item: encode_json(encode(item))
 
 
+_INLINE_WRITERS = {
+    # How a member of a declared JSON type is written, as an expression of ``{v}`` (the value,
+    # bound once); anything unexpected goes through the generic writer ``G``.
+    "boolean": "('true' if {v} is True else 'false' if {v} is False else G({v}))",
+    "integer": "(str({v}) if type({v}) is int else G({v}))",
+    "string": "(Q({v}) if type({v}) is str else G({v}))",
+    "enum": "(Q({v}._value_) if isinstance({v}, Enum) else G({v}))",  # .value is a descriptor
+}
+
+
+def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[object], str]:
+    """A writer for a dataclass without optional members, generated as one expression.
+
+    As the dataclasses module does for ``__init__``, the code is built from the field list:
+    one string concatenation, no loop and no call per member for the common JSON types.
+    """
+    namespace: dict[str, object] = {"G": encode_json, "Q": quoted_string, "Enum": Enum}
+    pieces = []
+    for number, (key_text, python_name, member) in enumerate(steps):
+        prefix = ("{" if number == 0 else ", ") + key_text
+        expression = _INLINE_WRITERS.get(member.json_type)
+        if expression is None:
+            namespace[f"E{number}"] = member.encode or (lambda item: item)
+            expression = f"G(E{number}({{v}}))"
+        expression = expression.format(v=f"v{number}")
+        pieces.append(f"{prefix!r} + ((v{number} := result.{python_name}), {expression})[1]")
+    body = " + ".join(pieces) + " + '}'" if pieces else "'{}'"
+    exec(f"def write(result):\n    return {body}\n", namespace)
+    return namespace["write"]  # type: ignore[return-value]
+
+
 def result_writer(signature: CommandSignature) -> Callable[[object], str]:
     """A function writing a handler's result straight to QEMU's JSON text.
 
@@ -189,6 +220,13 @@ def result_writer(signature: CommandSignature) -> Callable[[object], str]:
     if members is None:
         return lambda result: encode_json(encode_return(result))
     order = member_order(tuple(member.qmp_name for member in members))
+    if not any(member.omit_if_none for member in members):
+        return _compiled_writer(
+            [
+                (quoted_string(members[p].qmp_name) + ": ", members[p].python_name, members[p])
+                for p in order
+            ]
+        )
     steps = [
         (
             quoted_string(members[position].qmp_name) + ": ",

@@ -120,6 +120,7 @@ class QMPServerConnection:
         self.version = dict(version)
         self.capabilities = tuple(capabilities)
         self.state = SessionState.NEGOTIATING
+        self.negotiated = False  # in command mode (events may be sent); kept with ``state``
         self.oob_enabled = False
         self._framer = framer or JSONStreamFramer()
 
@@ -130,11 +131,7 @@ class QMPServerConnection:
             self.state = TRANSITIONS[(self.state, trigger)]
         except KeyError:
             raise StateError(f"cannot {trigger} in state {self.state.value}") from None
-
-    @property
-    def negotiated(self) -> bool:
-        """Whether the connection is in command mode (events may be sent)."""
-        return self.state is SessionState.COMMAND_MODE
+        self.negotiated = self.state is SessionState.COMMAND_MODE
 
     def negotiation_error(self, request: Request) -> QMPError | None:
         """The error QEMU gives ``request`` in this state, if the state alone decides it."""
@@ -211,7 +208,11 @@ class QMPServerConnection:
     def send_return_text(result_text: str, request: Request) -> bytes:
         """A success reply whose return value is already JSON text (see encode.result_writer)."""
         if request.has_id:
-            text = f'{{"return": {result_text}, "id": {encode_json(request.request_id)}}}\r\n'
+            request_id = request.request_id
+            id_text = (
+                quoted_string(request_id) if type(request_id) is str else encode_json(request_id)
+            )
+            text = f'{{"return": {result_text}, "id": {id_text}}}\r\n'
         else:
             text = f'{{"return": {result_text}}}\r\n'
         return text.encode("ascii")

@@ -229,14 +229,14 @@ class QMPSession(asyncio.Protocol):
             if request.oob and not command.allow_oob:
                 raise QMPError(f"The command {request.command} does not support OOB")
             kwargs = command.signature.convert_arguments(request.arguments)
-            if not self.connection.negotiated:
+            if not connection.negotiated:
                 self._negotiate(kwargs)
                 self._reply({}, request)
                 return
             if command.style is HandlerStyle.SYNC:
                 result = run_sync(command, kwargs, request.request_id, self)
                 text = encode_result(command, result, monitor.result_writer(command))
-                self._write(self.connection.send_return_text(text, request))
+                self._write(connection.send_return_text(text, request))
                 return
         except QMPError as exc:
             self._reply_error(exc, request.request_id, request.has_id)
