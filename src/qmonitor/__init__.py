@@ -2,6 +2,8 @@
 
 One command API for every command, sync or async: define a typed function once and get the
 QMP handler, the human monitor command and the ``query-qmp-schema`` entry.
+
+The public API is what this module exports; everything else is internal.
 """
 
 from qmonitor.core.commands import (
@@ -12,7 +14,9 @@ from qmonitor.core.commands import (
     Progress,
 )
 from qmonitor.core.errors import ErrorClass, QMPError
-from qmonitor.core.schema import QMPName
+from qmonitor.core.schema import QMPName, Size, UInt64
+from qmonitor.server.human import register_human_monitor_command, serve_human
+from qmonitor.server.jobs import Job, JobManager
 from qmonitor.server.monitor import Monitor
 
 __all__ = [
@@ -21,9 +25,15 @@ __all__ = [
     "Context",
     "ErrorClass",
     "HumanSyntax",
+    "Job",
+    "JobManager",
     "Monitor",
     "Progress",
     "QMPError",
     "QMPName",
+    "Size",
+    "UInt64",
+    "register_human_monitor_command",
+    "serve_human",
 ]
 __version__ = "0.1.0"
