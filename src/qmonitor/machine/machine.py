@@ -148,6 +148,7 @@ class Machine:
         self.seed = seed
         self.workload_step = 0
         self.dirty_rate = dirty_rate
+        self._workload_wakeup = asyncio.Event()
         self.autostart = not start_paused
         if incoming:
             self.run_state = RunState.INMIGRATE
@@ -184,6 +185,7 @@ class Machine:
             self._running_since = None
         if new_state is RunState.RUNNING:
             self._running_since = now
+        self._workload_wakeup.set()
         for listener in self._state_listeners:
             listener(old_state, new_state)
 
@@ -246,21 +248,30 @@ class Machine:
                 self._workload(), name="guest-workload"
             )
 
+    def _workload_active(self) -> bool:
+        return self.running and not self._freeze_count and self.dirty_rate > 0
+
     async def _workload(self) -> None:
-        budget = 0.0
-        last = time.monotonic()
+        # Ticks only while the guest runs and writes: an idle or paused machine costs no CPU
+        # (it waits for a run state change or the end of a freeze instead of polling).
         while True:
-            await asyncio.sleep(WORKLOAD_TICK)
-            now = time.monotonic()
-            elapsed, last = now - last, now
-            if not self.running or self._freeze_count or self.dirty_rate <= 0:
-                budget = 0.0
+            if not self._workload_active():
+                self._workload_wakeup.clear()
+                await self._workload_wakeup.wait()
                 continue
-            budget += self.dirty_rate * elapsed / PAGE_SIZE
-            steps = min(int(budget), MAX_PAGES_PER_TICK)
-            budget = min(budget - steps, float(MAX_PAGES_PER_TICK))
-            if steps:
-                self.advance(steps)
+            budget = 0.0
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(WORKLOAD_TICK)
+                if not self._workload_active():
+                    break
+                now = time.monotonic()
+                elapsed, last = now - last, now
+                budget += self.dirty_rate * elapsed / PAGE_SIZE
+                steps = min(int(budget), MAX_PAGES_PER_TICK)
+                budget = min(budget - steps, float(MAX_PAGES_PER_TICK))
+                if steps:
+                    self.advance(steps)
 
     @contextlib.contextmanager
     def workload_frozen(self) -> Iterator[None]:
@@ -270,6 +281,7 @@ class Machine:
             yield
         finally:
             self._freeze_count -= 1
+            self._workload_wakeup.set()
 
     async def digest(self) -> tuple[str, int]:
         """SHA-256 of the RAM and the workload step it belongs to, hashed off the loop."""
