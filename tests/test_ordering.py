@@ -439,3 +439,19 @@ async def test_many_clients_negotiate_on_their_own(server: TestServer) -> None:
             await client.close()
 
     await asyncio.gather(*(one(i) for i in range(50)))
+
+
+async def test_closing_the_monitor_answers_what_is_in_flight(server: TestServer) -> None:
+    """SIGTERM/quit: every in-flight request gets its one reply before the connection closes."""
+    client = await server.client()
+    await client.send_raw(request("wait-gate", {"name": "never-a"}, id="a"))
+    await client.send_raw(request("sleep", {"seconds": 60}, id="b"))
+    await client.send_raw(request("echo", {"value": "ping"}, id="c"))
+    assert await client.receive() == {"return": "ping", "id": "c"}
+    await server.monitor.close()
+    replies = [await client.receive(), await client.receive()]
+    assert sorted(reply["id"] for reply in replies) == ["a", "b"]
+    for reply in replies:
+        assert reply["error"]["desc"].endswith("was cancelled: the monitor is shutting down")
+    assert await client.reader.read() == b""
+    await client.close()

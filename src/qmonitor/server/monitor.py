@@ -51,6 +51,9 @@ DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
 
 EventListener = Callable[[Event], None]
 
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""How long :meth:`Monitor.close` waits for cancelled commands to deliver their replies."""
+
 
 class Monitor:
     """Commands, events and the sessions that serve them (see the module docstring).
@@ -262,10 +265,16 @@ class Monitor:
         for listener in self.listeners:
             await listener.close()
         self.listeners.clear()
+        outcomes = []
         for session in list(self.qmp_sessions):
             for invocation, _ in list(session.requests_in_flight.values()):
                 invocation.cancel("cancelled: the monitor is shutting down")
-        await asyncio.sleep(0)
+                outcomes.append(invocation.future)
+        if outcomes:
+            # A cancelled coroutine needs a few loop turns to unwind; one stuck in a finally
+            # block must not hold the shutdown forever.
+            await asyncio.wait(outcomes, timeout=SHUTDOWN_GRACE_SECONDS)
+        await asyncio.sleep(0)  # let the sessions' done-callbacks write the replies
         for session in list(self.qmp_sessions):
             if session.transport is not None:
                 session.transport.close()
