@@ -32,15 +32,12 @@ none) and ``query-uuid`` (ours is random). Commands only one side has are not se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +46,7 @@ from typing import Any, Literal
 import pytest
 import pytest_asyncio
 
-from qmonitor.testing import RawQMPClient, start_qemu
+from qmonitor.testing import RawQMPClient, start_qemu, start_qmonitor
 
 pytestmark = pytest.mark.qemu
 module_loop = pytest.mark.asyncio(loop_scope="module")  # the servers live for the module
@@ -79,45 +76,6 @@ class Server:
         return f"{self.name} (stderr: {self.log.read_text(errors='replace')[-2000:]!r})"
 
 
-@contextlib.asynccontextmanager
-async def start_qmonitor(socket_path: str, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Run ``python -m qmonitor run`` with QMP on ``socket_path``; stop it after."""
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qmonitor",
-                "run",
-                "-name",
-                "vm0",
-                "-qmp",
-                f"unix:{socket_path},server=on,wait=off",
-                "-monitor",
-                "none",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(socket_path):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"qmonitor did not start: {log.read_text(errors='replace')}")
-            await asyncio.sleep(0.02)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(socket_path)
-
-
 @dataclass
 class Servers:
     qemu: Server
@@ -134,7 +92,7 @@ async def servers() -> AsyncIterator[Servers]:
         log = directory / "qmonitor.log"
         async with (
             start_qemu(qemu_path, "-name", "vm0") as qemu,
-            start_qmonitor(our_path, log) as ours,
+            start_qmonitor(our_path, stderr_path=str(log)) as ours,
         ):
             commands: dict[str, frozenset[str]] = {}
             for name, path in (("qemu", qemu_path), ("qmonitor", our_path)):

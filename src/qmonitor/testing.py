@@ -13,8 +13,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -93,39 +96,54 @@ def qemu_available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def start_qemu(socket_path: str, *extra_args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Run ``qemu-system-x86_64 -machine none`` with QMP on ``socket_path``; stop it after."""
-    process = subprocess.Popen(
-        [
-            QEMU_BINARY,
-            "-machine",
-            "none",
-            "-display",
-            "none",
-            "-nodefaults",
-            "-qmp",
-            f"unix:{socket_path},server=on,wait=off",
-            *extra_args,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(socket_path):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"QEMU did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
-            await asyncio.sleep(0.02)
-        yield process
-    finally:
-        process.terminate()
+async def start_server(
+    command: list[str],
+    socket_path: str,
+    *,
+    startup_timeout: float = 30.0,
+    stderr_path: str | None = None,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run a monitor process until ``socket_path`` appears; terminate it (then kill) after.
+
+    Its standard error goes to ``stderr_path`` (kept, for a test to show when the server dies
+    mid-way) or to a temporary file; either is shown if it fails to start.
+    """
+    stderr_file = open(stderr_path, "w+b") if stderr_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with stderr_file as stderr:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(socket_path)
+            deadline = time.monotonic() + startup_timeout
+            while not os.path.exists(socket_path):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    stderr.seek(0)
+                    output = stderr.read().decode(errors="replace")
+                    raise RuntimeError(f"{command[0]} did not start: {output}")
+                await asyncio.sleep(0.02)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_path)
+
+
+def start_qemu(socket_path: str, *extra_args: str) -> AbstractAsyncContextManager[Any]:
+    """Run ``qemu-system-x86_64 -machine none`` with QMP on ``socket_path``."""
+    command = [QEMU_BINARY, "-machine", "none", "-display", "none", "-nodefaults"]
+    command += ["-qmp", f"unix:{socket_path},server=on,wait=off", *extra_args]
+    return start_server(command, socket_path, startup_timeout=20.0)
+
+
+def start_qmonitor(
+    socket_path: str, *extra_args: str, stderr_path: str | None = None
+) -> AbstractAsyncContextManager[Any]:
+    """Run ``python -m qmonitor run`` (no human monitor) with QMP on ``socket_path``."""
+    command = [sys.executable, "-m", "qmonitor", "run", "-name", "vm0"]
+    command += ["-qmp", f"unix:{socket_path},server=on,wait=off", "-monitor", "none"]
+    return start_server([*command, *extra_args], socket_path, stderr_path=stderr_path)
