@@ -32,7 +32,7 @@ def default_socket_dir() -> str:
 def default_state_dir(name: str) -> str:
     """Where snapshots live without ``--state-dir``: like a disk image, they persist."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "qmonitor", name)
+    return os.path.join(base, "qmonitor", "vms", name)
 
 
 def _ram_size(text: str) -> int:
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where snapshots are kept (default $XDG_STATE_HOME/qmonitor/NAME)",
+        help="where snapshots are kept (default $XDG_STATE_HOME/qmonitor/vms/NAME)",
     )
     run.add_argument(
         "--dirty-rate",
