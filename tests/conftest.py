@@ -171,7 +171,31 @@ def build_test_monitor(gate: Gate, **options: object) -> Monitor:
             counts[key] = counts.get(key, 0) + 1
             mon.emit("THROTTLED", {"id": key, "n": counts[key]})
 
+    @mon.command(name="bad-result")
+    async def bad_result() -> Counted:
+        """Returns what its own type hint denies (a bug in a handler)."""
+        return Counted(object())  # type: ignore[arg-type]
+
+    @mon.command(name="bad-cancel-callback")
+    def bad_cancel_callback(complete: Completion[None]) -> None:
+        """Never completes; its cancel callback raises (a bug in a handler)."""
+
+        def broken() -> None:
+            raise RuntimeError("broken cancel callback")
+
+        complete.add_cancel_callback(broken)
+        complete.add_cancel_callback(lambda: gate.cancelled.append("bad-cancel-callback"))
+
+    @mon.command(name="count-start")
+    def count_start(name: str) -> None:
+        gate.started.append(name)
+
     return mon
+
+
+@dataclass
+class Counted:
+    count: int
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 from conftest import TestServer
+from qmonitor import Monitor
 from qmonitor.testing import RawQMPClient
 
 EVENT_LINE = re.compile(
@@ -164,3 +166,22 @@ async def test_throttled_emit_from_another_thread(server: TestServer) -> None:
         assert (first["data"], last["data"]) == ({"id": "t", "n": 1}, {"id": "t", "n": 3})
     finally:
         await client.close()
+
+
+async def test_a_throttled_event_before_any_session_does_not_silence_later_ones(
+    short_tmp: Path,
+) -> None:
+    """Emitted before the monitor serves anything, an event opens no throttling window."""
+    monitor = Monitor("early")
+    monitor.event("RTC_CHANGE", throttle=1.0)
+    monitor.emit("RTC_CHANGE", {"offset": 1})
+    path = str(short_tmp / "early.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    monitor.emit("RTC_CHANGE", {"offset": 2})
+    event = await client.receive()
+    assert event["event"] == "RTC_CHANGE"
+    assert event["data"] == {"offset": 2}
+    await client.close()
+    await monitor.close()

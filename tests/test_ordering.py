@@ -455,3 +455,42 @@ async def test_closing_the_monitor_answers_what_is_in_flight(server: TestServer)
         assert reply["error"]["desc"].endswith("was cancelled: the monitor is shutting down")
     assert await client.reader.read() == b""
     await client.close()
+
+
+async def test_an_async_result_that_cannot_be_encoded_is_one_error(server: TestServer) -> None:
+    """A handler returning what its hint denies: a GenericError, and the connection goes on."""
+    client = await server.client()
+    await client.send_raw(request("bad-result"))  # id-less: it blocks what follows until answered
+    await client.send_raw(request("echo", {"value": "after"}))
+    reply = await client.receive()
+    assert reply["error"]["class"] == "GenericError"
+    assert reply["error"]["desc"].startswith("Command 'bad-result' failed: TypeError")
+    assert await client.receive() == {"return": "after"}
+    await client.close()
+
+
+async def test_a_failing_cancel_callback_does_not_stop_the_others(server: TestServer) -> None:
+    """Disconnecting runs every cancel callback even if one raises, and the session ends."""
+    client = await server.client()
+    await client.send_raw(request("bad-cancel-callback", id=1))
+    await client.send_raw(request("echo", {"value": "sync"}, id=2))
+    assert await client.receive() == {"return": "sync", "id": 2}
+    [session] = server.monitor.qmp_sessions
+    await client.close()
+    await asyncio.wait_for(session.closed, 5)
+    assert server.gate.cancelled == ["bad-cancel-callback"]
+    assert not session.requests_in_flight
+
+
+async def test_closing_starts_nothing_queued_behind_the_cancelled(server: TestServer) -> None:
+    """Requests waiting behind an id-less one never start once the monitor shuts down."""
+    client = await server.client()
+    await client.send_raw(request("wait-gate", {"name": "never-b"}))
+    await client.send_raw(request("count-start", {"name": "queued"}))
+    await asyncio.sleep(0.1)
+    await server.monitor.close()
+    reply = await client.receive()
+    assert reply["error"]["desc"].endswith("was cancelled: the monitor is shutting down")
+    assert await client.reader.read() == b""
+    assert server.gate.started == []
+    await client.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import typing
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from qmonitor.core.errors import QMPError
 from qmonitor.core.schema import CommandSignature, compile_signature
+
+log = logging.getLogger("qmonitor.commands")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +105,18 @@ class Completion(Generic[T]):
     def _run_cancel_callbacks(self) -> None:
         callbacks, self._cancel_callbacks = self._cancel_callbacks, []
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:  # the handler's bug must not stop the others or the caller
+                log.exception("cancel callback of command '%s' failed", self.command_name)
+
+    def _claim_if_pending(self) -> bool:
+        """Mark the completion used unless it already is (a handler that raised at submit)."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +156,6 @@ class Context:
     def add_progress_listener(self, listener: Callable[[Progress], None]) -> None:
         """Call ``listener`` with every progress report from now on."""
         self._progress_listeners.append(listener)
-
-    def remove_progress_listener(self, listener: Callable[[Progress], None]) -> None:
-        """Stop calling ``listener``."""
-        if listener in self._progress_listeners:
-            self._progress_listeners.remove(listener)
 
     async def checkpoint(self) -> None:
         """A point where cancellation may land (raises ``asyncio.CancelledError`` if it does)."""
@@ -325,10 +334,6 @@ class CommandRegistry:
     def qmp_commands(self) -> Iterator[Command]:
         """The commands QMP clients can see."""
         return (command for command in self._commands.values() if command.qmp)
-
-    def unregister(self, name: str) -> None:
-        """Remove a command (no-op if absent)."""
-        self._commands.pop(name, None)
 
     def __iter__(self) -> Iterator[Command]:
         return iter(self._commands.values())

@@ -1,9 +1,9 @@
 """Running a command: every request gets exactly one outcome.
 
-:func:`invoke` starts a command with already-validated Python arguments. A sync handler's
-outcome is returned (or raised) at once; coroutine and completion-style handlers give an
-:class:`Invocation` whose ``future`` resolves exactly once, to the JSON-able return value or to
-a :class:`QMPError`, whatever happens: the handler returns, raises, calls its completion from
+A sync handler runs with :func:`run_sync` (its result, or a :class:`QMPError`, at once).
+:func:`invoke` starts a coroutine or completion-style handler and gives an :class:`Invocation`
+whose ``future`` resolves exactly once, to the JSON-able return value or to a
+:class:`QMPError`, whatever happens: the handler returns, raises, calls its completion from
 another thread, times out, or is cancelled. This is the guarantee the seed's API lacked (its
 failed async commands sent no reply at all).
 
@@ -232,15 +232,10 @@ def invoke(
         try:
             command.handler(**kwargs)
         except Exception as exc:
-            if not completion.done:
-                completion._done = True
+            if completion._claim_if_pending():
                 error = exc if isinstance(exc, QMPError) else internal_error(command, exc)
                 invocation._settle(None, error)
     else:
-        try:
-            invocation.future.set_result(call_sync(command, kwargs, request_id, session))
-        except QMPError as exc:
-            invocation.future.set_exception(exc)
-        return invocation
+        raise ValueError(f"command '{command.name}' is sync: run it with run_sync()")
     invocation._start_timer()
     return invocation

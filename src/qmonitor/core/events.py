@@ -87,8 +87,3 @@ class EventThrottle:
             return None
         self._pending[key] = None
         return kept
-
-    @property
-    def open_windows(self) -> int:
-        """How many keys are inside a throttling window."""
-        return len(self._pending)

@@ -16,6 +16,7 @@ Types
 Python                     QAPI (schema name)   accepts
 =========================  ===================  =========================================
 ``int``                    ``int``              a JSON integer in int64 range, not a bool
+``UInt64``, ``Size``       ``uint64``/``size``  0 to 2**64-1 (a negative int64 wraps)
 ``float``                  ``number``           any JSON number (an integer becomes float)
 ``bool``                   ``bool``             ``true`` / ``false``
 ``str``                    ``str``              a string
@@ -84,9 +85,9 @@ order (:mod:`qmonitor.core.qdict`), as qobject_input_check_struct does.
 
 Deliberate differences from QEMU
 ================================
-- Only QAPI's ``int`` (int64) exists. The sized integers (``uint8``, ``size``, ...) and their
-  texts (``Parameter 'x' expects uint8_t``) are left to handlers, and so are alternates and
-  unions with a discriminator: a Python union may only be ``T | None``.
+- Of QAPI's integer types only ``int`` (int64), ``uint64`` and ``size`` exist; the smaller sized
+  ones (``uint8``, ... and their ``Parameter 'x' expects uint8_t``) are left to handlers, and so
+  are alternates and unions with a discriminator: a Python union may only be ``T | None``.
 - No ``features`` on types or members, only on commands and events.
 """
 
@@ -520,7 +521,7 @@ _dataclass_encoders: dict[type, _Encoder] = {}
 
 
 def encode_value(value: object) -> object:
-    """Encode a value whose type is only known at run time (``Any``, event data).
+    """Encode a value whose type is only known at run time (``Any`` results and members).
 
     Dataclasses become objects with QMP names (see ``encode_return``), enums their value, tuples
     lists; dicts and lists are encoded member by member.

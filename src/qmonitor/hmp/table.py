@@ -61,7 +61,6 @@ DETACH_KEY: Final = "detach"
 """The ``args_type`` key of a detachable command's ``-d`` flag (QEMU's ``migrate``)."""
 
 _LETTERS: Final = frozenset("sSilMoTb")
-_INTEGER_LETTERS: Final = frozenset("ilM")
 
 Completer = Callable[[], Sequence[str]]
 

@@ -20,9 +20,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated
 
-from qmonitor.core.commands import Context, HumanSyntax
-from qmonitor.core.errors import QMPError
-from qmonitor.core.schema import QMPName, Size, UInt64
+from qmonitor import (
+    Context,
+    HumanSyntax,
+    Job,
+    JobManager,
+    Monitor,
+    QMPError,
+    QMPName,
+    Size,
+    UInt64,
+)
 from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState, parse_size
 from qmonitor.machine.migration import (
     MAX_DOWNTIME_MS,
@@ -37,8 +45,6 @@ from qmonitor.machine.snapshots import (
     save_snapshot,
     snapshot_missing,
 )
-from qmonitor.server.jobs import Job, JobManager
-from qmonitor.server.monitor import Monitor
 
 SNAPSHOT_NODE = "disk0"
 """The one block node snapshots can name in ``vmstate`` and ``devices``: the state directory

@@ -43,6 +43,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -212,6 +213,8 @@ BACKGROUND_NICENESS: Final = 10
 GIL_SWITCH_INTERVAL: Final = 0.0005
 """Seconds a copying thread may hold the GIL while the event loop waits for it (CPython's
 default is 5 ms, which alone would put a monitor reply 5 ms late during a migration)."""
+
+log = logging.getLogger("qmonitor.migration")
 
 _executor: ThreadPoolExecutor | None = None
 
@@ -433,6 +436,9 @@ class OutgoingMigration:
         except (_Cancelled, asyncio.CancelledError):
             self._fail(None)
         except (QMPError, OSError, EOFError) as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug: still leave the source running, and say so
+            log.exception("migration failed unexpectedly")
             self._fail(exc)
         finally:
             if self._channel is not None:

@@ -229,9 +229,3 @@ class QMPServerConnection:
         else:
             text = f'{{"error": {body}}}\r\n'
         return text.encode("ascii")
-
-    def send_event(self, event: Mapping[str, object]) -> bytes:
-        """An event message (spec section 2.5); only in command mode."""
-        if self.state is not SessionState.COMMAND_MODE:
-            raise StateError("events are only sent in command mode")
-        return encode_message(event)

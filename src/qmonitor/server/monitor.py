@@ -89,6 +89,7 @@ class Monitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._closed = asyncio.Event()
+        self.closing = False  # close() has begun: sessions start nothing new
         self._schema_cache: list[dict[str, Any]] | None = None
         self._schema_key = -1
         self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
@@ -173,7 +174,7 @@ class Monitor:
 
     def _emit_event(self, event: Event, now: float) -> None:
         spec = self.events.get(event.name)
-        if spec is not None and spec.throttle_seconds:
+        if spec is not None and spec.throttle_seconds and self._loop is not None:
             send_now, window_end = self._throttle.offer(spec, event, now)
             if window_end is not None and self._loop is not None:
                 key = self._throttle.key_for(spec, event)
@@ -262,6 +263,7 @@ class Monitor:
 
     async def close(self) -> None:
         """Stop listening, answer or cancel what is in flight, and disconnect every client."""
+        self.closing = True
         for listener in self.listeners:
             await listener.close()
         self.listeners.clear()

@@ -32,7 +32,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from qmonitor.core.commands import HandlerStyle
-from qmonitor.core.dispatch import Invocation, encode_result, invoke, run_sync
+from qmonitor.core.dispatch import Invocation, encode_result, internal_error, invoke, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.protocol import QMPServerConnection
@@ -175,6 +175,8 @@ class QMPSession(asyncio.Protocol):
 
     def _pump_requests(self) -> None:
         """Run what may run now, in arrival order; stop reading when we may not."""
+        if self.monitor.closing:
+            return  # shutting down: what is queued behind the cancelled requests never starts
         connection = self.connection
         read_ahead = self._read_ahead
         in_flight = self.requests_in_flight
@@ -260,18 +262,27 @@ class QMPSession(asyncio.Protocol):
     def _finish(self, invocation: Invocation, request: Request) -> None:
         exc = invocation.future.exception()
         if exc is None:
-            self._reply(invocation.future.result(), request)
-        else:
-            assert isinstance(exc, QMPError)
-            self._reply_error(exc, request.request_id, request.has_id)
+            try:
+                reply = self.connection.send_return(
+                    invocation.future.result(), request.request_id, request.has_id
+                )
+            except Exception as encode_error:  # a result its type hint denies
+                exc = internal_error(invocation.command, encode_error)
+            else:
+                self._write(reply)
+                return
+        assert isinstance(exc, QMPError)
+        self._reply_error(exc, request.request_id, request.has_id)
 
     def _completed(self, key: int, invocation: Invocation, request: Request) -> None:
         if self.requests_in_flight.pop(key, None) is None:
             invocation.future.exception()  # the client is gone: nobody to answer
             return
-        self._finish(invocation, request)
-        if self._blocking is invocation:
-            self._blocking = None
+        try:
+            self._finish(invocation, request)
+        finally:
+            if self._blocking is invocation:
+                self._blocking = None
         self._pump()
 
     # -- our extension ---------------------------------------------------------------------
