@@ -247,3 +247,39 @@ async def test_negotiating_client_gets_no_events_during_flood(server: TestServer
     finally:
         await waiting.close()
         await driver.close()
+
+
+async def test_a_reply_never_overtakes_events_held_for_a_slow_reader(
+    flood_server: tuple[TestServer, Observed],
+) -> None:
+    """Events emitted before a reply reach a client that is not reading before that reply."""
+    server, observed = flood_server
+    loop = asyncio.get_running_loop()
+    slow = await connect_stuck_client(server.path)
+    driver = await server.client()
+    try:
+        await loop.sock_sendall(
+            slow, b'{"execute":"wait-gate","arguments":{"name":"held"},"id":"mine"}'
+        )
+        count = 500
+        rounds = 0
+        while observed.max_backlog == 0:  # until events for the slow client are held back
+            assert rounds < MAX_ROUNDS, "the client never counted as not reading"
+            reply = await driver.execute("emit-numbered", {"first": rounds * count, "count": count})
+            assert reply == {"return": {}}
+            rounds += 1
+        server.gate.open("held")
+        await asyncio.sleep(0.05)
+        expected = rounds * count + 1
+        data = bytearray()
+        async with asyncio.timeout(30):
+            while data.count(b"\r\n") < expected:
+                chunk = await loop.sock_recv(slow, 65536)
+                assert chunk, "disconnected"
+                data += chunk
+        lines = [json.loads(raw) for raw in bytes(data).split(b"\r\n")[:-1]]
+        assert lines[-1] == {"return": "held", "id": "mine"}
+        assert [line["data"]["n"] for line in lines[:-1]] == list(range(expected - 1))
+    finally:
+        slow.close()
+        await driver.close()

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from conftest import TestServer
 from qmonitor import Monitor
@@ -185,3 +186,45 @@ async def test_a_throttled_event_before_any_session_does_not_silence_later_ones(
     assert event["data"] == {"offset": 2}
     await client.close()
     await monitor.close()
+
+
+async def test_the_tracer_sees_sync_and_async_commands(short_tmp: Path) -> None:
+    """One hook for command.started/.complete/.failed, whatever the handler style."""
+    traces: list[tuple[str, object]] = []
+    monitor = Monitor("traced", tracer=lambda name, info: traces.append((name, info["command"])))
+
+    @monitor.command
+    def quick() -> None: ...
+
+    @monitor.command
+    async def slow() -> None:
+        await asyncio.sleep(0)
+
+    path = str(short_tmp / "traced.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    assert await client.execute("quick") == {"return": {}}
+    assert await client.execute("slow") == {"return": {}}
+    await client.close()
+    await monitor.close()
+    assert [trace for trace in traces if trace[1] in ("quick", "slow")] == [
+        ("command.started", "quick"),
+        ("command.complete", "quick"),
+        ("command.started", "slow"),
+        ("command.complete", "slow"),
+    ]
+
+
+def test_the_schema_follows_a_redeclared_event() -> None:
+    """query-qmp-schema is cached, but never stale."""
+
+    class Data(TypedDict):
+        value: int
+
+    monitor = Monitor("schema")
+    monitor.event("CHANGED")
+    before = [entry for entry in monitor.schema() if entry.get("name") == "CHANGED"]
+    monitor.event("CHANGED", Data)
+    after = [entry for entry in monitor.schema() if entry.get("name") == "CHANGED"]
+    assert before != after

@@ -235,6 +235,7 @@ class CommandRegistry:
 
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
+        self.generation = 0  # changes with every registration: caches built from us compare it
 
     def register(
         self,
@@ -293,6 +294,7 @@ class CommandRegistry:
             qmp=qmp,
         )
         self._commands[qmp_name] = command
+        self.generation += 1
         return command
 
     @overload

@@ -160,7 +160,11 @@ class Invocation:
 
 
 def run_sync(
-    command: Command, kwargs: dict[str, object], request_id: object = None, session: object = None
+    command: Command,
+    kwargs: dict[str, object],
+    request_id: object = None,
+    session: object = None,
+    tracer: Tracer | None = None,
 ) -> object:
     """Run a sync handler and return its result as it returned it (not encoded).
 
@@ -168,12 +172,27 @@ def run_sync(
     """
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = Context(command.name, request_id, session)
+    if tracer is not None:
+        return _run_sync_traced(command, kwargs, request_id, tracer)
     try:
         return command.handler(**kwargs)
     except QMPError:
         raise
     except Exception as exc:
         raise internal_error(command, exc) from exc
+
+
+def _run_sync_traced(
+    command: Command, kwargs: dict[str, object], request_id: object, tracer: Tracer
+) -> object:
+    tracer("command.started", {"command": command.name, "id": request_id})
+    try:
+        result = run_sync(command, kwargs)
+    except QMPError as exc:
+        tracer("command.failed", {"command": command.name, "id": request_id, "error": exc.desc})
+        raise
+    tracer("command.complete", {"command": command.name, "id": request_id})
+    return result
 
 
 def encode_result(command: Command, result: object, encode: Callable[[object], Any]) -> Any:
@@ -185,10 +204,14 @@ def encode_result(command: Command, result: object, encode: Callable[[object], A
 
 
 def call_sync(
-    command: Command, kwargs: dict[str, object], request_id: object = None, session: object = None
+    command: Command,
+    kwargs: dict[str, object],
+    request_id: object = None,
+    session: object = None,
+    tracer: Tracer | None = None,
 ) -> object:
     """Run a sync handler and return its encoded result; raises :class:`QMPError` on failure."""
-    result = run_sync(command, kwargs, request_id, session)
+    result = run_sync(command, kwargs, request_id, session, tracer)
     return encode_result(command, result, command.signature.encode_return)
 
 

@@ -91,7 +91,8 @@ class Monitor:
         self._closed = asyncio.Event()
         self.closing = False  # close() has begun: sessions start nothing new
         self._schema_cache: list[dict[str, Any]] | None = None
-        self._schema_key = -1
+        self._schema_key = (-1, -1)
+        self._events_generation = 0
         self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
         register_builtins(self)
 
@@ -108,7 +109,7 @@ class Monitor:
 
     def schema(self) -> list[dict[str, Any]]:
         """QAPI SchemaInfo entries for every command and event (cached until they change)."""
-        key = len(self.registry) * 100003 + len(self.events)
+        key = (self.registry.generation, self._events_generation)
         if self._schema_cache is None or key != self._schema_key:
             builder = SchemaBuilder()
             for command in self.registry.qmp_commands():
@@ -145,6 +146,7 @@ class Monitor:
         """Declare an event (for the schema, and to give it QEMU's throttling rule)."""
         spec = EventSpec(name, data_type, throttle, throttle_key, doc)
         self.events[name] = spec
+        self._events_generation += 1
         return spec
 
     def add_event_listener(self, listener: EventListener) -> None:

@@ -117,6 +117,8 @@ class QMPSession(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._output_batch is not None:
             self._output_batch.append(data)
+        elif self._event_backlog:  # events are held back: what follows them waits its turn
+            self._event_backlog.append(data)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -170,8 +172,8 @@ class QMPSession(asyncio.Protocol):
             self._pump_requests()
         finally:
             self._output_batch = None
-            if batch and self.transport is not None and not self.transport.is_closing():
-                self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+            if batch:
+                self._write(b"".join(batch) if len(batch) > 1 else batch[0])
 
     def _pump_requests(self) -> None:
         """Run what may run now, in arrival order; stop reading when we may not."""
@@ -236,7 +238,7 @@ class QMPSession(asyncio.Protocol):
                 self._reply({}, request)
                 return
             if command.style is HandlerStyle.SYNC:
-                result = run_sync(command, kwargs, request.request_id, self)
+                result = run_sync(command, kwargs, request.request_id, self, monitor.tracer)
                 text = encode_result(command, result, monitor.result_writer(command))
                 self._write(connection.send_return_text(text, request))
                 return
