@@ -181,7 +181,9 @@ class HumanSession:
         try:
             kwargs = command.signature.convert_arguments(parsed.arguments)
             if command.style is HandlerStyle.SYNC:
-                self._write_nonempty(self._render(entry, call_sync(command, kwargs, None, self, self.monitor.tracer)))
+                self._write_nonempty(
+                    self._render(entry, call_sync(command, kwargs, None, self, self.monitor.tracer))
+                )
                 return None
         except QMPError as error:
             self.write(error_text(error))
