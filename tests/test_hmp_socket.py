@@ -12,7 +12,7 @@ import pytest
 
 from hmp_app import DemoState, StatusInfo, add_demo_commands
 from qmonitor import Context, HumanSyntax, Monitor
-from qmonitor.server.hmp_session import HumanSession
+from qmonitor.server.hmp_session import HMPSession, HumanSession
 from qmonitor.server.human import serve_human
 
 PROMPT = b"(qemu) "
@@ -327,3 +327,39 @@ async def test_stdio_without_a_terminal_speaks_the_socket_protocol(
     assert b"\x1b[K\r\nVM status: running\r\n(qemu) " in stdout
     assert b"\x1b[K\r\nslow: finished after 0.1 s\r\n(qemu) " in stdout
     assert b"\x1b[K\r\ndone\r\n(qemu) " in stdout
+
+
+class _RecordingTransport(asyncio.Transport):
+    """A transport that keeps what is written, to look at a session without a socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+async def test_a_person_not_reading_gets_no_event_lines_until_they_read_again() -> None:
+    """Interactive extras are dropped while the client's buffer is full: output stays bounded."""
+    monitor = Monitor("bounded")
+    session = HMPSession(monitor, interactive=True)
+    transport = _RecordingTransport()
+    session.connection_made(transport)
+    session.pause_writing()
+    before = len(transport.written)
+    for _ in range(1000):
+        monitor.emit("TEST_EVENT", {"n": 1})
+    session.draw_progress("savevm: 50%")
+    assert len(transport.written) == before
+    session.resume_writing()
+    monitor.emit("TEST_EVENT", {"n": 2})
+    assert b"TEST_EVENT" in transport.written[before:]
+    session.connection_lost(None)

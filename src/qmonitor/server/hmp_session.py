@@ -339,6 +339,7 @@ class HMPSession(HumanSession, asyncio.Protocol):
         self._pumping = False
         self._reading_paused = False
         self._writing_paused = False
+        self._notifications_dropped = 0  # event/progress lines not shown to a stuck client
         self._progress_line: str | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -442,6 +443,8 @@ class HMPSession(HumanSession, asyncio.Protocol):
 
     def draw_progress(self, text: str) -> None:
         self._progress_line = text
+        if self._writing_paused:
+            return  # a person's screen that is not being read: the next draw will do
         self._send(b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
 
     def clear_progress(self) -> None:
@@ -450,6 +453,12 @@ class HMPSession(HumanSession, asyncio.Protocol):
             self._send(b"\r\x1b[K")
 
     def notify(self, text: str) -> None:
+        if self._writing_paused:
+            # Extras for people (events, progress) are dropped for a client that does not
+            # read, so that its output stays bounded; command output is never dropped, and it
+            # is bounded because a suspended or paused session reads no new commands.
+            self._notifications_dropped += 1
+            return
         self._send(b"\r\x1b[K")
         self.write(text)
         if not self.suspended:
