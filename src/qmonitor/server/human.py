@@ -23,52 +23,24 @@ that text (``Error: ...``), not a QMP error, as in QEMU.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import weakref
 
 from qmonitor.core.errors import QMPError
 from qmonitor.hmp.builtins import register_hmp_builtins
 from qmonitor.hmp.table import command_table
-from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
+from qmonitor.server.hmp_session import CapturedSession, HMPSession
 from qmonitor.server.listen import Address, AddressError, connect_out, parse_address, start_listener
 from qmonitor.server.monitor import Monitor
 from qmonitor.server.stdio import connect_stdio
 
 
-class _HumanSessions:
-    """The open human sessions of one monitor, closed when the monitor closes."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self.sessions: set[HumanSession] = set()
-        self._watcher = asyncio.get_running_loop().create_task(self._close_with(monitor))
-
-    async def _close_with(self, monitor: Monitor) -> None:
-        await monitor.serve_forever()
-        for session in list(self.sessions):
-            session.close()
-
-    def opened(self, session: HumanSession) -> None:
-        self.sessions.add(session)
-
-    def closed(self, session: HumanSession) -> None:
-        self.sessions.discard(session)
-
-
-_sessions: weakref.WeakKeyDictionary[Monitor, _HumanSessions] = weakref.WeakKeyDictionary()
-
-
-def _sessions_of(monitor: Monitor) -> _HumanSessions:
-    sessions = _sessions.get(monitor)
-    if sessions is None:
-        sessions = _sessions[monitor] = _HumanSessions(monitor)
-    return sessions
-
-
-async def _serve_stdio_plain(monitor: Monitor, sessions: _HumanSessions) -> None:
+async def _serve_stdio_plain(monitor: Monitor) -> None:
     """QEMU's byte protocol on stdin/stdout (``-monitor stdio`` without a terminal)."""
     session = HMPSession(
-        monitor, on_open=sessions.opened, on_close=sessions.closed, close_at_eof=False
+        monitor,
+        on_open=monitor.human_sessions.add,
+        on_close=monitor.human_sessions.discard,
+        close_at_eof=False,
     )
     await connect_stdio(session, eof_is_hangup=False)
 
@@ -83,11 +55,13 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
     register_hmp_builtins(monitor.registry)
     command_table(monitor.registry)
     parsed = parse_address(address) if isinstance(address, str) else address
-    sessions = _sessions_of(monitor)
 
     def factory() -> HMPSession:
         return HMPSession(
-            monitor, interactive=interactive, on_open=sessions.opened, on_close=sessions.closed
+            monitor,
+            interactive=interactive,
+            on_open=monitor.human_sessions.add,
+            on_close=monitor.human_sessions.discard,
         )
 
     if parsed.transport == "none":
@@ -96,9 +70,9 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
         if interactive and sys.stdin.isatty() and sys.stdout.isatty():
             from qmonitor.server.console import start_console
 
-            start_console(monitor, sessions.opened, sessions.closed)
+            start_console(monitor, monitor.human_sessions.add, monitor.human_sessions.discard)
         else:
-            await _serve_stdio_plain(monitor, sessions)
+            await _serve_stdio_plain(monitor)
     elif parsed.server:
         monitor.listeners.append(await start_listener(parsed, factory))
     elif parsed.transport in ("unix", "tcp"):

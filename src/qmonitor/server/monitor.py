@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Tracer
@@ -50,6 +50,13 @@ DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
 """We speak QEMU 7.2's QMP; clients pick features by ``qemu.major/minor``."""
 
 EventListener = Callable[[Event], None]
+
+
+class Closable(Protocol):
+    """A session the monitor closes when it closes."""
+
+    def close(self) -> None: ...
+
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long :meth:`Monitor.close` waits for cancelled commands to deliver their replies."""
@@ -83,6 +90,8 @@ class Monitor:
         self.command = self.registry.command
         self.events: dict[str, EventSpec] = {}
         self.qmp_sessions: set[QMPSession] = set()
+        # Human sessions (qmonitor.server.human registers them); closed by close().
+        self.human_sessions: set[Closable] = set()
         self.listeners: list[Listener] = []
         self._event_listeners: list[EventListener] = []
         self._throttle = EventThrottle()
@@ -282,4 +291,6 @@ class Monitor:
         for session in list(self.qmp_sessions):
             if session.transport is not None:
                 session.transport.close()
+        for human in list(self.human_sessions):
+            human.close()
         self._closed.set()
