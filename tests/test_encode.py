@@ -103,7 +103,9 @@ def test_compiled_result_writer_equals_the_generic_path() -> None:
     write = result_writer(signature)
     value = NoOptionalMembers(True, 7, "\u00e9\x7f", Colour.RED, Inner(1), [Inner(2)], 0.1)
     assert write(value) == encode_json(signature.encode_return(value))
-    # A value its hint denies still comes out as the generic writer would write it.
+    # Values their hints deny still come out as the generic writer would write them.
+    nothing = NoOptionalMembers(None, None, None, None, None, None, None)  # type: ignore[arg-type]
+    assert write(nothing) == encode_json(signature.encode_return(nothing))
     odd = NoOptionalMembers(1, True, 5, "red", Inner(1), [], 1)  # type: ignore[arg-type]
     assert write(odd) == encode_json(signature.encode_return(odd))
 

@@ -155,29 +155,9 @@ def encode_message(message: Mapping[str, object]) -> bytes:
     return (encode_json(message) + "\r\n").encode("ascii")
 
 
-def _member_writer(member: ReturnMember) -> Callable[[object], str]:
-    """Text of one member value, with a fast path for the member's declared JSON type."""
-    if member.json_type == "boolean":
-        return lambda item: (
-            "true" if item is True else "false" if item is False else encode_json(item)
-        )
-    if member.json_type == "integer":
-        return lambda item: str(item) if type(item) is int else encode_json(item)
-    if member.json_type == "string":
-        return lambda item: quoted_string(item) if type(item) is str else encode_json(item)
-    if member.json_type == "enum":
-        return lambda item: (
-            quoted_string(item.value) if isinstance(item, Enum) else encode_json(item)
-        )
-    encode = member.encode
-    if encode is None:
-        return encode_json
-    return lambda item: encode_json(encode(item))
-
-
 _INLINE_WRITERS = {
     # How a member of a declared JSON type is written, as an expression of ``{v}`` (the value,
-    # bound once); anything unexpected goes through the generic writer ``G``.
+    # bound once); anything unexpected (None included) goes through the generic writer ``G``.
     "boolean": "('true' if {v} is True else 'false' if {v} is False else G({v}))",
     "integer": "(str({v}) if type({v}) is int else G({v}))",
     "string": "(Q({v}) if type({v}) is str else G({v}))",
@@ -186,23 +166,43 @@ _INLINE_WRITERS = {
 
 
 def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[object], str]:
-    """A writer for a dataclass without optional members, generated as one expression.
+    """A writer for one dataclass, generated from its member list (in QDict order).
 
-    As the dataclasses module does for ``__init__``, the code is built from the field list:
-    one string concatenation, no loop and no call per member for the common JSON types.
+    As the dataclasses module does for ``__init__``, the code is built from the fields: without
+    optional members it is one string concatenation; with them, one statement per member that
+    leaves out a None optional member (QAPI's absent member). No call per member for the
+    common JSON types.
     """
     namespace: dict[str, object] = {"G": encode_json, "Q": quoted_string, "Enum": Enum}
-    pieces = []
-    for number, (key_text, python_name, member) in enumerate(steps):
-        prefix = ("{" if number == 0 else ", ") + key_text
+    fetches, expressions = [], []
+    for number, (_, python_name, member) in enumerate(steps):
         expression = _INLINE_WRITERS.get(member.json_type)
         if expression is None:
             namespace[f"E{number}"] = member.encode or (lambda item: item)
-            expression = f"G(E{number}({{v}}))"
-        expression = expression.format(v=f"v{number}")
-        pieces.append(f"{prefix!r} + ((v{number} := result.{python_name}), {expression})[1]")
-    body = " + ".join(pieces) + " + '}'" if pieces else "'{}'"
-    exec(f"def write(result):\n    return {body}\n", namespace)
+            expression = "('null' if {v} is None else G(E%d({v})))" % number  # noqa: UP031
+        fetches.append(f"v{number} = result.{python_name}")
+        expressions.append(expression.format(v=f"v{number}"))
+    lines = ["def write(result):", *(f"    {fetch}" for fetch in fetches)]
+    if not any(member.omit_if_none for _, _, member in steps):
+        pieces = [
+            repr(("{" if number == 0 else ", ") + key_text) + " + " + expression
+            for number, ((key_text, _, _), expression) in enumerate(
+                zip(steps, expressions, strict=True)
+            )
+        ]
+        lines.append("    return " + (" + ".join(pieces) + " + '}'" if pieces else "'{}'"))
+    else:
+        lines.append("    parts = []")
+        for number, ((key_text, _, member), expression) in enumerate(
+            zip(steps, expressions, strict=True)
+        ):
+            append = f"parts.append({key_text!r} + {expression})"
+            if member.omit_if_none:
+                lines.append(f"    if v{number} is not None: {append}")
+            else:
+                lines.append(f"    {append}")
+        lines.append("    return '{' + ', '.join(parts) + '}'")
+    exec("\n".join(lines) + "\n", namespace)
     return namespace["write"]  # type: ignore[return-value]
 
 
@@ -220,32 +220,9 @@ def result_writer(signature: CommandSignature) -> Callable[[object], str]:
     if members is None:
         return lambda result: encode_json(encode_return(result))
     order = member_order(tuple(member.qmp_name for member in members))
-    if not any(member.omit_if_none for member in members):
-        return _compiled_writer(
-            [
-                (quoted_string(members[p].qmp_name) + ": ", members[p].python_name, members[p])
-                for p in order
-            ]
-        )
-    steps = [
-        (
-            quoted_string(members[position].qmp_name) + ": ",
-            members[position].python_name,
-            _member_writer(members[position]),
-            members[position].omit_if_none,
-        )
-        for position in order
-    ]
-
-    def write(result: object) -> str:
-        parts = []
-        for key_text, python_name, write_member, omit_if_none in steps:
-            item = getattr(result, python_name)
-            if item is None:
-                if not omit_if_none:
-                    parts.append(key_text + "null")
-            else:
-                parts.append(key_text + write_member(item))
-        return "{" + ", ".join(parts) + "}"
-
-    return write
+    return _compiled_writer(
+        [
+            (quoted_string(members[p].qmp_name) + ": ", members[p].python_name, members[p])
+            for p in order
+        ]
+    )
