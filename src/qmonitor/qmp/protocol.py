@@ -198,17 +198,12 @@ class QMPServerConnection:
     @staticmethod
     def send_return(value: object, request_id: object = None, has_id: bool = False) -> bytes:
         """A success reply (spec section 2.4.1); the id, if the request had one, echoed."""
-        if has_id:
-            text = f'{{"return": {encode_json(value)}, "id": {encode_json(request_id)}}}\r\n'
-        else:
-            text = f'{{"return": {encode_json(value)}}}\r\n'
-        return text.encode("ascii")
+        return QMPServerConnection.send_return_text(encode_json(value), request_id, has_id)
 
     @staticmethod
-    def send_return_text(result_text: str, request: Request) -> bytes:
+    def send_return_text(result_text: str, request_id: object, has_id: bool) -> bytes:
         """A success reply whose return value is already JSON text (see encode.result_writer)."""
-        if request.has_id:
-            request_id = request.request_id
+        if has_id:
             id_text = (
                 quoted_string(request_id) if type(request_id) is str else encode_json(request_id)
             )

@@ -240,7 +240,7 @@ class QMPSession(asyncio.Protocol):
             if command.style is HandlerStyle.SYNC:
                 result = run_sync(command, kwargs, request.request_id, self, monitor.tracer)
                 text = encode_result(command, result, monitor.result_writer(command))
-                self._write(connection.send_return_text(text, request))
+                self._write(connection.send_return_text(text, request.request_id, request.has_id))
                 return
         except QMPError as exc:
             self._reply_error(exc, request.request_id, request.has_id)
