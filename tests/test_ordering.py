@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import Gate, TestServer, build_test_monitor, wait_until
+from qmonitor.server.qmp_session import BLOCKED_INPUT_MAX
 from qmonitor.testing import RawQMPClient
 
 CANCEL = "__io.github.qmonitor_cancel"
@@ -493,4 +494,26 @@ async def test_closing_starts_nothing_queued_behind_the_cancelled(server: TestSe
     assert reply["error"]["desc"].endswith("was cancelled: the monitor is shutting down")
     assert await client.reader.read() == b""
     assert server.gate.started == []
+    await client.close()
+
+
+async def test_a_blocked_session_buffers_a_bounded_amount_then_stops_reading(
+    server: TestServer,
+) -> None:
+    """BLOCKED_INPUT_MAX: behind an id-less request, reading pauses; nothing is lost."""
+    client = await server.client()
+    await client.send_raw(request("wait-gate", {"name": "hold"}))
+    count = 3000  # ~50 bytes each: well past BLOCKED_INPUT_MAX (64 KiB)
+    lines = b"".join(request("echo", {"value": f"v{n}"}, id=n) for n in range(count))
+    assert len(lines) > 2 * BLOCKED_INPUT_MAX
+    sender = asyncio.ensure_future(client.send_raw(lines))
+    [session] = server.monitor.qmp_sessions
+    await wait_until(lambda: session.connection.buffered_bytes >= BLOCKED_INPUT_MAX)
+    assert session.transport is not None and not session.transport.is_reading()
+    assert session.connection.buffered_bytes < BLOCKED_INPUT_MAX + 512 * 1024  # one read more
+    server.gate.open("hold")
+    await sender
+    assert await client.receive() == {"return": "hold"}
+    for n in range(count):
+        assert await client.receive() == {"return": f"v{n}", "id": n}
     await client.close()
