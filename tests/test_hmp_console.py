@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from qmonitor.server.console import HISTORY_MAX, PersistentHistory
 from qmonitor.testing import RawQMPClient
 
 APP = str(Path(__file__).with_name("hmp_app.py"))
@@ -184,3 +185,17 @@ def test_qmonitor_run_has_the_console(short_tmp: Path, consoles: list[Console]) 
     run.run("stop", "")
     run.run("info status", "VM status: paused")
     run.quit()
+
+
+def test_history_file_is_trimmed_to_history_max(short_tmp: Path) -> None:
+    """HISTORY_MAX: the oldest lines go; the newest come back first."""
+    path = short_tmp / "history"
+    path.write_text("".join(f"line {n}\n" for n in range(HISTORY_MAX + 50)))
+    history = PersistentHistory(path)
+    loaded = list(history.load_history_strings())
+    assert len(loaded) == HISTORY_MAX
+    assert loaded[0] == f"line {HISTORY_MAX + 49}"
+    assert loaded[-1] == "line 50"
+    assert len(path.read_text().splitlines()) == HISTORY_MAX
+    history.store_string("newest")
+    assert path.read_text().splitlines()[-1] == "newest"

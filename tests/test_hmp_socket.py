@@ -12,7 +12,7 @@ import pytest
 
 from hmp_app import DemoState, StatusInfo, add_demo_commands
 from qmonitor import Context, HumanSyntax, Monitor
-from qmonitor.server.hmp_session import HMPSession, HumanSession
+from qmonitor.server.hmp_session import INPUT_HIGH_WATER, HMPSession, HumanSession
 from qmonitor.server.human import serve_human
 
 PROMPT = b"(qemu) "
@@ -342,9 +342,13 @@ class _RecordingTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return False
 
-    def pause_reading(self) -> None: ...
+    reading = True
 
-    def resume_reading(self) -> None: ...
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 async def test_a_person_not_reading_gets_no_event_lines_until_they_read_again() -> None:
@@ -362,4 +366,20 @@ async def test_a_person_not_reading_gets_no_event_lines_until_they_read_again() 
     session.resume_writing()
     monitor.emit("TEST_EVENT", {"n": 2})
     assert b"TEST_EVENT" in transport.written[before:]
+    session.connection_lost(None)
+
+
+async def test_input_kept_while_suspended_is_bounded() -> None:
+    """INPUT_HIGH_WATER: a suspended session stops reading; it reads again once it drains."""
+    monitor = Monitor("bounded-input")
+    session = HMPSession(monitor)
+    transport = _RecordingTransport()
+    session.connection_made(transport)
+    session.suspend()
+    chunk = b"info version\n" * 1000
+    while transport.reading:
+        session.data_received(chunk)
+    assert INPUT_HIGH_WATER < len(session.pending_input) <= INPUT_HIGH_WATER + len(chunk)
+    session.resume()
+    assert transport.reading
     session.connection_lost(None)

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+import qmonitor.server.monitor as monitor_module
 from conftest import Gate, TestServer, build_test_monitor, wait_until
+from qmonitor import Monitor
 from qmonitor.server.qmp_session import BLOCKED_INPUT_MAX
 from qmonitor.testing import RawQMPClient
 
@@ -516,4 +518,30 @@ async def test_a_blocked_session_buffers_a_bounded_amount_then_stops_reading(
     assert await client.receive() == {"return": "hold"}
     for n in range(count):
         assert await client.receive() == {"return": f"v{n}", "id": n}
+    await client.close()
+
+
+async def test_shutdown_does_not_wait_forever_for_a_command_that_ignores_cancel(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHUTDOWN_GRACE_SECONDS bounds how long close() waits for a cancelled command."""
+    monkeypatch.setattr(monitor_module, "SHUTDOWN_GRACE_SECONDS", 0.2)
+    monitor = Monitor("stubborn")
+    release = asyncio.Event()
+
+    @monitor.command
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # ignores the cancellation until told
+
+    path = str(short_tmp / "stubborn.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    await client.send_raw(request("stubborn", id=1))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(monitor.close(), 5)  # returns after the grace period
+    release.set()
     await client.close()
