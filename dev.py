@@ -39,8 +39,14 @@ def _create_venv() -> None:
             version = f"{sys.version_info.major}.{sys.version_info.minor}"
             subprocess.run(["apt-get", "update"], check=False)
             subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends",
-                 "python3-venv", f"python{version}-venv"],
+                [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "python3-venv",
+                    f"python{version}-venv",
+                ],
                 check=False,
             )
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
