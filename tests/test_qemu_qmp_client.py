@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -263,3 +264,38 @@ async def test_qmp_shell_against_qmonitor_run(short_tmp: Path) -> None:
             await server.wait()
         assert server.stderr is not None
         await server.stderr.read()
+
+
+async def test_qmp_shell_wrap_launches_qmonitor_run_as_it_would_qemu(short_tmp: Path) -> None:
+    """``qmp-shell-wrap qmonitor run``: it adds ``-qmp unix:PATH`` (connect out) and drives us;
+    like QEMU, the machine runs on after the shell's input ends, so the last command is quit."""
+    env = {**os.environ, "HOME": str(short_tmp)}
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "qmp-shell-wrap"),
+        str(BIN / "qmonitor"),
+        "run",
+        "-name",
+        "wrapped",
+        "-monitor",
+        "none",
+        "--state-dir",
+        str(short_tmp / "state"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=short_tmp,
+        start_new_session=True,  # so that a failure can stop the machine it started too
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(
+            process.communicate(b"query-status\nquery-name\nquit\n"), 60
+        )
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    out = stdout.decode()
+    assert '(QEMU) {"return": {"status": "running", "singlestep": false, "running": true}}' in out
+    assert '(QEMU) {"return": {"name": "wrapped"}}' in out, stderr.decode()
