@@ -30,6 +30,31 @@ CANCELLED_BY_CLIENT: Final = "cancelled"
 TIMED_OUT: Final = "timed out"
 
 
+def run_on_loop(
+    loop: asyncio.AbstractEventLoop, loop_thread: int, function: Callable[..., object], *args: Any
+) -> None:
+    """Call ``function(*args)`` now if we are the loop's thread, else soon on the loop.
+
+    Completions, progress reports and events may come from any thread; what they touch
+    (futures, transports) belongs to the loop.
+    """
+    if threading.get_ident() == loop_thread:
+        function(*args)
+    else:
+        loop.call_soon_threadsafe(function, *args)
+
+
+def trace_command(
+    tracer: Tracer | None, event: str, command: Command, request_id: object, error: str = ""
+) -> None:
+    """Report ``command.started`` / ``.complete`` / ``.failed`` to the tracer, if any."""
+    if tracer is not None:
+        info: dict[str, object] = {"command": command.name, "id": request_id}
+        if error:
+            info["error"] = error
+        tracer(event, info)
+
+
 def internal_error(command: Command, exc: BaseException) -> QMPError:
     """The GenericError a client sees when a handler fails with an unexpected exception."""
     log.error("command '%s' failed unexpectedly", command.name, exc_info=exc)
@@ -128,16 +153,13 @@ class Invocation:
                 error = internal_error(self.command, exc)
         if error is None:
             self.future.set_result(value)
-            self._trace("command.complete")
+            trace_command(self._tracer, "command.complete", self.command, self.request_id)
         else:
             self.future.set_exception(error)
-            self._trace("command.failed", error.desc)
+            trace_command(self._tracer, "command.failed", self.command, self.request_id, error.desc)
 
     def _deliver_from_any_thread(self, value: object, error: QMPError | None) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._settle(value, error)
-        else:
-            self._loop.call_soon_threadsafe(self._settle, value, error)
+        run_on_loop(self._loop, self._loop_thread, self._settle, value, error)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -150,13 +172,6 @@ class Invocation:
             self._settle(None, exc)
         else:
             self._settle(None, internal_error(self.command, exc))
-
-    def _trace(self, event: str, error: str | None = None) -> None:
-        if self._tracer is not None:
-            info: dict[str, object] = {"command": self.command.name, "id": self.request_id}
-            if error is not None:
-                info["error"] = error
-            self._tracer(event, info)
 
 
 def run_sync(
@@ -185,13 +200,13 @@ def run_sync(
 def _run_sync_traced(
     command: Command, kwargs: dict[str, object], request_id: object, tracer: Tracer
 ) -> object:
-    tracer("command.started", {"command": command.name, "id": request_id})
+    trace_command(tracer, "command.started", command, request_id)
     try:
         result = run_sync(command, kwargs)
     except QMPError as exc:
-        tracer("command.failed", {"command": command.name, "id": request_id, "error": exc.desc})
+        trace_command(tracer, "command.failed", command, request_id, exc.desc)
         raise
-    tracer("command.complete", {"command": command.name, "id": request_id})
+    trace_command(tracer, "command.complete", command, request_id)
     return result
 
 
@@ -232,8 +247,7 @@ def invoke(
     loop = loop or asyncio.get_running_loop()
     context = Context(command.name, request_id, session)
     invocation = Invocation(command, request_id, context, loop, tracer)
-    if tracer is not None:
-        tracer("command.started", {"command": command.name, "id": request_id})
+    trace_command(tracer, "command.started", command, request_id)
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = context
     if command.style is HandlerStyle.COROUTINE:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, cast
 
 from qmonitor.core.commands import HandlerStyle, Progress
-from qmonitor.core.dispatch import Invocation, call_sync, internal_error, invoke
+from qmonitor.core.dispatch import Invocation, call_sync, internal_error, invoke, run_on_loop
 from qmonitor.core.errors import QMPError
 from qmonitor.core.events import Event
 from qmonitor.hmp.complete import complete
@@ -250,10 +250,7 @@ class HumanSession:
     # -- progress and events ------------------------------------------------------------------
 
     def _progress_from_any_thread(self, progress: Progress) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._show_progress(progress)
-        else:
-            self._loop.call_soon_threadsafe(self._show_progress, progress)
+        run_on_loop(self._loop, self._loop_thread, self._show_progress, progress)
 
     def _show_progress(self, progress: Progress) -> None:
         running = self.running

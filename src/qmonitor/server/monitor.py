@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from qmonitor.core.commands import Command, CommandRegistry
-from qmonitor.core.dispatch import Tracer
+from qmonitor.core.dispatch import Tracer, run_on_loop
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.schema import SchemaBuilder
 from qmonitor.qmp.encode import encode_message, result_writer
@@ -177,11 +177,10 @@ class Monitor:
         now = time.time()
         seconds = int(now)
         event = Event(name, data, seconds, int((now - seconds) * 1_000_000))
-        loop = self._loop
-        if loop is not None and threading.get_ident() != self._loop_thread:
-            loop.call_soon_threadsafe(self._emit_event, event, now)
+        if self._loop is None or self._loop_thread is None:
+            self._emit_event(event, now)  # not serving yet: no session to reach, no loop
         else:
-            self._emit_event(event, now)
+            run_on_loop(self._loop, self._loop_thread, self._emit_event, event, now)
 
     def _emit_event(self, event: Event, now: float) -> None:
         spec = self.events.get(event.name)
