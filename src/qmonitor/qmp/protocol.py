@@ -117,7 +117,7 @@ class QMPServerConnection:
         capabilities: Sequence[str] = ("oob",),
         framer: JSONStreamFramer | None = None,
     ) -> None:
-        self.version = dict(version)
+        self.version = version  # shared by every connection; never changed
         self.capabilities = tuple(capabilities)
         self.state = SessionState.NEGOTIATING
         self.negotiated = False  # in command mode (events may be sent); kept with ``state``

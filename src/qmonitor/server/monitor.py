@@ -24,13 +24,14 @@ import asyncio
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Tracer, run_on_loop
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
-from qmonitor.core.schema import SchemaBuilder
+from qmonitor.core.schema import SchemaBuilder, encode_value
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.listen import (
@@ -82,6 +83,8 @@ class Monitor:
     ) -> None:
         self.name = name
         self.version_info = version
+        # The greeting's ``version`` object, encoded once rather than per connection.
+        self.version: dict[str, Any] = typing.cast(dict[str, Any], encode_value(version))
         self.strict_order = strict_order
         self.max_requests_in_flight = max_requests_in_flight
         self.capabilities = tuple(capabilities)
@@ -106,15 +109,6 @@ class Monitor:
         register_builtins(self)
 
     # -- identity --------------------------------------------------------------------------
-
-    @property
-    def version(self) -> dict[str, Any]:
-        """The ``version`` object of the greeting, as JSON data."""
-        encoded = self.registry.get("query-version")
-        assert encoded is not None
-        value = encoded.signature.encode_return(self.version_info)
-        assert isinstance(value, dict)
-        return value
 
     def schema(self) -> list[dict[str, Any]]:
         """QAPI SchemaInfo entries for every command and event (cached until they change)."""
