@@ -1,24 +1,39 @@
-"""Snapshot files: exact restore, refusal of damaged files, no partial snapshot ever visible."""
+"""Snapshot files: exact restore, refusal of damaged files, no partial snapshot ever visible.
+
+The tests that need a full or read-only file system mount a real 8 MiB tmpfs (root here and
+in CI) and are skipped only where mounting is not permitted; the full disk is also simulated
+by fault injection, which always runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import os
+import shutil
+import subprocess
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qmonitor import QMPError
+from qmonitor.machine import snapshots
 from qmonitor.machine.commands import render_snapshots
 from qmonitor.machine.machine import Machine, RunState
 from qmonitor.machine.snapshots import (
+    TAG_NAME_MAX,
     SnapshotStore,
+    check_tag,
     human_size,
     load_snapshot,
     read_info,
     save_snapshot,
 )
+from test_machine_processes import Client, Launcher, digest
 
 
 def _ignore(done: int, total: int) -> None:
@@ -145,9 +160,216 @@ def test_temporaries_of_dead_processes_are_removed_and_never_listed(tmp_path: Pa
 
 
 def test_any_tag_is_a_safe_visible_file_name(store: SnapshotStore) -> None:
-    for tag in ("../x", ".hidden", "a/b", "vm-20261125"):
+    for tag in ("../x", ".hidden", "a/b", "vm-20261125", "é" * 39):
         path = store.path_for(tag)
         assert path.parent == store.directory and not path.name.startswith(".")
+
+
+_TOO_LONG = (
+    f"Snapshot tag is too long: it may take at most {TAG_NAME_MAX} bytes percent-encoded "
+    "(each byte other than A-Z a-z 0-9 - . _ ~ takes 3)"
+)
+
+
+@pytest.mark.parametrize(
+    ("tag", "error"),
+    [
+        ("", "Snapshot tag must not be empty"),
+        ("a\r\n(qemu) fake", "Snapshot tag must not contain a control character (found U+000D)"),
+        ("a\x1b[2J", "Snapshot tag must not contain a control character (found U+001B)"),
+        ("a\x85", "Snapshot tag must not contain a control character (found U+0085)"),
+        ("a\x7f", "Snapshot tag must not contain a control character (found U+007F)"),
+        ("a\ud800", "Snapshot tag must not contain a surrogate (found U+D800)"),
+        ("x" * (TAG_NAME_MAX + 1), _TOO_LONG),
+        ("é" * 40, _TOO_LONG),  # 80 bytes of UTF-8, 240 percent-encoded
+    ],
+    ids=["empty", "crlf", "escape", "c1", "del", "surrogate", "long", "long-utf8"],
+)
+def test_tags_no_snapshot_may_have_are_refused_in_one_line(tag: str, error: str) -> None:
+    with pytest.raises(QMPError) as refused:
+        check_tag(tag)
+    assert refused.value.desc == error
+
+
+async def test_the_longest_tag_saves_loads_and_lists(store: SnapshotStore) -> None:
+    machine = _machine()
+    for tag in ("x" * TAG_NAME_MAX, "é" * 39):
+        await save_snapshot(machine, store, tag, _ignore)
+        await load_snapshot(machine, store, tag, _ignore)
+    assert sorted(store.tags()) == sorted(["x" * TAG_NAME_MAX, "é" * 39])
+
+
+async def test_a_refused_tag_leaves_the_guest_and_the_directory_untouched(
+    store: SnapshotStore,
+) -> None:
+    machine = _machine()
+    await save_snapshot(machine, store, "t", _ignore)
+    transitions: list[RunState] = []
+    machine.add_state_listener(lambda old, new: transitions.append(new))
+    for tag in ("a\r\nb", "x" * 300):
+        with pytest.raises(QMPError, match=r"^Snapshot tag "):
+            await save_snapshot(machine, store, tag, _ignore)
+        with pytest.raises(QMPError, match=r"^Snapshot tag "):
+            await load_snapshot(machine, store, tag, _ignore)
+        with pytest.raises(QMPError, match=r"^Snapshot tag "):
+            store.delete(tag)
+    assert transitions == []
+    assert os.listdir(store.directory) == [store.path_for("t").name]
+
+
+# -- full and read-only file systems --------------------------------------------------------
+
+
+def _full_disk_open(directory: Path, capacity: int) -> Callable[..., Any]:
+    """``open`` for snapshots.py as if ``directory`` were a disk of ``capacity`` bytes.
+
+    A write that does not fit is cut short and the next one fails with ENOSPC, as write(2)
+    does on a full file system; the files already there (a left-over temporary too) count.
+    Only the writer's file (opened from a descriptor) is affected.
+    """
+
+    class FullDisk(io.FileIO):
+        def write(self, data: Any) -> int:
+            used = sum(entry.stat().st_size for entry in os.scandir(directory))
+            if used >= capacity:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(memoryview(data)[: capacity - used])
+
+    def full_disk_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, int) and mode == "wb":
+            return io.BufferedWriter(FullDisk(file, mode))
+        return open(file, mode, *args, **kwargs)
+
+    return full_disk_open
+
+
+def _scattered_machine(pages_written: int, seed: int) -> Machine:
+    """RAM with data pages scattered among zero pages: short runs, so that the write buffer
+    holds data when the disk fills up (what made a failed save's clean-up fail in turn)."""
+    machine = Machine(ram_size=16 << 20, seed=seed)
+    machine.advance(pages_written)
+    return machine
+
+
+async def test_a_save_that_fills_the_disk_leaves_nothing_and_the_next_one_fits(
+    store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: runs everywhere, mount permitted or not."""
+    monkeypatch.setattr(snapshots, "open", _full_disk_open(store.directory, 8 << 20), raising=False)
+    small = _scattered_machine(500, seed=1)  # 2 MiB of pages
+    await save_snapshot(small, store, "small", _ignore)
+    big = _scattered_machine(3000, seed=2)  # 12 MiB of pages
+    with pytest.raises(QMPError) as failed:
+        await save_snapshot(big, store, "big", _ignore)
+    assert failed.value.desc == "Could not save snapshot 'big': No space left on device"
+    assert os.listdir(store.directory) == ["small.qmsnap"]
+    assert big.run_state is RunState.RUNNING
+    await save_snapshot(small, store, "small-again", _ignore)
+    assert sorted(os.listdir(store.directory)) == ["small-again.qmsnap", "small.qmsnap"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs, unmounted afterwards; skips the test where mounting is refused."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture
+async def vms(short_tmp: Path) -> AsyncIterator[Launcher]:
+    """``qmonitor run`` processes, killed at the end (before a tmpfs they use is unmounted)."""
+    launcher = Launcher(short_tmp)
+    try:
+        yield launcher
+    finally:
+        launcher.kill_all()
+
+
+async def _hmp(client: Client, line: str) -> str:
+    text = await client.execute("human-monitor-command", **{"command-line": line})
+    assert isinstance(text, str)
+    return text
+
+
+async def test_savevm_on_a_full_disk_says_so_leaves_nothing_and_the_next_one_fits(
+    small_tmpfs: Path, vms: Launcher
+) -> None:
+    vm = await vms.start("vm0", "-m", "32M", "--dirty-rate", "16M", "-S", state_dir=small_tmpfs)
+    client = await vm.client()
+    assert await _hmp(client, "savevm small") == ""  # zero pages only: a few KiB
+    await client.execute("cont")
+    while (await digest(client))[1] < 2600:  # > 8 MiB of data pages, scattered
+        await asyncio.sleep(0.02)
+    await client.execute("stop")
+    assert await _hmp(client, "savevm big") == (
+        "Error: Could not save snapshot 'big': No space left on device\r\n"
+    )
+    assert os.listdir(small_tmpfs) == ["small.qmsnap"]
+    assert await _hmp(client, "loadvm small") == ""
+    assert await _hmp(client, "savevm small-again") == ""
+    assert sorted(os.listdir(small_tmpfs)) == ["small-again.qmsnap", "small.qmsnap"]
+
+
+async def test_a_read_only_state_directory_gives_one_line_errors(
+    small_tmpfs: Path, vms: Launcher
+) -> None:
+    vm = await vms.start("vm0", "-m", "16M", state_dir=small_tmpfs)
+    client = await vm.client()
+    assert await _hmp(client, "savevm t") == ""
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    assert await _hmp(client, "savevm u") == (
+        "Error: Could not save snapshot 'u': Read-only file system\r\n"
+    )
+    assert await _hmp(client, "delvm t") == (
+        "Error: Could not delete snapshot 't': Read-only file system\r\n"
+    )
+    assert await _hmp(client, "loadvm t") == ""
+    assert os.listdir(small_tmpfs) == ["t.qmsnap"]
+    assert (await client.execute("query-status"))["status"] == "running"
+
+
+# -- tags on the wire ------------------------------------------------------------------------
+
+
+async def test_bad_tags_are_refused_on_every_path_with_the_guest_untouched(
+    vms: Launcher,
+) -> None:
+    vm = await vms.start("vm0", "-m", "16M")
+    client = await vm.client()
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    control = "Snapshot tag must not contain a control character (found U+000D)"
+    for tag, hmp_tag, error in [
+        ("a\r\n(qemu) fake", '"a\\r\\n(qemu) fake"', control),
+        ("x" * 300, "x" * 300, _TOO_LONG),
+    ]:
+        for command, arguments in [
+            ("snapshot-save", {"tag": tag, **disk}),
+            ("snapshot-load", {"tag": tag, **disk}),
+            ("snapshot-delete", {"tag": tag, "devices": ["disk0"]}),
+        ]:
+            await client.execute(command, **{"job-id": "j", **arguments})
+            await client.wait_event("JOB_STATUS_CHANGE", id="j", status="concluded")
+            assert (await client.execute("query-jobs"))[0]["error"] == error
+            await client.execute("job-dismiss", id="j")
+        for verb in ("savevm", "loadvm", "delvm"):
+            assert await _hmp(client, f"{verb} {hmp_tag}") == f"Error: {error}\r\n"
+    assert not {"STOP", "RESUME"} & set(client.event_names())
+    assert (await client.execute("query-status"))["status"] == "running"
+    assert os.listdir(vm.state_dir) == []
+    assert await _hmp(client, "info snapshots") == "There is no snapshot available.\r\n"
 
 
 async def test_listing_reads_the_metadata(store: SnapshotStore) -> None:

@@ -10,11 +10,15 @@ is one file per tag in the state directory (``--state-dir``)::
     pages    4 KiB each, for every page whose map byte is 1, in page order
     trailer  12 bytes  b"QMSNAPEND\\0\\0\\0", then 32 bytes: SHA-256 of everything before it
 
+The file of a tag is its percent-encoded name (:meth:`SnapshotStore.path_for`). Tags are
+checked (:func:`check_tag`) before anything is touched.
+
 Writing (QEMU ``save_snapshot``, migration/savevm.c): the guest is stopped (``save-vm``), the
-file is written under a hidden temporary name (``.TAG.PID.tmp``), fsynced, renamed over the final
-name and the directory fsynced. A process killed at any point leaves either the old file or the
-new one under the final name, never a partial one; temporaries are ignored when listing and
-removed once their process is gone. A cancelled save deletes its temporary.
+file is written under a hidden temporary name (``.TAG.qmsnap.PID.tmp``), fsynced, renamed over
+the final name and the directory fsynced. A process killed at any point leaves either the old
+file or the new one under the final name, never a partial one; temporaries are ignored when
+listing and removed once their process is gone. A failed or cancelled save deletes its
+temporary; a file system error is reported in one line naming the snapshot and the cause.
 
 Loading checks the whole file (size, magic, checksum, RAM size) into fresh memory *before*
 touching the machine, so a truncated or corrupt snapshot is refused with the machine exactly as
@@ -32,6 +36,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -54,6 +59,7 @@ CHUNK: Final = 8 << 20
 """Bytes written or read per worker-thread call: progress granularity and cancellation latency."""
 _LENGTH = struct.Struct("<I")
 _DATA_RUN = re.compile(rb"\x01+")
+log = logging.getLogger("qmonitor.snapshots")
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)`` in bytes of pages, called between chunks."""
@@ -79,6 +85,57 @@ def snapshot_missing(tag: str) -> QMPError:
     return QMPError(f"Snapshot '{tag}' does not exist in one or more devices")
 
 
+TAG_NAME_MAX: Final = 255 - len(".") - len(SUFFIX) - len(".4194304.tmp")
+"""The most bytes a tag may take percent-encoded (235): its temporary ``.TAG.qmsnap.PID.tmp``
+must fit Linux's NAME_MAX of 255 bytes with the largest PID (pid_max is at most 2**22).
+
+QEMU's limit is 255 bytes (``QEMUSnapshotInfo.name`` is ``char name[256]``,
+include/block/snapshot.h) and ``save_snapshot`` (migration/savevm.c) cuts a longer tag with
+``pstrcpy`` without a word, so the snapshot is then not found under the tag given. A tag is
+refused here instead, and every tag that fits is within QEMU's limit."""
+
+_FORBIDDEN_IN_TAG = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (Unicode category Cc: C0, DEL, C1) and lone surrogates (not text)."""
+
+
+def check_tag(tag: str) -> None:
+    """Refuse a tag no snapshot may have, with a one-line reason; called before anything is
+    touched, on every path (save, load, delete; QMP jobs and HMP alike).
+
+    QEMU 7.2 accepts any string (``snapshot-save`` with ``"a\\r\\n(qemu) fake"`` succeeds and
+    ``info snapshots`` prints it raw, forging a prompt); a control character here could forge
+    monitor output or terminal escapes, so it is refused. An empty tag (QEMU accepts one) would
+    name a hidden file; ``savevm`` without a tag makes one up instead, as QEMU's does.
+    """
+    if not tag:
+        raise QMPError("Snapshot tag must not be empty")
+    if len(tag) > TAG_NAME_MAX or len(_encode_tag(tag)) > TAG_NAME_MAX:
+        raise QMPError(
+            f"Snapshot tag is too long: it may take at most {TAG_NAME_MAX} bytes "
+            "percent-encoded (each byte other than A-Z a-z 0-9 - . _ ~ takes 3)"
+        )
+    forbidden = _FORBIDDEN_IN_TAG.search(tag)
+    if forbidden is not None:
+        code = ord(forbidden.group())
+        what = "a surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise QMPError(f"Snapshot tag must not contain {what} (found U+{code:04X})")
+
+
+def _encode_tag(tag: str) -> str:
+    """Percent-encoding, with a leading dot encoded too: any tag is a safe, visible name."""
+    name = urllib.parse.quote(tag, safe="", errors="surrogatepass")
+    return "%2E" + name[1:] if name.startswith(".") else name
+
+
+def filesystem_error(action: str, tag: str, exc: OSError) -> QMPError:
+    """One line a person can act on: the snapshot and the cause, not the server's paths.
+
+    QEMU says "Error while writing VM state: No space left on device" (``qemu_savevm_state``,
+    migration/savevm.c); naming the snapshot says which of several commands failed.
+    """
+    return QMPError(f"Could not {action} snapshot '{tag}': {_cause(exc)}")
+
+
 class SnapshotStore:
     """The snapshot files of one state directory."""
 
@@ -95,15 +152,19 @@ class SnapshotStore:
                     path.unlink()
 
     def path_for(self, tag: str) -> Path:
-        """The file of ``tag``: percent-encoded, so any tag is a safe, visible file name."""
-        name = urllib.parse.quote(tag, safe="")
-        if name.startswith("."):
-            name = "%2E" + name[1:]
-        return self.directory / (name + SUFFIX)
+        """The file of ``tag`` (QMPError for a tag :func:`check_tag` refuses)."""
+        check_tag(tag)
+        return self.directory / (_encode_tag(tag) + SUFFIX)
 
     def exists(self, tag: str) -> bool:
         """Whether a snapshot called ``tag`` exists."""
-        return self.path_for(tag).exists()
+        try:
+            self.path_for(tag).stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise filesystem_error("find", tag, exc) from None
+        return True
 
     def entries(self) -> list[SnapshotInfo]:
         """Every readable snapshot, oldest first (the order QEMU lists them in)."""
@@ -123,7 +184,12 @@ class SnapshotStore:
             self.path_for(tag).unlink()
         except FileNotFoundError:
             return False
-        _fsync_directory(self.directory)
+        except OSError as exc:
+            raise filesystem_error("delete", tag, exc) from None
+        try:
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            raise filesystem_error("delete", tag, exc) from None
         return True
 
 
@@ -135,6 +201,10 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _cause(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -246,18 +316,33 @@ class SnapshotWriter:
         self._file.write(TRAILER_MAGIC + self._hash.digest())
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+        self._close()
         os.replace(self.temporary_path, self.final_path)
         _fsync_directory(self._directory)
 
     def abort(self) -> None:
-        """Forget the snapshot: close and delete the temporary file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        with contextlib.suppress(FileNotFoundError):
+        """Forget the snapshot: delete the temporary file, then close it; never raises.
+
+        The order matters on a full disk: closing flushes what the buffer still holds, which
+        fails with ENOSPC again, so a close first would leave the temporary (and the disk
+        full) behind. Unlinking an open file is fine on POSIX; its space is freed on close.
+        If the unlink itself fails, the next process removes the temporary
+        (:meth:`SnapshotStore.open`).
+        """
+        try:
             self.temporary_path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not delete %s: %s", self.temporary_path.name, exc.strerror)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):  # the descriptor is closed even when this raises
+                file.close()
 
 
 def _chain_run(start: int, end: int, rest: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
@@ -362,9 +447,12 @@ async def save_snapshot(
 ) -> None:
     """Save the machine under ``tag`` (replacing an existing one), as QEMU's ``save_snapshot``.
 
-    The guest is stopped in ``save-vm`` meanwhile and put back as it was afterwards; on any
-    failure or cancellation no new file is left and the old one (if any) is untouched.
+    The tag is checked before the guest is touched. The guest is stopped in ``save-vm``
+    meanwhile and put back as it was afterwards; on any failure or cancellation no new file is
+    left and the old one (if any) is untouched. A file system error is one line naming the
+    snapshot and the cause (:func:`filesystem_error`).
     """
+    check_tag(tag)
     machine.enter_transient(RunState.SAVE_VM)
     writer = SnapshotWriter(store, tag, machine)
     try:
@@ -375,6 +463,9 @@ async def save_snapshot(
             await (checkpoint or _yield)()
         await offload(writer.commit)
         progress(writer.total, writer.total)
+    except OSError as exc:
+        writer.abort()
+        raise filesystem_error("save", tag, exc) from None
     except BaseException:
         writer.abort()
         raise
@@ -400,6 +491,8 @@ async def load_snapshot(
         while not await offload(reader.step):
             progress(reader.done, reader.total)
             await (checkpoint or _yield)()
+    except OSError as exc:
+        raise filesystem_error("load", tag, exc) from None
     finally:
         reader.close()
     progress(reader.total, reader.total)
