@@ -12,7 +12,9 @@ import errno
 import io
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -148,21 +150,68 @@ async def test_cancelled_save_leaves_no_file_and_the_old_one_intact(
     assert machine.run_state is RunState.RUNNING
 
 
-def test_temporaries_of_dead_processes_are_removed_and_never_listed(tmp_path: Path) -> None:
+def test_temporaries_nobody_holds_are_reclaimed_whatever_pid_they_name(tmp_path: Path) -> None:
     dead = tmp_path / ".t.qmsnap.999999999.tmp"
-    mine = tmp_path / f".u.qmsnap.{os.getpid()}.tmp"
-    dead.write_bytes(b"partial")
-    mine.write_bytes(b"partial")
+    reused = tmp_path / f".u.qmsnap.{os.getpid()}.tmp"  # a live PID, but no writer holds it
+    other = tmp_path / ".notes.tmp"  # not a temporary of ours
+    for path in (dead, reused, other):
+        path.write_bytes(b"partial")
     store = SnapshotStore(tmp_path)
     store.open()
-    assert not dead.exists() and mine.exists()
+    assert sorted(os.listdir(tmp_path)) == [".notes.tmp"]
     assert store.entries() == []
+
+
+_WRITER = """
+import sys
+from qmonitor.machine.machine import Machine
+from qmonitor.machine.snapshots import SnapshotStore, SnapshotWriter
+
+writer = SnapshotWriter(SnapshotStore(sys.argv[1]), sys.argv[2], Machine(ram_size=1 << 20))
+writer.begin()
+print(writer.temporary_path.name, flush=True)
+sys.stdin.read()  # holds its temporary until its stdin closes
+writer.abort()
+"""
+
+
+def _start_writer(directory: Path, tag: str) -> tuple[subprocess.Popen[str], str]:
+    """A second process in the middle of writing ``tag``; returns it and its temporary's name."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory), tag],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def test_a_killed_writers_temporary_is_reclaimed_even_unreaped_a_live_ones_is_not(
+    tmp_path: Path,
+) -> None:
+    live, live_temporary = _start_writer(tmp_path, "live")
+    killed, killed_temporary = _start_writer(tmp_path, "killed")
+    try:
+        assert sorted(os.listdir(tmp_path)) == sorted([live_temporary, killed_temporary])
+        killed.send_signal(signal.SIGKILL)
+        # Exited but not reaped: a zombie, whose PID kill(pid, 0) still finds.
+        os.waitid(os.P_PID, killed.pid, os.WEXITED | os.WNOWAIT)
+        SnapshotStore(tmp_path).open()  # what the next process does at start
+        assert os.listdir(tmp_path) == [live_temporary]
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait()
+        killed.wait()
+    assert os.listdir(tmp_path) == []
 
 
 def test_any_tag_is_a_safe_visible_file_name(store: SnapshotStore) -> None:
     for tag in ("../x", ".hidden", "a/b", "vm-20261125", "é" * 39):
         path = store.path_for(tag)
         assert path.parent == store.directory and not path.name.startswith(".")
+        assert store.tag_of(path.name) == tag
 
 
 _TOO_LONG = (
@@ -380,7 +429,46 @@ async def test_listing_reads_the_metadata(store: SnapshotStore) -> None:
     assert [info.tag for info in infos] == ["t1", "t2"]
     assert infos[0].workload_step == 1000
     assert infos[0].vm_state_size == store.path_for("t1").stat().st_size
-    assert read_info(store.path_for("t2")).ram_size == 4 << 20
+    assert read_info(store.path_for("t2"), "t2").ram_size == 4 << 20
+    assert all(info.loadable for info in infos)
+
+
+async def test_a_file_lists_under_its_name_and_a_header_of_another_tag_is_not_loadable(
+    vms: Launcher,
+) -> None:
+    vm = await vms.start("vm0", "-m", "16M", "--dirty-rate", "8M")
+    client = await vm.client()
+    assert await _hmp(client, "savevm t") == ""
+    saved_step = (await digest(client))[1]
+    while (await digest(client))[1] == saved_step:  # the guest moves on from snapshot t
+        await asyncio.sleep(0.02)
+    await client.execute("stop")
+    before = await digest(client)
+    shutil.copyfile(vm.state_dir / "t.qmsnap", vm.state_dir / "copy.qmsnap")
+    (vm.state_dir / "junk.qmsnap").write_bytes(b"not a snapshot")
+    # Names no valid tag has (a control character, as an older version could write): ignored.
+    shutil.copyfile(vm.state_dir / "t.qmsnap", vm.state_dir / "a%0D%0A%28qemu%29%20x.qmsnap")
+    (vm.state_dir / "not%ZZ a tag.qmsnap").write_bytes(b"")
+    lines = (await _hmp(client, "info snapshots")).split("\r\n")
+    assert lines[0] == "List of snapshots present on all disks:"
+    assert lines[2].split()[:2] == ["--", "t"]
+    assert lines[3:5] == ["", "List of partial (non-loadable) snapshots on 'disk0':"]
+    assert sorted(line.split()[1] for line in lines[6:-1]) == ["copy", "junk"]
+    assert len(lines) == 9
+    assert await _hmp(client, "loadvm copy") == (
+        "Error: Snapshot 'copy' is damaged (its header names another tag); "
+        "the VM was left unchanged\r\n"
+    )
+    assert await digest(client) == before
+    disk = {"vmstate": "disk0", "devices": ["disk0"]}
+    await client.execute("snapshot-save", **{"job-id": "j", "tag": "junk", **disk})
+    await client.wait_event("JOB_STATUS_CHANGE", id="j", status="concluded")
+    assert (await client.execute("query-jobs"))[0]["error"] == (
+        "Snapshot 'junk' already exists in one or more devices"
+    )
+    assert await _hmp(client, "delvm copy") == ""
+    assert await _hmp(client, "savevm junk") == ""  # HMP replaces, as QEMU's does
+    assert "partial" not in await _hmp(client, "info snapshots")
 
 
 @pytest.mark.parametrize(
@@ -395,9 +483,10 @@ def test_sizes_print_like_qemus_size_to_str(size: int, text: str) -> None:
 def test_info_snapshots_layout_is_qemus() -> None:
     date = int(time.mktime((2026, 11, 25, 8, 38, 55, 0, 0, -1)))
     entries = [
-        {"tag": "t1", "vm-state-size": 765, "date-sec": date, "vm-clock-nsec": 504_000_000},
+        {"tag": "t1", "vm-state-size": 765, "date-sec": date, "vm-clock-nsec": 504_000_000,
+         "loadable": True},
         {"tag": "vm-20261125083855", "vm-state-size": 765, "date-sec": date,
-         "vm-clock-nsec": 806_000_000},
+         "vm-clock-nsec": 806_000_000, "loadable": True},
     ]  # fmt: skip
     # Observed from QEMU 7.2.22 (human-monitor-command "info snapshots"), ICOUNT empty.
     assert render_snapshots(entries) == (
@@ -407,3 +496,23 @@ def test_info_snapshots_layout_is_qemus() -> None:
         "--        vm-20261125083855    765 B 2026-11-25 08:38:55 00:00:00.806           \n"
     )
     assert render_snapshots([]) == "There is no snapshot available.\n"
+
+
+def test_non_loadable_snapshots_are_listed_in_qemus_second_section() -> None:
+    date = int(time.mktime((2026, 11, 30, 6, 37, 5, 0, 0, -1)))
+    copy = {"tag": "copy", "vm-state-size": 0, "date-sec": date, "vm-clock-nsec": 2_385_000_000,
+            "loadable": False}  # fmt: skip
+    header = "ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\n"
+    row = "--        copy                  0 B 2026-11-30 06:37:05 00:00:02.385           \n"
+    # QEMU 7.2.22 with a snapshot on one of two qcow2 nodes (blockdev-snapshot-internal-sync),
+    # whose section names the node's device, '' for a -blockdev node; ours names disk0.
+    assert render_snapshots([copy]) == (
+        "List of snapshots present on all disks:\nNone\n\n"
+        "List of partial (non-loadable) snapshots on 'disk0':\n" + header + row
+    )
+    both = {**copy, "tag": "both", "vm-state-size": 765, "loadable": True}
+    assert render_snapshots([both, copy]) == (
+        "List of snapshots present on all disks:\n" + header
+        + "--        both                765 B 2026-11-30 06:37:05 00:00:02.385           \n"
+        + "\nList of partial (non-loadable) snapshots on 'disk0':\n" + header + row
+    )  # fmt: skip

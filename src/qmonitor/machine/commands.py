@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from qmonitor import (
     Context,
@@ -94,12 +94,14 @@ class RamDigest:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotEntry:
-    """One line of ``info snapshots`` (block/qapi.c ``bdrv_snapshot_dump``'s fields)."""
+    """One line of ``info snapshots`` (block/qapi.c ``bdrv_snapshot_dump``'s fields), and
+    whether ``loadvm`` would take it (see ``snapshots.read_info``)."""
 
     tag: str
     vm_state_size: int
     date_sec: int
     vm_clock_nsec: int
+    loadable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,24 +171,37 @@ def render_digest(info: object) -> str:
 
 
 def render_snapshots(entries: object) -> str:
-    """``info snapshots`` (block/qapi.c ``bdrv_snapshot_dump``, QEMU 7.2 layout)."""
+    """``info snapshots`` (block/monitor/block-hmp-cmds.c ``hmp_info_snapshots``, block/qapi.c
+    ``bdrv_snapshot_dump``, QEMU 7.2 layout).
+
+    Files ``loadvm`` would refuse on their header go in QEMU's second section, "List of
+    partial (non-loadable) snapshots on 'disk0':", which QEMU uses for snapshots missing from
+    some disk: there too the tag is taken but cannot be loaded. The first section then says
+    "None" if it has nothing, as QEMU's does.
+    """
     assert isinstance(entries, list)
     if not entries:
         return "There is no snapshot available.\n"
-    lines = [
-        "List of snapshots present on all disks:",
-        f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}",
-    ]
-    for entry in entries:
-        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["date-sec"]))
-        milliseconds = entry["vm-clock-nsec"] // 1_000_000
-        seconds, milliseconds = divmod(milliseconds, 1000)
-        minutes, seconds = divmod(seconds, 60)
-        hours, minutes = divmod(minutes, 60)
-        clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}.{milliseconds:03d}"
-        size = human_size(entry["vm-state-size"])
-        lines.append(f"{'--':<9} {entry['tag']:<16} {size:>8}{date:>20}{clock:>13}{'':>11}")
+    header = f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"
+    loadable = [entry for entry in entries if entry["loadable"]]
+    lines = ["List of snapshots present on all disks:"]
+    lines += [header, *map(_snapshot_line, loadable)] if loadable else ["None"]
+    refused = [entry for entry in entries if not entry["loadable"]]
+    if refused:
+        lines += ["", f"List of partial (non-loadable) snapshots on '{SNAPSHOT_NODE}':", header]
+        lines += map(_snapshot_line, refused)
     return "\n".join(lines) + "\n"
+
+
+def _snapshot_line(entry: dict[str, Any]) -> str:
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["date-sec"]))
+    milliseconds = entry["vm-clock-nsec"] // 1_000_000
+    seconds, milliseconds = divmod(milliseconds, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}.{milliseconds:03d}"
+    size = human_size(entry["vm-state-size"])
+    return f"{'--':<9} {entry['tag']:<16} {size:>8}{date:>20}{clock:>13}{'':>11}"
 
 
 def render_migrate(info: object) -> str:
@@ -548,7 +563,9 @@ def _register_snapshots(monitor: Monitor, services: MachineServices) -> None:
         """List the snapshots (HMP only, as in QEMU)."""
         infos = await asyncio.to_thread(store.entries)
         return [
-            SnapshotEntry(info.tag, info.vm_state_size, info.date_sec, info.vm_clock_nsec)
+            SnapshotEntry(
+                info.tag, info.vm_state_size, info.date_sec, info.vm_clock_nsec, info.loadable
+            )
             for info in infos
         ]
 

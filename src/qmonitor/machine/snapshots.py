@@ -10,15 +10,19 @@ is one file per tag in the state directory (``--state-dir``)::
     pages    4 KiB each, for every page whose map byte is 1, in page order
     trailer  12 bytes  b"QMSNAPEND\\0\\0\\0", then 32 bytes: SHA-256 of everything before it
 
-The file of a tag is its percent-encoded name (:meth:`SnapshotStore.path_for`). Tags are
-checked (:func:`check_tag`) before anything is touched.
+The file of a tag is its percent-encoded name (:meth:`SnapshotStore.path_for`), and that name,
+not the copy of the tag in the header, is what a file is listed and loaded as: a file whose
+header names another tag (a copy or rename made by hand) is listed as not loadable and refused
+by ``loadvm``. Tags are checked (:func:`check_tag`) before anything is touched.
 
 Writing (QEMU ``save_snapshot``, migration/savevm.c): the guest is stopped (``save-vm``), the
-file is written under a hidden temporary name (``.TAG.qmsnap.PID.tmp``), fsynced, renamed over
-the final name and the directory fsynced. A process killed at any point leaves either the old
-file or the new one under the final name, never a partial one; temporaries are ignored when
-listing and removed once their process is gone. A failed or cancelled save deletes its
-temporary; a file system error is reported in one line naming the snapshot and the cause.
+file is written under a hidden temporary name (``.TAG.qmsnap.PID.tmp``) that its writer holds
+an exclusive ``flock`` on, fsynced, renamed over the final name and the directory fsynced. A
+process killed at any point leaves either the old file or the new one under the final name,
+never a partial one; temporaries are ignored when listing, and the next process removes those
+whose lock it can take (the kernel releases it when the writer dies, however it died). A failed
+or cancelled save deletes its temporary; a file system error is reported in one line naming
+the snapshot and the cause.
 
 Loading checks the whole file (size, magic, checksum, RAM size) into fresh memory *before*
 touching the machine, so a truncated or corrupt snapshot is refused with the machine exactly as
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -69,7 +74,7 @@ Checkpoint = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class SnapshotInfo:
-    """What ``info snapshots`` shows of a snapshot, read from its metadata."""
+    """What ``info snapshots`` shows of a snapshot file; its tag is its file name's."""
 
     tag: str
     vm_state_size: int
@@ -78,6 +83,9 @@ class SnapshotInfo:
     vm_clock_nsec: int
     ram_size: int
     workload_step: int
+    loadable: bool
+    """False when the header cannot be read or names another tag (a copy, or a damaged file):
+    ``loadvm`` refuses it, ``info snapshots`` lists it apart (see :func:`read_info`)."""
 
 
 def snapshot_missing(tag: str) -> QMPError:
@@ -136,6 +144,10 @@ def filesystem_error(action: str, tag: str, exc: OSError) -> QMPError:
     return QMPError(f"Could not {action} snapshot '{tag}': {_cause(exc)}")
 
 
+_TEMPORARY_NAME = re.compile(r"\..+\.qmsnap\.[0-9]+\.tmp")
+"""``.TAG.qmsnap.PID.tmp``: a :class:`SnapshotWriter`'s file until it is renamed."""
+
+
 class SnapshotStore:
     """The snapshot files of one state directory."""
 
@@ -143,21 +155,48 @@ class SnapshotStore:
         self.directory = Path(directory)
 
     def open(self) -> None:
-        """Create the directory if needed and remove temporaries of dead processes."""
+        """Create the directory if needed and reclaim temporaries no writer holds any more."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for path in self.directory.glob(".*.tmp"):
-            pid_text = path.name[:-4].rpartition(".")[2]
-            if pid_text.isdigit() and not _process_alive(int(pid_text)):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        self.reclaim_temporaries()
+
+    def reclaim_temporaries(self) -> None:
+        """Delete every temporary whose writer is gone, whoever it was.
+
+        A writer holds an exclusive ``flock`` on its temporary from creation to rename; the
+        kernel drops it when the writer's last descriptor closes, however the process ended.
+        A temporary whose lock can be taken is therefore abandoned. A PID in the name cannot
+        tell that: a killed writer that is not yet reaped (a zombie) still answers
+        ``kill(pid, 0)``, and a PID is reused by unrelated processes.
+        """
+        with _directory_lock(self.directory):
+            for name in os.listdir(self.directory):
+                if _TEMPORARY_NAME.fullmatch(name):
+                    _reclaim(self.directory / name)
 
     def path_for(self, tag: str) -> Path:
         """The file of ``tag`` (QMPError for a tag :func:`check_tag` refuses)."""
         check_tag(tag)
         return self.directory / (_encode_tag(tag) + SUFFIX)
 
+    @staticmethod
+    def tag_of(name: str) -> str | None:
+        """The tag whose file is called ``name``; None if no tag's file is called that.
+
+        The name is the authority: it is what ``loadvm TAG`` opens. A name that is not the
+        exact encoding of a valid tag (hand-made, or a control character from an older
+        version) is no snapshot's, so it is neither listed nor reachable.
+        """
+        if not name.endswith(SUFFIX):
+            return None
+        try:
+            tag = urllib.parse.unquote(name[: -len(SUFFIX)], errors="strict")
+            check_tag(tag)
+        except (UnicodeDecodeError, QMPError):
+            return None
+        return tag if _encode_tag(tag) + SUFFIX == name else None
+
     def exists(self, tag: str) -> bool:
-        """Whether a snapshot called ``tag`` exists."""
+        """Whether a file holds ``tag`` (loadable or not: either way the tag is taken)."""
         try:
             self.path_for(tag).stat()
         except FileNotFoundError:
@@ -167,11 +206,19 @@ class SnapshotStore:
         return True
 
     def entries(self) -> list[SnapshotInfo]:
-        """Every readable snapshot, oldest first (the order QEMU lists them in)."""
+        """Every snapshot file, oldest first (the order QEMU lists them in)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise QMPError(f"Could not list snapshots: {_cause(exc)}") from None
         infos = []
-        for path in self.directory.glob("*" + SUFFIX):
-            with contextlib.suppress(OSError, ValueError):
-                infos.append(read_info(path))
+        for name in names:
+            tag = self.tag_of(name)
+            if tag is not None:
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    infos.append(read_info(self.directory / name, tag))
         return sorted(infos, key=lambda info: (info.date_sec, info.date_nsec, info.tag))
 
     def tags(self) -> list[str]:
@@ -193,14 +240,31 @@ class SnapshotStore:
         return True
 
 
-def _process_alive(pid: int) -> bool:
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Held while a writer creates and locks its temporary and while temporaries are
+    reclaimed, so a reclaimer never finds a writer's temporary before its lock is taken."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _reclaim(path: Path) -> None:
+    """Delete the temporary ``path`` if no writer holds its lock (under the directory lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # gone meanwhile, or nothing a writer of ours made
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+    except OSError:
+        pass  # BlockingIOError: its writer is alive
+    finally:
+        os.close(fd)
 
 
 def _cause(exc: OSError) -> str:
@@ -230,19 +294,39 @@ def _read_metadata(stream: BinaryIO) -> tuple[dict[str, object], bytes]:
     return metadata, head + raw
 
 
-def read_info(path: Path) -> SnapshotInfo:
-    """The listing entry of one snapshot file (its metadata only; not the checksum)."""
-    with open(path, "rb") as stream:
-        metadata, _ = _read_metadata(stream)
-    return SnapshotInfo(
-        tag=str(metadata["tag"]),
-        vm_state_size=path.stat().st_size,
-        date_sec=int(metadata["date-sec"]),  # type: ignore[call-overload]
-        date_nsec=int(metadata["date-nsec"]),  # type: ignore[call-overload]
-        vm_clock_nsec=int(metadata["vm-clock-nsec"]),  # type: ignore[call-overload]
-        ram_size=int(metadata["ram-size"]),  # type: ignore[call-overload]
-        workload_step=int(metadata["workload-step"]),  # type: ignore[call-overload]
-    )
+def read_info(path: Path, tag: str) -> SnapshotInfo:
+    """The listing entry of ``path``, the file of ``tag``: its header only, not the checksum.
+
+    A file whose header cannot be read, or names another tag (a snapshot copied or renamed
+    by hand, a damaged file), still holds the tag: it is listed as not loadable, with what
+    the file system knows of it, and ``loadvm`` refuses it. Listing it keeps the tag visible
+    where it matters (``snapshot-save`` refuses a taken tag, ``delvm`` removes it).
+    """
+    status = path.stat()
+    try:
+        with open(path, "rb") as stream:
+            metadata, _ = _read_metadata(stream)
+        return SnapshotInfo(
+            tag=tag,
+            vm_state_size=status.st_size,
+            date_sec=int(metadata["date-sec"]),  # type: ignore[call-overload]
+            date_nsec=int(metadata["date-nsec"]),  # type: ignore[call-overload]
+            vm_clock_nsec=int(metadata["vm-clock-nsec"]),  # type: ignore[call-overload]
+            ram_size=int(metadata["ram-size"]),  # type: ignore[call-overload]
+            workload_step=int(metadata["workload-step"]),  # type: ignore[call-overload]
+            loadable=metadata["tag"] == tag,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return SnapshotInfo(
+            tag=tag,
+            vm_state_size=status.st_size,
+            date_sec=status.st_mtime_ns // 1_000_000_000,
+            date_nsec=status.st_mtime_ns % 1_000_000_000,
+            vm_clock_nsec=0,
+            ram_size=0,
+            workload_step=0,
+            loadable=False,
+        )
 
 
 class SnapshotWriter:
@@ -282,9 +366,11 @@ class SnapshotWriter:
         page_map = data_page_map(self._ram, 0, len(self._ram) // PAGE_SIZE)
         self.total = page_map.count(1) * PAGE_SIZE
         self._runs = ((m.start(), m.end()) for m in _DATA_RUN.finditer(page_map))
-        self._file = open(  # noqa: SIM115  # closed by commit() or abort()
-            os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
-        )
+        with _directory_lock(self._directory):
+            self._file = open(  # noqa: SIM115  # closed by commit() or abort()
+                os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+            )
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         raw = json.dumps(self._metadata, separators=(",", ":")).encode()
         self._write(MAGIC + _LENGTH.pack(len(raw)) + raw)
         self._write(page_map)
@@ -311,13 +397,17 @@ class SnapshotWriter:
         return True
 
     def commit(self) -> None:
-        """Trailer, fsync, rename over the final name, fsync the directory."""
+        """Trailer, fsync, rename over the final name, fsync the directory.
+
+        The file is closed (its lock released) only once renamed: a closed temporary is an
+        abandoned one to :meth:`SnapshotStore.reclaim_temporaries`.
+        """
         assert self._file is not None
         self._file.write(TRAILER_MAGIC + self._hash.digest())
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._close()
         os.replace(self.temporary_path, self.final_path)
+        self._close()
         _fsync_directory(self._directory)
 
     def abort(self) -> None:
@@ -326,8 +416,8 @@ class SnapshotWriter:
         The order matters on a full disk: closing flushes what the buffer still holds, which
         fails with ENOSPC again, so a close first would leave the temporary (and the disk
         full) behind. Unlinking an open file is fine on POSIX; its space is freed on close.
-        If the unlink itself fails, the next process removes the temporary
-        (:meth:`SnapshotStore.open`).
+        If the unlink itself fails the temporary is unlocked once closed, and the next
+        process reclaims it (:meth:`SnapshotStore.open`).
         """
         try:
             self.temporary_path.unlink()
@@ -381,6 +471,8 @@ class SnapshotReader:
             int(self.metadata["workload-step"])  # type: ignore[call-overload]
         except (ValueError, KeyError, TypeError) as exc:
             raise self._damaged(f"bad header: {exc}") from None
+        if self.metadata.get("tag") != self.tag:
+            raise self._damaged("its header names another tag")
         if ram_size != self.ram_size:
             raise QMPError(
                 f"Snapshot '{self.tag}' was taken with {ram_size} bytes of RAM, "
