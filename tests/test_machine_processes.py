@@ -235,7 +235,8 @@ async def test_snapshot_jobs_restore_the_digest_with_one_event_per_transition(
 ) -> None:
     vm = await launcher.start("vm0", "-m", "16M", "--dirty-rate", "8M")
     client = await vm.client()
-    await asyncio.sleep(0.2)
+    while (await digest(client))[1] < 256:  # the guest has written some pages
+        await asyncio.sleep(0.02)
     await client.execute("stop")
     saved = await digest(client)
     disk = {"vmstate": "disk0", "devices": ["disk0"]}
@@ -375,7 +376,8 @@ async def _migrate_with_dirtying(launcher: Launcher, uri: str, listen: str) -> N
     destination = await launcher.start("dst", "-m", "32M", "-S", "-incoming", listen)
     src = await source.client()
     dst = await destination.client()
-    await asyncio.sleep(0.5)  # let the guest write some pages first
+    while (await digest(src))[1] < 512:  # let the guest write some pages first
+        await asyncio.sleep(0.02)
     await src.execute(
         "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
     )
