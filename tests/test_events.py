@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from conftest import TestServer
+from conftest import Gate, TestServer, VirtualClockLoop, build_test_monitor, run_in_virtual_time
 from qmonitor import Monitor
+from qmonitor.core.events import Event, EventSpec, EventThrottle
 from qmonitor.testing import RawQMPClient
 
 EVENT_LINE = re.compile(
@@ -100,11 +101,27 @@ async def test_event_goes_to_every_negotiated_session(server: TestServer) -> Non
             await client.close()
 
 
-async def test_throttling_first_sent_latest_kept_keyed_by_id(server: TestServer) -> None:
+async def events_before_reply(client: RawQMPClient, value: str) -> list[object]:
+    """Send an ``echo`` and return the data of the events that come before its reply: what
+    the server had sent this client by the time it read the request."""
+    await client.send_raw(json.dumps({"execute": "echo", "arguments": {"value": value}}).encode())
+    events: list[object] = []
+    while "event" in (message := await client.receive()):
+        events.append(message.get("data"))
+    assert message == {"return": value}
+    return events
+
+
+def test_throttling_first_sent_latest_kept_keyed_by_id(short_tmp: Path) -> None:
     """THROTTLED (0.2 s, keyed by data 'id'): 5 with id a and 1 with id b in one burst give
     a#1 and b#1 at once, a#5 when the window ends, and nothing else."""
-    client = await server.client()
-    try:
+
+    async def scenario(clock: VirtualClockLoop) -> None:
+        monitor = build_test_monitor(Gate())
+        path = str(short_tmp / "qmp.sock")
+        await monitor.listen(f"unix:{path},server=on,wait=off")
+        client = await RawQMPClient.connect_unix(path)
+        await client.negotiate()
         await client.send_raw(
             b'{"execute":"emit-throttled","arguments":{"ids":["a","a","b","a","a","a"]}}'
         )
@@ -118,20 +135,73 @@ async def test_throttling_first_sent_latest_kept_keyed_by_id(server: TestServer)
         assert all(EVENT_LINE.fullmatch(x) for x in lines[:2])
         # the latest of a's window, when it ends
         flushed = await client.receive_line()
+        assert clock.time() == 0.2
         assert EVENT_LINE.fullmatch(flushed), flushed
         assert json.loads(flushed)["event"] == "THROTTLED"
         assert json.loads(flushed)["data"] == {"id": "a", "n": 5}
-        # let the next window (opened by the flush) end empty, then check nothing else came
-        await asyncio.sleep(0.5)
-        await client.send_raw(b'{"execute":"echo","arguments":{"value":"end"}}')
-        assert await client.receive_line() == b'{"return": "end"}\r\n'
-
+        # the next window (opened by the flush) ends empty: nothing else came
+        await clock.sleep_until(0.5)
+        assert await events_before_reply(client, "end") == []
         # a window that ended empty closed the key: the next one is sent at once again
         await client.send_raw(b'{"execute":"emit-throttled","arguments":{"ids":["a"]}}')
         assert json.loads(await client.receive_line())["data"] == {"id": "a", "n": 1}
         assert await client.receive_line() == b'{"return": {}}\r\n'
-    finally:
         await client.close()
+        await monitor.close()
+
+    run_in_virtual_time(scenario)
+
+
+def test_an_event_offered_after_a_flush_is_held_for_that_window(short_tmp: Path) -> None:
+    """QEMU monitor.c ``monitor_qapi_event_handler``: sending the held event re-arms the
+    timer, so the window that opens with the flush holds the next event too, which goes out
+    when that window ends (and a window that ends empty closes the key)."""
+
+    async def scenario(clock: VirtualClockLoop) -> None:
+        monitor = build_test_monitor(Gate())
+        monitor.event("RTC_CHANGE", throttle=1.0)
+        path = str(short_tmp / "qmp.sock")
+        await monitor.listen(f"unix:{path},server=on,wait=off")
+        client = await RawQMPClient.connect_unix(path)
+        await client.negotiate()
+        monitor.emit("RTC_CHANGE", {"n": 1})  # t=0: sent, window until 1.0
+        assert await events_before_reply(client, "t=0") == [{"n": 1}]
+        await clock.sleep_until(0.5)
+        monitor.emit("RTC_CHANGE", {"n": 2})
+        assert await events_before_reply(client, "t=0.5") == []  # held
+        await clock.sleep_until(1.5)  # n=2 went out at 1.0, opening a window until 2.0
+        assert await events_before_reply(client, "t=1.5 before") == [{"n": 2}]
+        monitor.emit("RTC_CHANGE", {"n": 3})
+        assert await events_before_reply(client, "t=1.5") == []  # held in that window
+        await clock.sleep_until(2.5)  # n=3 went out at 2.0, opening a window until 3.0
+        assert await events_before_reply(client, "t=2.5") == [{"n": 3}]
+        await clock.sleep_until(3.5)  # that window ended empty at 3.0: the key is closed
+        monitor.emit("RTC_CHANGE", {"n": 4})
+        assert await events_before_reply(client, "t=3.5") == [{"n": 4}]
+        await client.close()
+        await monitor.close()
+
+    run_in_virtual_time(scenario)
+
+
+def test_throttle_holds_the_event_after_a_flush_until_that_window_ends() -> None:
+    """The sans-I/O rule, with explicit times: offer says send-or-hold and when the window
+    ends; ``window_ended`` hands over the held event and keeps the key's window open."""
+    spec = EventSpec("RTC_CHANGE", throttle_seconds=1.0)
+    throttle = EventThrottle()
+
+    def event(n: int) -> Event:
+        return Event("RTC_CHANGE", {"n": n}, 0, 0)
+
+    key = EventThrottle.key_for(spec, event(1))
+    assert throttle.offer(spec, event(1), now=0.0) == (True, 1.0)
+    assert throttle.offer(spec, event(2), now=0.5) == (False, None)
+    assert throttle.window_ended(key) == event(2)  # at 1.0: sent, and a window opens
+    assert throttle.offer(spec, event(3), now=1.5) == (False, None)  # held in it
+    assert throttle.offer(spec, event(4), now=1.8) == (False, None)  # the latest is kept
+    assert throttle.window_ended(key) == event(4)  # at 2.0
+    assert throttle.window_ended(key) is None  # at 3.0, empty: the key closes
+    assert throttle.offer(spec, event(5), now=3.5) == (True, 4.5)
 
 
 async def test_emit_from_another_thread(server: TestServer) -> None:

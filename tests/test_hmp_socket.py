@@ -134,8 +134,10 @@ async def served_interactive(short_tmp: Path) -> AsyncIterator[Served]:
         yield value
 
 
-def nothing_pending(client: HMPClient) -> bool:
-    return not client.reader._buffer  # type: ignore[attr-defined]
+def typed(text: bytes) -> bytes:
+    """QEMU's echo of ``text`` typed in one go on a socket: the line redrawn after each
+    character (cursor back, the line so far, erase to the end), then CR LF at the Enter."""
+    return b"".join(b"\x1b[D" * n + text[: n + 1] + b"\x1b[K" for n in range(len(text))) + b"\r\n"
 
 
 async def test_a_line_is_echoed_and_answered_byte_for_byte_as_qemu(served: Served) -> None:
@@ -147,6 +149,7 @@ async def test_a_line_is_echoed_and_answered_byte_for_byte_as_qemu(served: Serve
         + b"".join(b"\x1b[D" * n + b"info status"[: n + 1] + b"\x1b[K" for n in range(4, 11))
         + b"\r\nVM status: running\r\n(qemu) "
     )
+    assert expected == typed(b"info status") + b"VM status: running\r\n(qemu) "
     assert await client.read_until(PROMPT) == expected
     await client.close()
 
@@ -177,35 +180,43 @@ async def test_a_failing_command_prints_an_error_and_the_prompt_returns(served: 
 async def test_input_sent_during_a_suspension_runs_after_it(served: Served) -> None:
     client = await served.client()
     other = await served.client()
-    await client.send(b"hold\ninfo status\n")
+    await client.send(b"hold\ninfo status\n")  # one write: the server reads both lines at once
     await client.read_until(b"hold\x1b[K\r\n")
-    # Suspended: no prompt, the next line not even echoed; other sessions carry on.
+    # Suspended: no prompt, the next line not even echoed; other sessions carry on. Their
+    # replies also show the server has done all it would do for the client meanwhile.
     assert await other.run("stop") == b""
     assert await other.run("info status") == b"VM status: paused\r\n"
-    await asyncio.sleep(0.05)
-    assert nothing_pending(client)
     served.held.gate.set()
+    # Nothing between the echo of hold and its result: info status ran only then (after stop).
     assert await client.read_until(PROMPT) == b"released\r\n(qemu) "
-    assert await client.output() == b"VM status: paused\r\n"
+    assert await client.read_until(PROMPT) == typed(b"info status") + (
+        b"VM status: paused\r\n(qemu) "
+    )
     await client.close()
     await other.close()
 
 
 async def test_suspensions_nest_and_the_prompt_returns_at_zero(served: Served) -> None:
     client = await served.client()
-    await client.send(b"hold_prompt\necho after\n")
+    other = await served.client()
+    await client.send(b"hold_prompt\necho one\n")
     await client.read_until(b"hold_prompt\x1b[K\r\n")
     session = served.held.sessions[0]
     assert session.suspend_count == 2
+    session.resume()  # one of two: still suspended, for input already read and input to come
+    await client.send(b"info status\n")
+    assert await other.run("echo sync") == b"sync\r\n"  # the server has read the line since
+    assert await other.run("stop") == b""  # a change the line shows if it runs only later
     session.resume()
-    await asyncio.sleep(0.05)
-    assert nothing_pending(client)
-    session.resume()
-    assert await client.read_until(PROMPT) == PROMPT
-    assert await client.output() == b"after\r\n"
+    # The prompt came back once, at the second resume, and both lines ran only then.
+    assert await client.read_until(b"VM status: ") == (
+        PROMPT + typed(b"echo one") + b"one\r\n" + PROMPT + typed(b"info status") + b"VM status: "
+    )
+    assert await client.read_until(PROMPT) == b"paused\r\n(qemu) "
     with pytest.raises(RuntimeError):
         session.resume()
     await client.close()
+    await other.close()
 
 
 async def test_end_of_input_still_answers_pending_lines(served: Served) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from qmonitor.machine.machine import Machine
+from qmonitor.machine.migration import MAX_DOWNTIME_MS
 from qmonitor.machine.snapshots import SnapshotStore
 
 
@@ -232,7 +235,8 @@ async def test_snapshot_jobs_restore_the_digest_with_one_event_per_transition(
 ) -> None:
     vm = await launcher.start("vm0", "-m", "16M", "--dirty-rate", "8M")
     client = await vm.client()
-    await asyncio.sleep(0.2)
+    while (await digest(client))[1] < 256:  # the guest has written some pages
+        await asyncio.sleep(0.02)
     await client.execute("stop")
     saved = await digest(client)
     disk = {"vmstate": "disk0", "devices": ["disk0"]}
@@ -372,7 +376,8 @@ async def _migrate_with_dirtying(launcher: Launcher, uri: str, listen: str) -> N
     destination = await launcher.start("dst", "-m", "32M", "-S", "-incoming", listen)
     src = await source.client()
     dst = await destination.client()
-    await asyncio.sleep(0.5)  # let the guest write some pages first
+    while (await digest(src))[1] < 512:  # let the guest write some pages first
+        await asyncio.sleep(0.02)
     await src.execute(
         "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
     )
@@ -456,6 +461,173 @@ async def test_killed_destination_leaves_the_source_running(
     info = await wait_migration(src, "failed", "cancelled")
     assert info["status"] == "failed" and info["error-desc"]
     await _keeps_running(src, step)
+
+
+class StallingDestination:
+    """A migration destination played by the test: it reads the stream into the void until
+    told to stop, and never sends the confirmation byte, so a source that reached the
+    stop-and-copy stage stays there (guest stopped) until the test cancels or hangs up."""
+
+    def __init__(self, path: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.listener.setblocking(False)
+        self.connection: socket.socket | None = None
+        self._reading = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.connection, _ = await loop.sock_accept(self.listener)
+        while await loop.sock_recv(self.connection, 1 << 16):
+            pass
+
+    async def stop_reading(self) -> None:
+        """Read no more: the source's next sends fill the socket buffers and then block."""
+        assert self.connection is not None, "the source never connected"
+        self._reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reading
+
+    def close(self) -> None:
+        """Hang up (or clean up)."""
+        self._reading.cancel()
+        for sock in (self.connection, self.listener):
+            if sock is not None:
+                sock.close()
+
+
+def event_log(client: Client) -> list[tuple[str, Any]]:
+    """The events ``client`` has read so far, as (name, data), and forget them."""
+    log = [(event["event"], event.get("data")) for event in client.events]
+    client.events.clear()
+    return log
+
+
+async def events_until(client: Client, name: str, **data: Any) -> list[tuple[str, Any]]:
+    """Every event read so far and up to the first ``name`` with ``data``, as (name, data)."""
+    log = event_log(client)
+    while not log or log[-1][0] != name or any(log[-1][1].get(k) != v for k, v in data.items()):
+        message = await client.receive()
+        assert "event" in message, message
+        log.append((message["event"], message.get("data")))
+    return log
+
+
+def reference_digest(ram_size: int, workload_step: int) -> tuple[str, int]:
+    """The RAM digest of a guest whose workload alone wrote its RAM, ``workload_step`` steps
+    (each step's page is a function of the step): what a source must hold if the migration
+    never wrote its RAM."""
+    machine = Machine(ram_size=ram_size)
+    machine.advance(workload_step)
+    return hashlib.sha256(machine.ram).hexdigest(), workload_step
+
+
+async def _stop_and_copy(
+    launcher: Launcher, short_tmp: Path, *, paused: bool
+) -> tuple[Client, StallingDestination]:
+    """A source held in the stop-and-copy stage: the guest stopped (``finish-migrate``), the
+    last pass being sent to a destination that has stopped reading and will never confirm.
+
+    ``downtime-limit`` at its maximum makes the source stop the guest right after the first
+    pass; the guest dirties RAM meanwhile, so the last pass has megabytes to send. The pass
+    after the first (MIGRATION_PASS 2) is taken once the guest is stopped.
+    """
+    source = await launcher.start("src", "-m", "16M", "--dirty-rate", "64M")
+    src = await source.client()
+    while (await digest(src))[1] < 4096:  # every page holds data
+        await asyncio.sleep(0.02)
+    if paused:
+        await src.execute("stop")
+    await src.execute(
+        "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
+    )
+    await src.execute(
+        "migrate-set-parameters",
+        **{"max-bandwidth": 32 << 20, "downtime-limit": MAX_DOWNTIME_MS},
+    )
+    destination = StallingDestination(str(short_tmp / "stall.sock"))
+    await src.execute("migrate", uri=f"unix:{short_tmp}/stall.sock")
+    await src.wait_event("MIGRATION_PASS", **{"pass": 2})
+    await destination.stop_reading()
+    assert (await src.execute("query-status"))["status"] == "finish-migrate"
+    return src, destination
+
+
+async def test_migrate_cancel_in_stop_and_copy_resumes_the_guest_with_its_ram(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    """Cancelled with the guest stopped for the last pass: QEMU's events (cancelling, RESUME,
+    cancelled: migration_iteration_finish restarts the guest, migrate_fd_cleanup reports
+    cancelled), the guest running again, and its RAM only what the guest itself wrote."""
+    src, destination = await _stop_and_copy(launcher, short_tmp, paused=False)
+    try:
+        stopped = await digest(src)
+        assert stopped == reference_digest(16 << 20, stopped[1])
+        event_log(src)  # what came before the stop-and-copy stage
+        assert await src.execute("migrate_cancel") == {}
+        assert await events_until(src, "MIGRATION", status="cancelled") == [
+            ("MIGRATION", {"status": "cancelling"}),
+            ("RESUME", None),
+            ("MIGRATION", {"status": "cancelled"}),
+        ]
+        assert await src.execute("query-migrate") == {"status": "cancelled"}
+        assert (await src.execute("query-status"))["status"] == "running"
+        while (await digest(src))[1] == stopped[1]:  # the workload goes on from where it was
+            await asyncio.sleep(0.02)
+        await src.execute("stop")
+        resumed = await digest(src)
+        assert resumed[1] > stopped[1]
+        assert resumed == reference_digest(16 << 20, resumed[1])
+    finally:
+        destination.close()
+
+
+async def test_destination_lost_in_stop_and_copy_fails_and_resumes_the_guest(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    """The destination hangs up during the last pass: QEMU's events (MIGRATION failed from
+    migration_completion, then RESUME from migration_iteration_finish), the guest running
+    again with its RAM."""
+    src, destination = await _stop_and_copy(launcher, short_tmp, paused=False)
+    stopped = await digest(src)
+    event_log(src)
+    destination.close()
+    assert await events_until(src, "MIGRATION", status="failed") == [
+        ("MIGRATION", {"status": "failed"})
+    ]
+    assert (await src.execute("query-status"))["status"] == "running"
+    assert event_log(src) == [("RESUME", None)]  # sent with the failure, before this reply
+    info = await src.execute("query-migrate")
+    assert info["status"] == "failed" and info["error-desc"]
+    while (await digest(src))[1] == stopped[1]:
+        await asyncio.sleep(0.02)
+    await src.execute("stop")
+    resumed = await digest(src)
+    assert resumed == reference_digest(16 << 20, resumed[1])
+
+
+async def test_migrate_cancel_in_stop_and_copy_leaves_a_paused_source_paused(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    """A paused source cancelled in the stop-and-copy stage: no RESUME, ``paused`` again
+    (QEMU 7.2 says ``postmigrate``; docs/MACHINE.md), RAM bit for bit as before."""
+    src, destination = await _stop_and_copy(launcher, short_tmp, paused=True)
+    try:
+        before = await digest(src)
+        assert await src.execute("migrate_cancel") == {}
+        log = await events_until(src, "MIGRATION", status="cancelled")
+        assert log[-2:] == [
+            ("MIGRATION", {"status": "cancelling"}),
+            ("MIGRATION", {"status": "cancelled"}),
+        ]
+        assert ("RESUME", None) not in log
+        assert (await src.execute("query-status"))["status"] == "paused"
+        assert await digest(src) == before
+        await src.execute("cont")
+        assert event_log(src) == [("RESUME", None)]
+    finally:
+        destination.close()
 
 
 async def test_qemu_qmp_client_drives_a_whole_scenario(launcher: Launcher, short_tmp: Path) -> None:

@@ -15,9 +15,16 @@ from typing import Any
 
 import pytest
 
-import qmonitor.server.monitor as monitor_module
-from conftest import Gate, TestServer, build_test_monitor, wait_until
+from conftest import (
+    Gate,
+    TestServer,
+    VirtualClockLoop,
+    build_test_monitor,
+    run_in_virtual_time,
+    wait_until,
+)
 from qmonitor import Monitor
+from qmonitor.server.monitor import SHUTDOWN_GRACE_SECONDS
 from qmonitor.server.qmp_session import BLOCKED_INPUT_MAX
 from qmonitor.testing import RawQMPClient
 
@@ -485,17 +492,27 @@ async def test_a_failing_cancel_callback_does_not_stop_the_others(server: TestSe
     assert not session.requests_in_flight
 
 
-async def test_closing_starts_nothing_queued_behind_the_cancelled(server: TestServer) -> None:
-    """Requests waiting behind an id-less one never start once the monitor shuts down."""
-    client = await server.client()
-    await client.send_raw(request("wait-gate", {"name": "never-b"}))
-    await client.send_raw(request("count-start", {"name": "queued"}))
-    await asyncio.sleep(0.1)
+@pytest.mark.parametrize("oob", [False, True])
+async def test_closing_starts_nothing_queued_behind_the_cancelled(
+    server: TestServer, oob: bool
+) -> None:
+    """Requests waiting behind an id-less one never start once the monitor shuts down, whether
+    still unread input or (with oob) already parsed into the read-ahead queue."""
+    client = await RawQMPClient.connect_unix(server.path)
+    await client.negotiate(["oob"] if oob else None)
+    # One write: the server reads both at once, the second queued behind the first.
+    await client.send_raw(
+        request("tracked-wait", {"name": "never-b"}) + request("count-start", {"name": "queued"})
+    )
+    await wait_until(lambda: server.gate.started == ["never-b"])
+    if oob:  # an out-of-band reply: everything before it has been parsed
+        await client.send_raw(json.dumps({"exec-oob": "quick-oob", "id": "fence"}).encode())
+        assert await client.receive() == {"return": "quick", "id": "fence"}
     await server.monitor.close()
     reply = await client.receive()
     assert reply["error"]["desc"].endswith("was cancelled: the monitor is shutting down")
     assert await client.reader.read() == b""
-    assert server.gate.started == []
+    assert server.gate.started == ["never-b"]
     await client.close()
 
 
@@ -521,27 +538,39 @@ async def test_a_blocked_session_buffers_a_bounded_amount_then_stops_reading(
     await client.close()
 
 
-async def test_shutdown_does_not_wait_forever_for_a_command_that_ignores_cancel(
-    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+def test_shutdown_does_not_wait_forever_for_a_command_that_ignores_cancel(
+    short_tmp: Path,
 ) -> None:
-    """SHUTDOWN_GRACE_SECONDS bounds how long close() waits for a cancelled command."""
-    monkeypatch.setattr(monitor_module, "SHUTDOWN_GRACE_SECONDS", 0.2)
-    monitor = Monitor("stubborn")
-    release = asyncio.Event()
+    """SHUTDOWN_GRACE_SECONDS bounds how long close() waits for a cancelled command: it waits
+    that long (on a virtual clock), then disconnects with the command still running."""
 
-    @monitor.command
-    async def stubborn() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            await release.wait()  # ignores the cancellation until told
+    async def scenario(clock: VirtualClockLoop) -> None:
+        monitor = Monitor("stubborn")
+        started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    path = str(short_tmp / "stubborn.sock")
-    await monitor.listen(f"unix:{path},server=on,wait=off")
-    client = await RawQMPClient.connect_unix(path)
-    await client.negotiate()
-    await client.send_raw(request("stubborn", id=1))
-    await asyncio.sleep(0.05)
-    await asyncio.wait_for(monitor.close(), 5)  # returns after the grace period
-    release.set()
-    await client.close()
+        @monitor.command
+        async def stubborn() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                await release.wait()  # ignores the cancellation until told
+
+        path = str(short_tmp / "stubborn.sock")
+        await monitor.listen(f"unix:{path},server=on,wait=off")
+        client = await RawQMPClient.connect_unix(path)
+        await client.negotiate()
+        await client.send_raw(request("stubborn", id=1))
+        await started.wait()
+        closing_at = clock.time()
+        closing = asyncio.create_task(monitor.close())
+        done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_GRACE_SECONDS + 1)
+        assert closing in done, "close() is still waiting for the stubborn command"
+        assert clock.time() - closing_at == SHUTDOWN_GRACE_SECONDS
+        assert cancelled.is_set() and not release.is_set()  # it gave up on a running command
+        assert await client.reader.read() == b""
+        release.set()
+        await client.close()
+
+    run_in_virtual_time(scenario)

@@ -447,19 +447,26 @@ class OutgoingMigration:
                 self.done.set_result(None)
 
     def _fail(self, exc: BaseException | None) -> None:
-        """Put the source back as it was; status ``cancelled`` or ``failed``."""
+        """Put the source back as it was; status ``cancelled`` or ``failed``, in QEMU's order.
+
+        QEMU 7.2 migration/migration.c: ``migration_completion`` sets ``failed`` as soon as
+        the last pass fails, then ``migration_iteration_finish`` restarts a guest stopped for
+        it (RESUME); a cancelled migration is ``cancelling`` until ``migrate_fd_cleanup``,
+        which runs after that restart. So: failed, RESUME; but cancelling, RESUME, cancelled.
+        """
+        cancelled = exc is None or self._cancel.is_set()
+        if not cancelled:
+            if isinstance(exc, QMPError):
+                self.error_desc = exc.desc
+            elif isinstance(exc, OSError):
+                self.error_desc = f"Unable to write to socket: {exc.strerror or exc}"
+            else:
+                self.error_desc = str(exc)
+            self._set_status(MigrationStatus.FAILED)
         if self.machine.in_transient_state:
             self.machine.leave_transient()
-        if exc is None or self._cancel.is_set():
+        if cancelled:
             self._set_status(MigrationStatus.CANCELLED)
-            return
-        if isinstance(exc, QMPError):
-            self.error_desc = exc.desc
-        elif isinstance(exc, OSError):
-            self.error_desc = f"Unable to write to socket: {exc.strerror or exc}"
-        else:
-            self.error_desc = str(exc)
-        self._set_status(MigrationStatus.FAILED)
 
     def _sync(self) -> bytes:
         """Take the dirty map: one more pass (``MIGRATION_PASS``, ``dirty-sync-count``)."""
