@@ -9,16 +9,25 @@ prompt is matched as ``\\(qemu\\)``.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 
-from qmonitor.server.console import HISTORY_MAX, PersistentHistory
+from qmonitor.hmp.readline import CMD_BUF_SIZE
+from qmonitor.server.console import (
+    HISTORY_MAX,
+    LINE_TOO_LONG,
+    PersistentHistory,
+    line_refusal,
+)
 from qmonitor.testing import RawQMPClient
 
 APP = str(Path(__file__).with_name("hmp_app.py"))
@@ -43,16 +52,26 @@ class Console:
         )
         self.qmp_path = str(directory / "qmp.sock")
         self.hmp_path = str(directory / "hmp.sock")
+        self.history_path = directory / "state" / "qmonitor" / "history"
         self.child = pexpect.spawn(
             sys.executable,
             list(args) or [APP, self.qmp_path, self.hmp_path],
             env=env,
             encoding="utf-8",
+            codec_errors="replace",
             timeout=15,
             dimensions=(40, 160),
         )
+        self.transcript = io.StringIO()  # everything the program wrote to the terminal
+        self.child.logfile_read = self.transcript
         self.child.expect_exact(BANNER)
         self.prompt()
+
+    def screen(self) -> list[str]:
+        """The terminal's lines as a person sees them now, without the empty ones."""
+        screen = pyte.Screen(160, 40)
+        pyte.Stream(screen).feed(self.transcript.getvalue())
+        return [line.rstrip() for line in screen.display if line.strip()]
 
     def prompt(self) -> None:
         self.child.expect(PROMPT)
@@ -185,6 +204,155 @@ def test_qmonitor_run_has_the_console(short_tmp: Path, consoles: list[Console]) 
     run.run("stop", "")
     run.run("info status", "VM status: paused")
     run.quit()
+
+
+def qmonitor_run(directory: Path, *options: str) -> Console:
+    """``qmonitor run`` with its console on the terminal, QMP at ``console.qmp_path``."""
+    qmp = f"unix:{directory / 'qmp.sock'},server=on,wait=off"
+    state = str(directory / "vm-state")
+    return Console(directory, "-m", "qmonitor", "run", "-m", "16M", "-qmp", qmp,
+                   "--state-dir", state, *options)  # fmt: skip
+
+
+# -- lines the console refuses (QEMU's limit, bytes that are not UTF-8) ------------------------
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_kept_out_of_history(console: Console) -> None:
+    console.run("echo before", "before")
+    os.write(console.child.child_fd, b"info status\xff\r")
+    console.child.expect_exact("Error: byte 0xff at column 12 is not UTF-8; the line was not run")
+    console.prompt()
+    console.child.send("\x1b[A")  # the history holds the line before, not the refused one
+    console.child.expect(typed("echo before"))
+    console.child.send("\r")
+    console.child.expect_exact("before")
+    console.prompt()
+    console.quit()
+    transcript = console.transcript.getvalue()
+    assert "unknown command" not in transcript and "Traceback" not in transcript
+    assert "Unhandled exception" not in transcript
+    assert console.history_path.read_bytes() == b"echo before\nquit\n"
+
+
+def test_an_over_long_line_is_refused_and_kept_out_of_history(console: Console) -> None:
+    console.child.send("echo " + "x" * CMD_BUF_SIZE + "\r")  # 5 bytes too many
+    console.child.expect_exact(LINE_TOO_LONG.rstrip("\n"))
+    console.prompt()
+    console.run("echo after", "after")
+    console.quit()
+    assert console.history_path.read_bytes() == b"echo after\nquit\n"
+
+
+def test_the_line_limit_is_qemus_in_bytes() -> None:
+    """READLINE_CMD_BUF_SIZE - 1 bytes fit; the limit counts UTF-8 bytes, not characters."""
+    assert line_refusal("x" * CMD_BUF_SIZE) is None
+    assert line_refusal("x" * (CMD_BUF_SIZE + 1)) == LINE_TOO_LONG
+    assert line_refusal("é" * (CMD_BUF_SIZE // 2 + 1)) == LINE_TOO_LONG
+    assert line_refusal("x", truncated=True) == LINE_TOO_LONG
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+async def test_events_can_be_switched_off_and_on_at_the_console(console: Console) -> None:
+    console.run("events", "events: on")
+    console.run("events off", "")
+    console.run("events", "events: off")  # run("events off", "") may return on a redraw
+    reader, writer = await asyncio.open_unix_connection(console.hmp_path)
+    await asyncio.wait_for(reader.readuntil(b"(qemu) "), 10)
+    writer.write(b"x_emit\n")
+    await asyncio.wait_for(reader.readuntil(b"(qemu) "), 10)  # STOP has been emitted
+    await asyncio.to_thread(console.run, "echo after", "after")
+    assert "STOP" not in console.transcript.getvalue()  # shown, it would come before "after"
+    console.run("events on", "")
+    console.run("events", "events: on")
+    writer.write(b"x_emit\n")
+    await writer.drain()
+    await asyncio.to_thread(console.child.expect, r"\] STOP")
+    writer.close()
+    await writer.wait_closed()
+
+
+# -- quitting and failing: nothing glued to the prompt, no prompt left behind ----------------
+
+
+def test_quit_leaves_no_prompt_after_shutdown(short_tmp: Path, consoles: list[Console]) -> None:
+    run = qmonitor_run(short_tmp)
+    consoles.append(run)
+    run.child.sendline("quit")
+    run.child.expect(pexpect.EOF)
+    *_, quit_line, shutdown_line = run.screen()
+    assert quit_line == "(qemu) quit"
+    assert shutdown_line.endswith('] SHUTDOWN {"guest": false, "reason": "host-qmp-quit"}')
+
+
+def test_a_failed_incoming_migration_is_reported_on_a_line_of_its_own(
+    short_tmp: Path, consoles: list[Console]
+) -> None:
+    incoming = short_tmp / "in.sock"
+    run = qmonitor_run(short_tmp, "-incoming", f"unix:{incoming}")
+    consoles.append(run)
+    with socket.socket(socket.AF_UNIX) as source:
+        source.connect(str(incoming))
+        source.sendall(b"not a migration stream")
+    run.child.expect(pexpect.EOF)
+    run.child.close()
+    assert run.child.exitstatus == 1
+    *_, banner, failure = run.screen()
+    assert banner == BANNER
+    assert failure == "qmonitor: load of migration failed: not a qmonitor migration stream"
+
+
+# -- migrate at the console -----------------------------------------------------------------
+
+
+def test_ctrl_c_cancels_the_migration_and_says_so(short_tmp: Path, consoles: list[Console]) -> None:
+    run = qmonitor_run(short_tmp)
+    consoles.append(run)
+    silent = socket.socket(socket.AF_UNIX)  # takes the connection, never answers
+    silent.bind(str(short_tmp / "silent.sock"))
+    silent.listen(1)
+    run.child.sendline(f"migrate unix:{short_tmp}/silent.sock")
+    run.child.expect_exact("migrate: pass ")
+    run.child.sendcontrol("c")
+    run.child.expect_exact("Error: Migration cancelled; the VM stays here as it was")
+    run.prompt()
+    run.run("info status", "VM status: running")
+    run.run("info migrate", "Migration status: cancelled")
+    assert "hmp-migrate" not in run.transcript.getvalue()
+    silent.close()
+
+
+async def test_migration_progress_says_when_the_guest_dirties_too_fast(
+    short_tmp: Path, consoles: list[Console]
+) -> None:
+    sink_path = str(short_tmp / "sink.sock")
+
+    async def discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):
+            pass
+        writer.close()
+
+    sink = await asyncio.start_unix_server(discard, sink_path)
+    run = await asyncio.to_thread(qmonitor_run, short_tmp, "--dirty-rate", "64M")
+    consoles.append(run)
+    qmp = await RawQMPClient.connect_unix(run.qmp_path)
+    await qmp.negotiate()
+    while (await qmp.execute("x-query-ram-digest"))["return"]["workload-step"] < 4096:
+        await asyncio.sleep(0.05)  # until every page of the 16 MiB holds data
+    await asyncio.to_thread(run.run, "migrate_set_parameter max-bandwidth 16M", "")
+    run.child.sendline(f"migrate unix:{sink_path}")
+    # Pass 1 sends 16 MiB at 16 MiB/s while the guest rewrites 64 MiB: pass 2 is no smaller.
+    await asyncio.to_thread(run.child.expect, r"not converging: the guest dirties \d+\.\d MiB/s")
+    progress = run.transcript.getvalue().rpartition(f"migrate unix:{sink_path}")[2]
+    assert re.search(r"migrate: pass \d+, \d+\.\d MiB remaining, \d+\.\d MiB/s", progress)
+    assert "%" not in progress
+    run.child.sendcontrol("c")
+    await asyncio.to_thread(run.child.expect_exact, "Error: Migration cancelled")
+    await asyncio.to_thread(run.prompt)
+    await qmp.close()
+    sink.close()
+    await sink.wait_closed()
 
 
 def test_history_file_is_trimmed_to_history_max(short_tmp: Path) -> None:

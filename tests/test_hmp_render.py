@@ -76,6 +76,10 @@ def test_progress_and_event_lines() -> None:
         "savevm: [#######-------------]  35% saving RAM"
     )
     assert progress_text("scan", Progress(12)) == "scan: 12"
+    # Without a total, a status says it all: no count, no percentage that could go backwards.
+    assert progress_text("migrate", Progress(0, None, "pass 3, 1.0 MiB remaining")) == (
+        "migrate: pass 3, 1.0 MiB remaining"
+    )
     line = event_text("RESET", {"guest": False}, 1_700_000_000, 120_000)
     assert line.endswith('.120] RESET {"guest": false}')
 

@@ -127,15 +127,19 @@ def help_text(table: CommandTable, argument: str | None) -> str:
 
 
 def progress_text(command_name: str, progress: Progress) -> str:
-    """One line for a running command: ``savevm: [#######-------]  35% saving RAM``."""
+    """One line for a running command.
+
+    With a total, a bar and the status: ``savevm: [#######-------]  35% saving RAM``. Without
+    one, the status says it all when there is one (``migrate: pass 3, 12.0 MiB remaining, ...``:
+    work whose end keeps moving has no meaningful percentage), else the count: ``scan: 12``.
+    """
     if progress.total:
         fraction = min(max(progress.done / progress.total, 0.0), 1.0)
         filled = round(fraction * _PROGRESS_BAR_WIDTH)
         bar = "#" * filled + "-" * (_PROGRESS_BAR_WIDTH - filled)
         text = f"{command_name}: [{bar}] {fraction:4.0%}"
-    else:
-        text = f"{command_name}: {progress.done}"
-    return f"{text} {progress.status}" if progress.status else text
+        return f"{text} {progress.status}" if progress.status else text
+    return f"{command_name}: {progress.status or progress.done}"
 
 
 def event_text(

@@ -31,12 +31,14 @@ from qmonitor import (
     Size,
     UInt64,
 )
-from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState, parse_size
+from qmonitor.hmp.sizes import SizeError, strtosz
+from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState
 from qmonitor.machine.migration import (
     MAX_DOWNTIME_MS,
     MigrationInfo,
     MigrationManager,
     MigrationStatus,
+    OutgoingMigration,
 )
 from qmonitor.machine.snapshots import (
     SnapshotStore,
@@ -45,12 +47,53 @@ from qmonitor.machine.snapshots import (
     save_snapshot,
     snapshot_missing,
 )
+from qmonitor.server.hmp_session import HumanSession
+from qmonitor.server.human import report_error
 
 SNAPSHOT_NODE = "disk0"
 """The one block node snapshots can name in ``vmstate`` and ``devices``: the state directory
 (QEMU keeps snapshots in qcow2 nodes; qapi/migration.json's examples call theirs disk0)."""
 
 _JobId = Annotated[str, QMPName("job-id")]
+_INT64_MAX = 2**63 - 1
+
+QEMU_MIGRATION_PARAMETERS = frozenset(
+    {
+        "announce-initial", "announce-max", "announce-rounds", "announce-step",
+        "compress-level", "compress-threads", "decompress-threads", "compress-wait-thread",
+        "throttle-trigger-threshold", "cpu-throttle-initial", "cpu-throttle-increment",
+        "cpu-throttle-tailslow", "tls-creds", "tls-hostname", "tls-authz", "max-bandwidth",
+        "downtime-limit", "x-checkpoint-delay", "block-incremental", "multifd-channels",
+        "xbzrle-cache-size", "max-postcopy-bandwidth", "max-cpu-throttle",
+        "multifd-compression", "multifd-zlib-level", "multifd-zstd-level",
+        "block-bitmap-mapping",
+    }
+)  # fmt: skip
+"""qapi/migration.json ``MigrationParameter`` (QEMU 7.2): names HMP knows, implemented or not."""
+
+QEMU_MIGRATION_CAPABILITIES = frozenset(
+    {
+        "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
+        "postcopy-ram", "x-colo", "release-ram", "block", "return-path",
+        "pause-before-switchover", "multifd", "dirty-bitmaps", "postcopy-blocktime",
+        "late-block-activate", "x-ignore-shared", "validate-uuid", "background-snapshot",
+        "zero-copy-send", "postcopy-preempt",
+    }
+)  # fmt: skip
+"""qapi/migration.json ``MigrationCapability`` (QEMU 7.2)."""
+
+MIGRATION_CANCELLED = "Migration cancelled; the VM stays here as it was"
+"""What HMP ``migrate`` ends with when the migration is cancelled (Ctrl-C or migrate_cancel).
+
+QEMU prints nothing then (its ``hmp_migrate_status_cb`` reports only an ``error-desc``); a person
+who pressed Ctrl-C should read that the migration, not some internal command, was cancelled,
+and that the source goes on (``docs/HMP.md``)."""
+
+SIZE_HINT = (
+    "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+    "and exabytes, respectively."
+)
+"""The hint QEMU's ``parse_option_size`` appends to a bad size (util/qemu-option.c)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +297,36 @@ def render_migrate(info: object) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def _mebibytes(size: float) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def migration_progress(outgoing: OutgoingMigration) -> str:
+    """The progress line of HMP ``migrate`` (QEMU's shows none).
+
+    Pass, what is still dirty, the speed of the last 100 ms: the remaining amount goes up as
+    well as down while the guest runs, so no percentage is shown. When the passes stop
+    shrinking (``OutgoingMigration.converging``) the line says so and how fast the guest
+    dirties memory, which is what ``max-bandwidth`` has to beat.
+    """
+    info = outgoing.info()
+    ram = info.ram
+    if info.status is MigrationStatus.CANCELLING:
+        return "cancelling"
+    if ram is None or not ram.dirty_sync_count:
+        return "setting up"
+    text = (
+        f"pass {ram.dirty_sync_count}, {_mebibytes(ram.remaining)} remaining, "
+        f"{_mebibytes(ram.mbps * 1e6 / 8)}/s"
+    )
+    if outgoing.machine.run_state is RunState.FINISH_MIGRATE:
+        return text + ", guest stopped for the last pass"
+    if not outgoing.converging:
+        dirty_rate = ram.dirty_pages_rate * ram.page_size
+        text += f", not converging: the guest dirties {_mebibytes(dirty_rate)}/s"
+    return text
+
+
 def render_migrate_parameters(parameters: object) -> str:
     """``info migrate_parameters`` (``hmp_info_migrate_parameters``, our members)."""
     assert isinstance(parameters, dict)
@@ -297,7 +370,7 @@ def register_machine_commands(
     """
 
     def incoming_failed(reason: str) -> None:
-        print(f"qmonitor: load of migration failed: {reason}", flush=True)
+        report_error(monitor, f"qmonitor: load of migration failed: {reason}\n")
         on_exit(1)
 
     services = MachineServices(
@@ -415,8 +488,14 @@ def _register_run_control(
             on_exit(0)
 
     @command(name="quit", hmp=HumanSyntax(name="quit", aliases=("q",), help="quit the emulator"))
-    def quit_() -> None:
-        """Exit the emulator, after the reply has been sent."""
+    def quit_(ctx: Context) -> None:
+        """Exit the emulator, after the reply has been sent.
+
+        A human session stays suspended (monitor/hmp-cmds.c ``hmp_quit`` calls
+        ``monitor_suspend``), so no prompt follows ``quit``.
+        """
+        if isinstance(ctx.session, HumanSession):
+            ctx.session.suspend()
         monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
         asyncio.get_running_loop().call_soon(on_exit, 0)
 
@@ -592,25 +671,32 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             name="migrate",
             params="[-d] uri",
             help="migrate to URI (using -d to not wait for completion)",
+            activity="migration",
         ),
     )
-    async def hmp_migrate(uri: str, ctx: Context) -> None:
-        """Migrate to ``uri`` and wait for the end, showing progress (HMP ``migrate``)."""
+    async def hmp_migrate(uri: str, ctx: Context, detach: bool = False) -> None:
+        """Migrate to ``uri``; unless detached, wait for the end, showing progress.
+
+        As QEMU's ``hmp_migrate``: the migration is started first, so its errors are printed
+        with or without ``-d``; detached, the prompt comes back once it has started. Cancelling
+        the command (Ctrl-C at the console) cancels the migration and returns once the source
+        is back as it was.
+        """
         outgoing = migration.start_outgoing(uri)
+        if detach:
+            return
         try:
             while outgoing.in_progress:
-                ram = outgoing.info().ram
-                if ram is not None:  # done: what need not be sent again now
-                    ctx.progress(max(0, ram.total - ram.remaining), ram.total, "migrating")
+                ctx.progress(0, None, migration_progress(outgoing))
                 await asyncio.wait({outgoing.done}, timeout=0.2)
         except asyncio.CancelledError:
             outgoing.cancel()
             await outgoing.wait()
-            raise
+            raise QMPError(MIGRATION_CANCELLED) from None
         if outgoing.status is MigrationStatus.FAILED:
             raise QMPError(outgoing.error_desc or "migration failed")
         if outgoing.status is MigrationStatus.CANCELLED:
-            raise QMPError("Migration was cancelled")
+            raise QMPError(MIGRATION_CANCELLED)
 
     @command(
         name="migrate_cancel",
@@ -671,17 +757,48 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             completers={"parameter": lambda: ["max-bandwidth", "downtime-limit"]},
         ),
     )
-    def migrate_set_parameter(parameter: str, value: str) -> None:
-        """HMP spelling of migrate-set-parameters: sizes in MiB unless suffixed, as QEMU."""
+    def migrate_set_parameter(parameter: str, value: str, ctx: Context) -> None:
+        """HMP spelling of migrate-set-parameters (monitor/hmp-cmds.c, QEMU's texts).
+
+        ``max-bandwidth`` is read by ``qemu_strtosz_MiB`` (MiB without a suffix, at most
+        INT64_MAX, else ``Invalid size``), ``downtime-limit`` by the string input visitor's
+        ``parse_option_size`` (bytes-style size, its two errors), then checked like QMP's. A
+        parameter QEMU has and this machine does not is refused, naming what it has.
+        """
+        if parameter not in QEMU_MIGRATION_PARAMETERS:
+            raise QMPError(f"invalid parameter value: {parameter}")  # qapi_enum_parse
+        if parameter == "block-bitmap-mapping":
+            raise QMPError("The block-bitmap-mapping parameter can only be set through QMP")
+        if parameter not in ("max-bandwidth", "downtime-limit"):
+            raise QMPError(
+                f"Migration parameter '{parameter}' is not implemented by this machine "
+                "(it has max-bandwidth and downtime-limit)"
+            )
+
+        def warn(text: str) -> None:  # QEMU's warn_report, printed in the monitor
+            if isinstance(ctx.session, HumanSession):
+                ctx.session.write(f"warning: {text}\n")
+
+        if parameter == "max-bandwidth":
+            try:
+                bandwidth = strtosz(value, "M", warn=warn)
+            except SizeError:
+                bandwidth = -1
+            if not 0 <= bandwidth <= _INT64_MAX:
+                raise QMPError(f"Invalid size {value}")
+            migrate_set_parameters(max_bandwidth=bandwidth)
+            return
         try:
-            if parameter == "max-bandwidth":
-                migrate_set_parameters(max_bandwidth=parse_size(value, default_suffix="M"))
-            elif parameter == "downtime-limit":
-                migrate_set_parameters(downtime_limit=int(value))
-            else:
-                raise QMPError(f"Parameter 'parameter' does not accept value '{parameter}'")
-        except ValueError:
-            raise QMPError(f"Invalid size {value}") from None
+            downtime = strtosz(value, warn=warn)
+        except SizeError as error:
+            if error.out_of_range:
+                raise QMPError(
+                    f"Value '{value}' is out of range for parameter '{parameter}'"
+                ) from None
+            raise QMPError(
+                f"Parameter '{parameter}' expects a non-negative number below 2^64\n{SIZE_HINT}"
+            ) from None
+        migrate_set_parameters(downtime_limit=downtime)
 
     @command(
         name="query-migrate-parameters",
@@ -710,11 +827,21 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             args_type="capability:s,state:b",
             params="capability state",
             help="Enable/Disable the usage of a capability for migration",
+            completers={"capability": lambda: [c.value for c in MigrationCapability]},
         ),
     )
-    def migrate_set_capability(capability: MigrationCapability, state: bool) -> None:
-        """HMP spelling of migrate-set-capabilities."""
-        migrate_set_capabilities([MigrationCapabilityStatus(capability, state)])
+    def migrate_set_capability(capability: str, state: bool) -> None:
+        """HMP spelling of migrate-set-capabilities (QEMU's ``qapi_enum_parse`` text first)."""
+        if capability not in QEMU_MIGRATION_CAPABILITIES:
+            raise QMPError(f"invalid parameter value: {capability}")
+        if capability not in set(MigrationCapability):
+            raise QMPError(
+                f"Migration capability '{capability}' is not implemented by this machine "
+                f"(it has {', '.join(MigrationCapability)})"
+            )
+        migrate_set_capabilities(
+            [MigrationCapabilityStatus(MigrationCapability(capability), state)]
+        )
 
     @command(
         name="query-migrate-capabilities",

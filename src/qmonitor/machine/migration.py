@@ -354,6 +354,7 @@ class OutgoingMigration:
         self._pass_pages = 0
         self._pass_done = 0
         self._final_stage = False
+        self.converging = True  # see _sync
         self._pending = (0, 0)  # first page and count of data pages not sent yet
         self._window_start = time.monotonic()
         self._window_bytes = 0
@@ -469,11 +470,19 @@ class OutgoingMigration:
             self._set_status(MigrationStatus.CANCELLED)
 
     def _sync(self) -> bytes:
-        """Take the dirty map: one more pass (``MIGRATION_PASS``, ``dirty-sync-count``)."""
+        """Take the dirty map: one more pass (``MIGRATION_PASS``, ``dirty-sync-count``).
+
+        ``converging`` turns false when a pre-copy pass has no fewer pages to send than the one
+        before: the guest dirties memory at least as fast as it is sent, so the passes never
+        shrink to what fits in ``downtime-limit`` (QEMU would need ``auto-converge``, a higher
+        ``max-bandwidth`` or a stopped guest). A later pass that shrinks makes it true again.
+        """
         dirty_map = self.machine.sync_dirty_map()
         self.stats.dirty_sync_count += 1
         self._notify("MIGRATION_PASS", {"pass": self.stats.dirty_sync_count})
-        self._pass_pages = dirty_map.count(1)
+        previous_pages, self._pass_pages = self._pass_pages, dirty_map.count(1)
+        if self.stats.dirty_sync_count > 1 and not self._final_stage:
+            self.converging = self._pass_pages < previous_pages
         self._pass_done = 0
         return dirty_map
 

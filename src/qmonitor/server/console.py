@@ -8,6 +8,11 @@ texts, prints nothing while a command holds the prompt and cannot interrupt it. 
   readline style: a unique candidate is inserted with a space, several are listed;
 - history saved across runs in ``$XDG_STATE_HOME/qmonitor/history`` (by default
   ``~/.local/state/qmonitor/history``), the last :data:`HISTORY_MAX` lines;
+- QEMU's line limit (``READLINE_CMD_BUF_SIZE``, :data:`~qmonitor.hmp.readline.CMD_BUF_SIZE`
+  bytes), which QEMU applies by silently dropping what is typed past it: here typing stops
+  adding characters there, and the line is refused with a message (:data:`LINE_TOO_LONG`),
+  never run and never put in the history. A line with bytes that are not UTF-8 is refused the
+  same way (:func:`line_refusal`): it could not be saved, and would only run as garbage;
 - while a command runs (the session is suspended, as QEMU's): no prompt, a progress line if the
   command reports progress, and **Ctrl-C cancels it** through the dispatcher's cancellation,
   after which its error (``Error: Command '...' was cancelled by Ctrl-C``) and the prompt come
@@ -29,21 +34,24 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.application.current import set_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import History
 from prompt_toolkit.input.typeahead import store_typeahead
 from prompt_toolkit.input.vt100 import raw_mode
 from prompt_toolkit.input.vt100_parser import Vt100Parser
-from prompt_toolkit.key_binding import KeyPress
+from prompt_toolkit.key_binding import KeyBindings, KeyPress, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.shortcuts import CompleteStyle
 
 from qmonitor.hmp.complete import complete
+from qmonitor.hmp.readline import CMD_BUF_SIZE
 from qmonitor.hmp.table import command_table
 from qmonitor.server.hmp_session import HumanSession, banner
 
@@ -56,6 +64,30 @@ PROMPT: Final = "(qemu) "
 HISTORY_MAX: Final = 1000  # lines kept in the history file (QEMU keeps 64, in memory only)
 CTRL_C: Final = b"\x03"
 CANCELLED_BY_CTRL_C: Final = "cancelled by Ctrl-C"
+LINE_TOO_LONG: Final = (
+    f"Error: the line is longer than {CMD_BUF_SIZE} bytes (QEMU's limit); it was not run\n"
+)
+
+
+def _encoded(line: str) -> bytes:
+    """The bytes typed: the terminal input is decoded with ``surrogateescape``."""
+    return line.encode("utf-8", "surrogateescape")
+
+
+def line_refusal(line: str, *, truncated: bool = False) -> str | None:
+    """Why ``line`` must not run nor enter the history, or None when it may.
+
+    ``truncated``: characters typed past the limit were dropped from it.
+    """
+    if truncated or len(_encoded(line)) > CMD_BUF_SIZE:
+        return LINE_TOO_LONG
+    for column, char in enumerate(line, 1):
+        if "\udc80" <= char <= "\udcff":  # an undecodable byte, escaped
+            return (
+                f"Error: byte 0x{ord(char) - 0xDC00:02x} at column {column} is not UTF-8; "
+                "the line was not run\n"
+            )
+    return None
 
 
 def history_path() -> Path:
@@ -66,11 +98,19 @@ def history_path() -> Path:
 
 
 class PersistentHistory(History):
-    """One command per line in a file, the newest last, trimmed to :data:`HISTORY_MAX`."""
+    """One command per line in a file, the newest last, trimmed to :data:`HISTORY_MAX`.
 
-    def __init__(self, path: Path) -> None:
+    ``accepts(line)`` says whether a line may enter the history at all (in memory and file).
+    """
+
+    def __init__(self, path: Path, accepts: Callable[[str], bool] = lambda line: True) -> None:
         super().__init__()
         self.path = path
+        self.accepts = accepts
+
+    def append_string(self, string: str) -> None:
+        if self.accepts(string):
+            super().append_string(string)
 
     def load_history_strings(self) -> Iterable[str]:
         try:
@@ -112,12 +152,14 @@ class Console(HumanSession):
 
     def __init__(self, monitor: Monitor) -> None:
         super().__init__(monitor, interactive=True)
+        self._line_truncated = False  # characters typed past CMD_BUF_SIZE were dropped
         self.prompt = PromptSession[str](
             PROMPT,
-            history=PersistentHistory(history_path()),
+            history=PersistentHistory(history_path(), self._may_run),
             completer=_TableCompleter(monitor),
             complete_style=CompleteStyle.READLINE_LIKE,
             complete_while_typing=False,
+            key_bindings=self._line_limit_bindings(),
         )
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,6 +167,29 @@ class Console(HumanSession):
         self._progress_line: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._printing: set[asyncio.Future[None]] = set()
+
+    # -- the line limit ---------------------------------------------------------------------
+
+    def _may_run(self, line: str) -> bool:
+        return line_refusal(line, truncated=self._line_truncated) is None
+
+    def _line_limit_bindings(self) -> KeyBindings:
+        """Past :data:`CMD_BUF_SIZE` bytes, typed characters are dropped and the line marked.
+
+        Dropping them, rather than letting the line grow, also keeps a long paste from making
+        prompt_toolkit redraw an ever longer line for every chunk it reads.
+        """
+        bindings = KeyBindings()
+
+        @Condition
+        def line_full() -> bool:
+            return len(_encoded(self.prompt.default_buffer.text)) >= CMD_BUF_SIZE
+
+        @bindings.add(Keys.Any, filter=line_full)
+        def drop(event: KeyPressEvent) -> None:
+            self._line_truncated = True
+
+        return bindings
 
     # -- output -------------------------------------------------------------------------------
 
@@ -143,16 +208,29 @@ class Console(HumanSession):
             self.write("\r\x1b[K")
 
     def notify(self, text: str) -> None:
+        self.print_above_prompt(text, sys.stdout)
+
+    def print_above_prompt(self, text: str, stream: TextIO) -> None:
+        """Write ``text`` to ``stream`` (this terminal) on lines of its own.
+
+        At the prompt, the prompt and the line being typed are drawn again below it; while a
+        command runs, its progress line is.
+        """
+
+        def write() -> None:
+            stream.write(text)
+            stream.flush()
+
         app = self.prompt.app
         if app.is_running:
             with set_app(app):  # run_in_terminal finds the prompt through the context
-                task = asyncio.ensure_future(run_in_terminal(lambda: self.write(text)))
+                task = asyncio.ensure_future(run_in_terminal(write))
             self._printing.add(task)
             task.add_done_callback(self._printing.discard)
             return
         progress = self._progress_line
         self.clear_progress()
-        self.write(text)
+        write()
         if progress is not None:
             self.draw_progress(progress)
 
@@ -198,7 +276,7 @@ class Console(HumanSession):
             return
         keys: list[KeyPress] = []
         parser = Vt100Parser(keys.append)
-        parser.feed(codecs.decode(bytes(self._typeahead), "utf-8", "replace"))
+        parser.feed(codecs.decode(bytes(self._typeahead), "utf-8", "surrogateescape"))
         parser.flush()
         self._typeahead.clear()
         store_typeahead(self.prompt.input, keys)
@@ -211,6 +289,7 @@ class Console(HumanSession):
         self.monitor.add_event_listener(self.show_event)
         try:
             while True:
+                self._line_truncated = False
                 try:
                     line = await self.prompt.prompt_async()
                 except KeyboardInterrupt:
@@ -219,6 +298,10 @@ class Console(HumanSession):
                     if self.prompt.input.closed:
                         return
                     continue  # Ctrl-D: ignored, as by QEMU's readline
+                refusal = line_refusal(line, truncated=self._line_truncated)
+                if refusal is not None:
+                    self.write(refusal)
+                    continue
                 self.execute(line)
                 if self.suspended:
                     await self._wait_until_resumed()
@@ -238,7 +321,10 @@ class Console(HumanSession):
         self._task.add_done_callback(ended)
 
     def close(self) -> None:
+        """End the console; a prompt on the screen is erased, as nothing will be typed at it
+        (after ``quit``, or a failed incoming migration, the process exits)."""
         super().close()
+        self.prompt.app.erase_when_done = True
         if self._task is not None:
             self._task.cancel()
 

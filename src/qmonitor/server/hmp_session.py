@@ -17,15 +17,26 @@ result through the command's renderer (:mod:`qmonitor.hmp.render`: renderers get
 JSON value), or ``Error: DESC`` (``hmp_handle_error``).
 
 Detaching: a command registered ``detachable=True`` takes ``-d`` and then runs in the
-background while the prompt comes back at once (QEMU's ``migrate -d``). A session that cannot be
+background while the prompt comes back (QEMU's ``migrate -d``). A session that cannot be
 suspended (``human-monitor-command``: QEMU's ``monitor_suspend`` fails with ``-ENOTTY`` for a
 monitor without readline) runs such a command detached and says
-``terminal does not allow synchronous ACTIVITY, continuing detached`` (``hmp_migrate``).
+``terminal does not allow synchronous ACTIVITY, continuing detached`` (``hmp_migrate``). Where
+the prompt comes back depends on the handler:
+
+- a handler that takes ``detach`` itself does what QEMU's ``hmp_migrate`` does: it starts the
+  work, and returns at once when detached (``detach=True``, also given by a session that cannot
+  wait) or when the work is done. The session waits for that return like for any command, so
+  an error of the start is printed (``migrate -d`` while a migration runs: ``Error: There's a
+  migration process in progress``); the "continuing detached" line follows a successful start;
+- any other detachable command is detached as soon as it is submitted.
 
 Interactive sessions (the console; sockets when asked) go beyond QEMU: a progress line for a
 command reporting ``ctx.progress``, drawn at most every :data:`PROGRESS_INTERVAL` seconds and
-cleared before the result; QMP events and the outcome of detached commands as lines above the
-prompt. A non-interactive session prints exactly what QEMU would.
+cleared before the result, and the outcome of detached commands as lines above the prompt.
+QMP events are shown above the prompt while :attr:`HumanSession.events_shown` is true: by default
+in interactive sessions only, and any session switches them with the ``events on|off`` command
+(:mod:`qmonitor.server.human`). A non-interactive session that did not ask for events prints
+exactly what QEMU would.
 
 :class:`HMPSession` serves a byte stream (unix or TCP socket, a pipe on stdio) with QEMU's line
 editor and echo (:mod:`qmonitor.hmp.readline`) and its ``\\r\\n`` line ends.
@@ -49,7 +60,7 @@ from qmonitor.hmp.complete import complete
 from qmonitor.hmp.parse import ParseFailure, parse_line
 from qmonitor.hmp.readline import ReadLine
 from qmonitor.hmp.render import event_text, progress_text, render_value
-from qmonitor.hmp.table import HumanEntry, command_table
+from qmonitor.hmp.table import DETACH_KEY, HumanEntry, command_table
 
 if TYPE_CHECKING:
     from qmonitor.server.monitor import Monitor
@@ -78,10 +89,15 @@ def error_text(error: QMPError) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Running:
-    """A command a session waits for (or lets run detached)."""
+    """A command a session waits for (or lets run detached).
+
+    ``detached_note`` is printed before a successful result: the "continuing detached" line of a
+    command that was told to detach because the session cannot wait for it.
+    """
 
     entry: HumanEntry
     invocation: Invocation
+    detached_note: str = ""
 
 
 class HumanSession:
@@ -92,10 +108,12 @@ class HumanSession:
     """
 
     suspendable = True  # False: monitor_suspend() fails, detachable commands run detached
+    can_show_events = True  # False: the session ends with its one command
 
     def __init__(self, monitor: Monitor, *, interactive: bool) -> None:
         self.monitor = monitor
         self.interactive = interactive
+        self.events_shown = interactive and self.can_show_events
         self.suspend_count = 0
         self.running: Running | None = None
         self._progress_drawn_at = -PROGRESS_INTERVAL
@@ -119,7 +137,7 @@ class HumanSession:
         """Remove the progress line, if one is shown."""
 
     def notify(self, text: str) -> None:
-        """Show ``text`` (one or more lines) above the prompt (interactive only)."""
+        """Show ``text`` (one or more lines) above the prompt (sessions with a prompt)."""
 
     def close(self) -> None:
         """End the session (the monitor is shutting down)."""
@@ -178,8 +196,17 @@ class HumanSession:
             return None
         entry = parsed.entry
         command = entry.command
+        activity = (command.human and command.human.activity) or entry.full_name
+        arguments = parsed.arguments
+        detached_note = ""
+        if command.detachable and entry.passes_detach and not self.suspendable:
+            if not parsed.detach:
+                detached_note = (
+                    f"terminal does not allow synchronous {activity}, continuing detached\n"
+                )
+            arguments = {**arguments, DETACH_KEY: True}
         try:
-            kwargs = command.signature.convert_arguments(parsed.arguments)
+            kwargs = command.signature.convert_arguments(arguments)
             if command.style is HandlerStyle.SYNC:
                 self._write_nonempty(
                     self._render(entry, call_sync(command, kwargs, None, self, self.monitor.tracer))
@@ -192,13 +219,14 @@ class HumanSession:
             self.write(error_text(internal_error(command, error)))
             return None
         invocation = invoke(command, kwargs, session=self, tracer=self.monitor.tracer)
-        running = Running(entry, invocation)
+        running = Running(entry, invocation, detached_note)
         if invocation.done:
             self.print_outcome(running)
             return None
+        if entry.passes_detach:
+            return running  # the handler returns when it lets go (hmp_migrate's order)
         if parsed.detach or (command.detachable and not self.suspendable):
             if not parsed.detach:
-                activity = (command.human and command.human.activity) or entry.full_name
                 self.write(f"terminal does not allow synchronous {activity}, continuing detached\n")
             self.detach(running)
             return None
@@ -214,7 +242,9 @@ class HumanSession:
         if error is not None:
             assert isinstance(error, QMPError)
             return error_text(error)
-        return self._render(running.entry, running.invocation.future.result())
+        return running.detached_note + self._render(
+            running.entry, running.invocation.future.result()
+        )
 
     def _render(self, entry: HumanEntry, value: object) -> str:
         renderer = entry.command.renderer or render_value
@@ -261,8 +291,11 @@ class HumanSession:
         self.draw_progress(progress_text(running.entry.full_name, progress))
 
     def show_event(self, event: Event) -> None:
-        """A monitor event listener: one line per event (interactive sessions)."""
-        self.notify(event_text(event.name, event.data, event.seconds, event.microseconds) + "\n")
+        """A monitor event listener: one line per event while :attr:`events_shown`."""
+        if self.events_shown:
+            self.notify(
+                event_text(event.name, event.data, event.seconds, event.microseconds) + "\n"
+            )
 
     def abandon(self) -> None:
         """The session goes away: cancel what it waits for (a detachable command detaches)."""
@@ -283,6 +316,7 @@ class CapturedSession(HumanSession):
     """
 
     suspendable = False
+    can_show_events = False
 
     def __init__(self, monitor: Monitor) -> None:
         super().__init__(monitor, interactive=False)
@@ -346,8 +380,7 @@ class HMPSession(HumanSession, asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if self._on_open is not None:
             self._on_open(self)
-        if self.interactive:
-            self.monitor.add_event_listener(self.show_event)
+        self.monitor.add_event_listener(self.show_event)  # shown only while events_shown
         self.write(banner(self.monitor))
         self._send(self._readline.show_prompt())
 

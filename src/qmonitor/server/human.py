@@ -19,16 +19,25 @@ Human sessions end when the monitor closes (:meth:`Monitor.close`).
 :func:`register_human_monitor_command` adds QMP's ``human-monitor-command`` (qapi/misc.json),
 which runs one line and returns its text with ``\\r\\n`` line ends; a command's error is part of
 that text (``Error: ...``), not a QMP error, as in QEMU.
+
+Every human monitor also has (:func:`register_human_commands`): QEMU's ``help``, ``info`` and
+``info version`` (``hmp_info_version``: ``MAJOR.MINOR.MICROPACKAGE`` from ``query-version``), and
+our ``events [on|off]``, which shows or hides QMP events in the session that types it (QEMU's
+human monitor shows none: off by default except at the console).
+
+:func:`report_error` prints what no command asked for (QEMU's ``error_report`` outside a
+command) on standard error, clear of the console's prompt.
 """
 
 from __future__ import annotations
 
 import sys
 
+from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
 from qmonitor.hmp.builtins import register_hmp_builtins
 from qmonitor.hmp.table import command_table
-from qmonitor.server.hmp_session import CapturedSession, HMPSession
+from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
 from qmonitor.server.listen import Address, AddressError, connect_out, parse_address, start_listener
 from qmonitor.server.monitor import Monitor
 from qmonitor.server.stdio import connect_stdio
@@ -52,7 +61,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
     connecting fails, and ValueError when a command's human syntax is unusable (checked here,
     before anyone types).
     """
-    register_hmp_builtins(monitor.registry)
+    register_human_commands(monitor)
     command_table(monitor.registry)
     parsed = parse_address(address) if isinstance(address, str) else address
 
@@ -84,10 +93,62 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
 CPU_INDEX_ERROR = "Parameter 'cpu-index' expects a CPU number"
 """QEMU's ``QERR_INVALID_PARAMETER_VALUE`` for a cpu-index that names no CPU."""
 
+EVENTS_SYNTAX = HumanSyntax(
+    name="events",
+    args_type="state:b?",
+    params="[on|off]",
+    help="show or hide QMP events in this session (without argument: say which)",
+)
+
+
+def register_human_commands(monitor: Monitor) -> None:
+    """Add ``help``, ``info``, ``info version`` and ``events`` (once; later calls do nothing)."""
+    register_hmp_builtins(monitor.registry)
+    if "hmp-events" in monitor.registry:
+        return
+
+    @monitor.command(
+        name="hmp-info-version",
+        qmp=False,
+        hmp=HumanSyntax(name="info version", help="show the version of QEMU"),
+    )
+    def info_version() -> str:
+        """``hmp_info_version``: ``query-version`` as ``7.2.22PACKAGE`` (no space, as QEMU)."""
+        version = monitor.version_info
+        triple = version.qemu
+        return f"{triple.major}.{triple.minor}.{triple.micro}{version.package}\n"
+
+    @monitor.command(name="hmp-events", qmp=False, hmp=EVENTS_SYNTAX)
+    def events(ctx: Context, state: bool | None = None) -> str:
+        """Show or hide QMP events, one line each above the prompt, in this session only."""
+        session = ctx.session
+        if not isinstance(session, HumanSession) or not session.can_show_events:
+            raise QMPError("this session ends with its command: it has no events to show")
+        if state is None:
+            return f"events: {'on' if session.events_shown else 'off'}\n"
+        session.events_shown = state
+        return ""
+
+
+def report_error(monitor: Monitor, text: str) -> None:
+    """Print ``text`` on standard error, as QEMU's ``error_report`` does outside a command.
+
+    The console shares the terminal with standard error: it prints the text above its prompt
+    and draws the prompt again, so the line is not glued to ``(qemu) ``.
+    """
+    from qmonitor.server.console import Console
+
+    for session in monitor.human_sessions:
+        if isinstance(session, Console):
+            session.print_above_prompt(text, sys.stderr)
+            return
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
 
 def register_human_monitor_command(monitor: Monitor) -> None:
-    """Add ``human-monitor-command`` to QMP and ``help``/``info`` to the human monitor."""
-    register_hmp_builtins(monitor.registry)
+    """Add ``human-monitor-command`` to QMP and the human commands to the human monitor."""
+    register_human_commands(monitor)
     if "human-monitor-command" in monitor.registry:
         return
 
