@@ -599,6 +599,28 @@ RESYNC = [
     case("garbage-until-brace", b'{"execute": @ garbage ', b'{"execute":"query-name","id":9}'),
 ]
 
+# A bad byte inside an open object or array, then a line end: QEMU's recovery stops at the line
+# end and everything after it is new input, reported piece by piece, by us too (one error per
+# bad message does not reach past the line end, docs/PROTOCOL.md).
+LINE_END = [
+    case("line-end-then-close-brace", b'{"a": @\n}'),
+    case("crlf-then-close-brace", b'{"a": @', b"\r\n}"),
+    case(
+        "line-end-then-rest-of-object",
+        b'{"a": @',
+        b'\n, "b"]{"execute":"query-status","id":"kept"}',
+    ),
+    case(
+        "line-end-then-request-as-element",
+        b'[1, @\n, {"execute":"query-status","id":"element"}]',
+    ),
+    case("line-end-in-nested-array", b'{"execute":"query-name","arguments":{"a":[1, @\n2]}}'),
+    case(
+        "line-end-in-nested-object",
+        b'{"a": {"b": @\n}}{"execute":"query-name","id":"after"}',
+    ),
+]
+
 PIPELINED = [
     case(
         "pipelined-no-ids",
@@ -641,6 +663,7 @@ CORPUS = (
     + PARSE_ERRORS
     + ONE_ERROR
     + RESYNC
+    + LINE_END
     + PIPELINED
 )
 

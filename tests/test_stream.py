@@ -153,6 +153,23 @@ SAME_AS_QEMU: list[tuple[bytes, list[V | str]]] = [
     ),
     (b'@@@ {"execute":"query-version"}', [PE + "stray '@'", V(QUERY_VALUE)]),
     (b'{"execute": @\n{"execute":"query-version"}\n', [PE + "stray '@'", V(QUERY_VALUE)]),
+    # A bad byte inside an open object or array, then a line end: recovery stops there and
+    # QEMU starts afresh, reporting the rest of the message piece by piece; so do we.
+    (b'{"a": @\n}', [PE + "stray '@'", PE + "expecting value"]),
+    (b'{"a": @\r\n}', [PE + "stray '@'", PE + "expecting value"]),
+    (
+        b'{"a": @\n, "b"]' + QUERY,
+        [PE + "stray '@'", PE + "expecting value", V("b"), PE + "expecting value", V(QUERY_VALUE)],
+    ),
+    (
+        b"[1, @\n, " + QUERY + b"]",
+        [PE + "stray '@'", PE + "expecting value", V(QUERY_VALUE), PE + "expecting value"],
+    ),
+    (b'{"a": [1, @\n2]}', [PE + "stray '@'", V(2), PE + "expecting value", PE + "expecting value"]),
+    (
+        b'{"a": {"b": @\n}}' + QUERY,
+        [PE + "stray '@'", PE + "expecting value", PE + "expecting value", V(QUERY_VALUE)],
+    ),
     # Control characters and 0xFE/0xFF: one error each, then afresh (qmp-spec.txt 2.6).
     (b"\x01", [PE + "stray '\x01'"]),
     (b"\t\x01", [PE + "stray '\x01'"]),
