@@ -509,6 +509,22 @@ def test_a_request_after_an_over_limit_message_that_never_closes_is_answered(
         assert view(feed(chunks, JSONStreamFramer(**limits))) == [desc, QUERY_SHOWN]
 
 
+def test_size_error_before_a_bad_byte_does_not_depend_on_chunking() -> None:
+    # Found by fuzzing: the size limit is checked whenever a read ends, so the error used to
+    # come only when a read ended between the message's 32nd byte and the bad byte.
+    size = "JSON token size limit exceeded"
+    cases = [
+        (b'{"a": "' + b"x" * 40 + b"\n" + QUERY, [size, PE + "stray '" + "x" * 31 + "\n'"]),
+        (b'{"a": 1, ' + b" " * 40 + b"@}" + QUERY, [size]),
+    ]
+    for data, errors in cases:
+        for chunks in ([data], [bytes([b]) for b in data], [data[:33], data[33:]]):
+            assert view(feed(chunks, JSONStreamFramer(max_message_bytes=32))) == [
+                *errors,
+                QUERY_SHOWN,
+            ]
+
+
 def test_token_count_limit() -> None:
     # QEMU, at full size: [ 1, ... [] ] of 2097152 tokens is a value; 2097153 tokens give one
     # "JSON token count limit exceeded"; 2097155 give it, then 1 and "expecting value".

@@ -565,6 +565,7 @@ class JSONStreamFramer:
         "_max_nesting",
         "_max_token_count",
         "_message_start",
+        "_pending",
         "_pos",
         "_residual_brace",
         "_residual_bracket",
@@ -598,6 +599,7 @@ class JSONStreamFramer:
         self._bracket_count = 0
         self._token_count = 0
         self._last_kind = 0  # the last token of the open message
+        self._pending: JSONParseError | None = None  # an error found together with the last one
         # The open message is a piece of a bad message: framed as QEMU frames it, limits
         # included, but dropped without a reply. Its bytes are not kept; _skip_start is where
         # it began, for the size limit.
@@ -626,6 +628,9 @@ class JSONStreamFramer:
 
     def next_event(self) -> Event | NeedData:
         """The next event in input order, or NEED_DATA once everything buffered is consumed."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
         if (
             self._lexer_state == _START
             and self._message_start < 0
@@ -939,6 +944,13 @@ class JSONStreamFramer:
         dropped, or between messages while the bad message has brackets open). Like QEMU we
         then start afresh, the brackets still open joining the bad message's residue.
         """
+        if self._message_start >= 0 and end - 1 - self._message_start >= self._max_message_bytes:
+            # The message reached the size limit before this byte. Whether a read ended in
+            # between (_lex checks there) must not matter: the size error comes first, then
+            # this byte is taken as it would be after a read ending there.
+            self._abandon_message(mid_token=start < end - 1, pos=end - 1)
+            self._pending = self._lexical_error(start, end)
+            return JSONParseError("JSON token size limit exceeded")
         bad_byte = self._buf[end - 1]
         if bad_byte in _BRACKET_COUNTS:
             # QEMU's lexer took the bracket into the error token ('1.}', '-]'), but it still
