@@ -13,8 +13,8 @@ deterministic: event timestamps, and the ``package`` string and ``micro`` number
 
 Deliberate differences (docs/PROTOCOL.md) are named per case, never hidden:
 
-* ``one-error``: QEMU answers one bad message with several errors (it re-lexes the rest of an
-  over-limit message, or of a message cut by a lexical error, token by token); we send exactly
+* ``one-error``: QEMU answers one bad message with several errors (it starts afresh after a
+  limit or lexical error and parses the rest of the message as new messages); we send exactly
   one. The test checks that QEMU really sends more than one, that we send exactly one with the
   class and text of QEMU's first, and that everything after it is the same.
 * ``by-id``: a request with an id may be answered after later requests by us (QEMU answers in
@@ -558,6 +558,14 @@ PARSE_ERRORS = [
     case("xfe", b"\xfe"),
     case("nesting-1024", b"[" * 1024 + b"]" * 1024),
     case("nesting-1024-objects", b'{"a":' * 1024 + b"1" + b"}" * 1024),
+    # QEMU starts afresh after a limit error, so a request after an over-deep message that
+    # never closes is answered (the sentinel, or one with an id).
+    case("nesting-1025-never-closed", b"[" * 1025),
+    case(
+        "nesting-1025-then-request",
+        b"[" * 1025,
+        b'{"execute":"query-status","id":"after-deep"}',
+    ),
 ]
 
 # One bad message, several errors from QEMU, exactly one from us (docs/PROTOCOL.md).
@@ -569,6 +577,14 @@ ONE_ERROR = [
         b'{"execute":"query-name","id":' + b"[" * 1024 + b"]" * 1024 + b"}",
         expect="one-error",
     ),
+    # QEMU: the limit error, "QMP input must be a JSON object" for the 475 deep list that
+    # follows, then an "expecting value" for each of the last 1025 closers.
+    case("nesting-1500", b"[" * 1500 + b"]" * 1500, expect="one-error"),
+    case("nesting-1025-objects", b'{"a":' * 1025 + b"1" + b"}" * 1025, expect="one-error"),
+    # QEMU: a limit error per 1025 levels; the second is in the rest of the bad message.
+    case("nesting-2050-never-closed", b"[" * 2050, expect="one-error"),
+    # The rest of a message cut by a lexical error goes over the limit; QEMU starts afresh there.
+    case("garbage-then-nesting-1025", b'{"a": @, ' + b"[" * 1025, expect="one-error"),
     # QEMU: "stray 'X'", then recovery stops at the closing '}' (or ',' ']' ...) of the message,
     # which it reports again ("expecting value", "QMP input must be a JSON object", ...).
     case("capitalised-keyword", b'{"execute":"query-name","id":True}', expect="one-error"),
@@ -597,6 +613,28 @@ RESYNC = [
     case("x01-then-request", b'{"execute":', b'\x01{"execute":"query-status","id":"after"}'),
     case("xff-after-garbage", b'{"execute": @ garbage ', b'\xff{"execute":"query-name","id":9}'),
     case("garbage-until-brace", b'{"execute": @ garbage ', b'{"execute":"query-name","id":9}'),
+]
+
+# A bad byte inside an open object or array, then a line end: QEMU's recovery stops at the line
+# end and everything after it is new input, reported piece by piece, by us too (one error per
+# bad message does not reach past the line end, docs/PROTOCOL.md).
+LINE_END = [
+    case("line-end-then-close-brace", b'{"a": @\n}'),
+    case("crlf-then-close-brace", b'{"a": @', b"\r\n}"),
+    case(
+        "line-end-then-rest-of-object",
+        b'{"a": @',
+        b'\n, "b"]{"execute":"query-status","id":"kept"}',
+    ),
+    case(
+        "line-end-then-request-as-element",
+        b'[1, @\n, {"execute":"query-status","id":"element"}]',
+    ),
+    case("line-end-in-nested-array", b'{"execute":"query-name","arguments":{"a":[1, @\n2]}}'),
+    case(
+        "line-end-in-nested-object",
+        b'{"a": {"b": @\n}}{"execute":"query-name","id":"after"}',
+    ),
 ]
 
 PIPELINED = [
@@ -641,6 +679,7 @@ CORPUS = (
     + PARSE_ERRORS
     + ONE_ERROR
     + RESYNC
+    + LINE_END
     + PIPELINED
 )
 

@@ -54,16 +54,20 @@ QEMU rules this reproduces, with the source they come from:
   flushing it), so ``receive_eof`` drops it too. Observed: ``1`` or ``{"execute": "x"`` followed
   by a half-close get no reply from QEMU 7.2.
 
-Where we differ on purpose (docs/PROTOCOL.md, "Input framing"): one error per bad message. After
-a limit error we skip the rest of the message by counting brackets, where QEMU resets and
-reports the remainder piece by piece (``[[[...`` past the nesting limit costs 1026 errors in
-QEMU 7.2, one here). After a lexical error we, like QEMU, start afresh where its recovery stops,
-so a request after a bad message is never swallowed; but while the bad message still has
-brackets open, its stray ``}``, ``]``, ``,`` and ``:`` (an "expecting value" each in QEMU) are
-dropped, and so is a value right after a dropped ``,`` or ``:`` (a member or element of the bad
-message, which QEMU would dispatch as a request). Control characters and 0xFE/0xFF reset all of
-this, as in QEMU. And the message size counts the whitespace inside a message, which QEMU does
-not, so that the bytes we hold stay bounded.
+Where we differ on purpose (docs/PROTOCOL.md, "Input framing"): one error per bad message.
+After an error QEMU starts afresh: json-streamer.c resets its bracket counts after a limit error,
+json-lexer.c skips to a structural character after a lexical error, and what follows is parsed
+as new messages, so the rest of the bad message comes back as errors piece by piece (``[`` x
+1025 then ``]`` x 1025 costs 1026 errors in QEMU 7.2) and its members are even dispatched. We
+frame the rest exactly as QEMU does, limits included, so we start afresh where QEMU does and a
+request QEMU would answer after a bad message that never closes (``[`` x 1025, then a request)
+is answered. But while the bad message still has brackets open, what QEMU would make of its
+rest is dropped: its ``}``, ``]``, ``,`` and ``:``, any value that is not an object (it cannot
+be a request), and a value right after one of its ``,`` or ``:`` (one of its members or
+elements). Only an object elsewhere is a new message. A control character or 0xFE/0xFF, and a
+lexical error whose recovery reaches a line end, start everything afresh, as in QEMU. And the
+message size counts the whitespace inside a message, which QEMU does not, so that the bytes we
+hold stay bounded.
 """
 
 from __future__ import annotations
@@ -555,14 +559,17 @@ class JSONStreamFramer:
         "_buf",
         "_eof",
         "_fast_max_bytes",
+        "_last_kind",
         "_lexer_state",
         "_max_message_bytes",
         "_max_nesting",
         "_max_token_count",
         "_message_start",
+        "_pending",
         "_pos",
         "_residual_brace",
         "_residual_bracket",
+        "_skip_start",
         "_skipping",
         "_token_count",
         "_token_start",
@@ -591,9 +598,15 @@ class JSONStreamFramer:
         self._brace_count = 0
         self._bracket_count = 0
         self._token_count = 0
-        self._skipping = False  # the open message already had its error: drop it to its end
-        # Brackets a message cut short by a lexical error still had open, and whether its ','
-        # or ':' came last: see _rest_of_bad_message.
+        self._last_kind = 0  # the last token of the open message
+        self._pending: JSONParseError | None = None  # an error found together with the last one
+        # The open message is a piece of a bad message: framed as QEMU frames it, limits
+        # included, but dropped without a reply. Its bytes are not kept; _skip_start is where
+        # it began, for the size limit.
+        self._skipping = False
+        self._skip_start = 0
+        # Brackets a message cut short by an error still had open, and whether its ',' or ':'
+        # came last: see _rest_of_bad_message.
         self._residual_brace = 0
         self._residual_bracket = 0
         self._after_separator = False
@@ -615,6 +628,9 @@ class JSONStreamFramer:
 
     def next_event(self) -> Event | NeedData:
         """The next event in input order, or NEED_DATA once everything buffered is consumed."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
         if (
             self._lexer_state == _START
             and self._message_start < 0
@@ -690,6 +706,7 @@ class JSONStreamFramer:
             del self._buf[:keep_from]
             self._pos -= keep_from
             self._token_start -= keep_from
+            self._skip_start -= keep_from  # may go below 0: only differences are used
             if self._message_start >= 0:
                 self._message_start -= keep_from
 
@@ -720,13 +737,42 @@ class JSONStreamFramer:
             self._residual_brace = self._residual_bracket = 0
             self._after_separator = False
 
-    def _begin_value(self, start: int) -> None:
-        """A value starts between messages: a new message, or part of a bad one to skip."""
-        if self._after_separator:
+    def _begin_value(self, start: int, is_object: bool) -> None:
+        """A value starts between messages: a new message, or a piece of a bad one to drop.
+
+        While a bad message has brackets open, only an object can be a request (qmp-spec.txt
+        section 2.3), and only if it does not follow the bad message's ',' or ':' (then it is
+        one of its members or elements). Anything else is framed as QEMU frames it, so that we
+        start afresh where QEMU does, but dropped.
+        """
+        if self._after_separator or (
+            not is_object and (self._residual_brace or self._residual_bracket)
+        ):
             self._after_separator = False
             self._skipping = True
+            self._skip_start = start
         else:
             self._message_start = start
+
+    def _abandon_message(self, mid_token: bool, pos: int) -> None:
+        """After a limit error, start afresh like QEMU; the brackets still open are residue.
+
+        json-streamer.c reports the limit and resets its counts, so QEMU parses whatever comes
+        next as new messages: a request after an over-deep message that never closes is
+        answered. The rest of the bad message is then dropped by _rest_of_bad_message and
+        _begin_value, so that closing it costs no further error. A token cut in the middle
+        (the size limit is checked on every read) is dropped whole.
+        """
+        if _open(self._brace_count, self._bracket_count):
+            after_separator = self._last_kind in (_COMMA, _COLON) and not mid_token
+            self._close_residual(self._brace_count, self._bracket_count)
+            self._end_message()
+            self._after_separator = after_separator
+        else:
+            self._end_message()
+        if mid_token:
+            self._skipping = True
+            self._skip_start = pos
 
     def _lex(self) -> Event | None:
         """Run json-lexer.c's state machine from ``_pos`` until an event or the end of the data."""
@@ -753,7 +799,7 @@ class JSONStreamFramer:
                 else:
                     self._token_start = pos - 1
                     if self._message_start < 0 and not self._skipping:
-                        self._begin_value(pos - 1)
+                        self._begin_value(pos - 1, False)
                     continue
             elif state in (_DQ_STRING, _SQ_STRING):
                 pos = _run_end(_STRING_BODY[state], buf, pos)
@@ -816,8 +862,7 @@ class JSONStreamFramer:
         ):
             # Checked on what has arrived so far, not only on complete tokens as in QEMU, so
             # that a message never holds more than max_message_bytes.
-            self._message_start = -1
-            self._skipping = True
+            self._abandon_message(mid_token=state > _RECOVERY, pos=pos)
             event = JSONParseError("JSON token size limit exceeded")
         return event
 
@@ -826,7 +871,16 @@ class JSONStreamFramer:
         if self._message_start < 0 and not self._skipping:
             if self._rest_of_bad_message(kind):
                 return None
-            self._begin_value(start)
+            self._begin_value(start, kind == _LCURLY)
+        skipping = self._skipping
+        message_start = self._skip_start if skipping else self._message_start
+        if start - message_start >= self._max_message_bytes:
+            # Over the size limit in the whitespace before this token: the error comes before
+            # it, as when a read ends there (_lex), and the token starts afresh. There it is a
+            # piece of the bad message or an object's '{', so it makes no event of its own.
+            self._abandon_message(mid_token=False, pos=start)
+            self._token(kind, start, end)
+            return None if skipping else JSONParseError("JSON token size limit exceeded")
         if kind <= _RSQUARE:
             if kind == _LCURLY:
                 self._brace_count += 1
@@ -837,12 +891,9 @@ class JSONStreamFramer:
             else:
                 self._bracket_count -= 1
         ended = not _open(self._brace_count, self._bracket_count)
-        if self._skipping:
-            if ended:
-                self._end_message()
-            return None
         self._token_count += 1
-        if end - self._message_start >= self._max_message_bytes:
+        self._last_kind = kind
+        if end - message_start >= self._max_message_bytes:
             desc = "JSON token size limit exceeded"
         elif self._token_count > self._max_token_count:
             desc = "JSON token count limit exceeded"
@@ -850,26 +901,25 @@ class JSONStreamFramer:
             desc = "JSON nesting depth limit exceeded"
         elif not ended:
             return None
+        elif skipping:
+            self._end_message()
+            return None
         else:
             span = bytes(self._buf[self._message_start : end])
             self._end_message()
             return _orjson_agrees(span, self._max_nesting) or _exact_parse(span)
-        # One error for the message; QEMU resets here and reports what follows piece by piece.
-        if ended:
-            self._end_message()
-        else:
-            self._message_start = -1
-            self._skipping = True
-        return JSONParseError(desc)
+        # QEMU reports the limit and starts afresh after this token; a piece of a bad message
+        # that reaches a limit starts afresh too, but its error is not reported.
+        self._abandon_message(mid_token=False, pos=end)
+        return None if skipping else JSONParseError(desc)
 
     def _rest_of_bad_message(self, kind: int) -> bool:
-        """Whether a token between messages is one QEMU would report as stray after an error.
+        """Whether a token between messages is a closer or separator of a bad message.
 
-        After a lexical error QEMU starts afresh where recovery stops, so the rest of the bad
-        message costs an "expecting value" per '}', ']', ',' and ':' at top level, and its
-        members and elements are taken as requests. We drop those closers and separators while
-        the bad message has brackets open, and skip a value right after a dropped ',' or ':';
-        any other value is a new message, as in QEMU, so no request is ever swallowed.
+        After an error QEMU starts afresh, so the rest of the bad message costs an "expecting
+        value" per '}', ']', ',' and ':' at top level, and its members and elements are taken
+        as requests. We drop those closers and separators while the bad message has brackets
+        open, and remember a dropped ',' or ':' so that _begin_value drops the value after it.
         """
         if not (self._residual_brace or self._residual_bracket):
             return False
@@ -890,10 +940,17 @@ class JSONStreamFramer:
 
         Control characters and 0xFE/0xFF always report and reset, as in QEMU: qmp-spec.txt
         section 2.6 has clients send them to resynchronise. Any other bad byte reports unless
-        it is in the rest of a message that has had its error already (being skipped, or
-        between messages after a lexical error); the rest of the message is then handled by
-        _rest_of_bad_message, or by skipping when a limit error came first.
+        it is in the rest of a message that has had its error already (in a piece being
+        dropped, or between messages while the bad message has brackets open). Like QEMU we
+        then start afresh, the brackets still open joining the bad message's residue.
         """
+        if self._message_start >= 0 and end - 1 - self._message_start >= self._max_message_bytes:
+            # The message reached the size limit before this byte. Whether a read ended in
+            # between (_lex checks there) must not matter: the size error comes first, then
+            # this byte is taken as it would be after a read ending there.
+            self._abandon_message(mid_token=start < end - 1, pos=end - 1)
+            self._pending = self._lexical_error(start, end)
+            return JSONParseError("JSON token size limit exceeded")
         bad_byte = self._buf[end - 1]
         if bad_byte in _BRACKET_COUNTS:
             # QEMU's lexer took the bracket into the error token ('1.}', '-]'), but it still
@@ -914,10 +971,10 @@ class JSONStreamFramer:
         if resync:
             self._reset()
         elif _open(self._brace_count, self._bracket_count):
-            if not self._skipping:
-                self._close_residual(self._brace_count, self._bracket_count)
-                self._after_separator = False
-                self._end_message()
+            # QEMU starts afresh after the error, in a piece being dropped too.
+            self._close_residual(self._brace_count, self._bracket_count)
+            self._after_separator = False
+            self._end_message()
         else:
             self._end_message()
         return error
