@@ -21,6 +21,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 QEMU_BINARY = "qemu-system-x86_64"
+CONNECT_RETRY_SECONDS = 5.0
+"""How long a refused connection to a socket that exists is retried (a server between
+``bind()`` and ``listen()``, which takes longest on a loaded machine)."""
 
 
 class RawQMPClient:
@@ -33,8 +36,20 @@ class RawQMPClient:
 
     @classmethod
     async def connect_unix(cls, path: str, *, read_greeting: bool = True) -> RawQMPClient:
-        """Connect to a unix socket (and read the greeting)."""
-        reader, writer = await asyncio.open_unix_connection(path, limit=64 * 1024 * 1024)
+        """Connect to a unix socket (and read the greeting).
+
+        A server creates its socket file at ``bind()`` and accepts only from ``listen()`` on;
+        a connection refused in between is retried for up to :data:`CONNECT_RETRY_SECONDS`.
+        """
+        deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(path, limit=64 * 1024 * 1024)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
         client = cls(reader, writer)
         if read_greeting:
             client.greeting = await client.receive()
