@@ -782,3 +782,30 @@ def test_default_limits_never_raise_on_arbitrary_bytes(raw: bytes) -> None:
     framer.receive_eof()
     assert framer.next_event() is NEED_DATA
     assert framer.buffered_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "flushed"),
+    [
+        (b'{"a": 1', JSONParseError(PE + "premature EOI")),  # a message left open
+        (b'{"a" 1', JSONParseError(PE + "missing : in object pair")),  # its first error
+        (b'{"a": 12', JSONParseError(PE + "premature EOI")),  # a number ended by the flush
+        (b"12", JSONMessage(12)),  # ... which completes a message
+        (b"tru", JSONParseError(PE + "invalid keyword 'tru'")),
+        (b'{"a', JSONParseError(PE + "stray '\"a'")),  # a string cannot end at a flush
+        (b"-", JSONParseError(PE + "stray '-'")),
+        (b"1.", JSONParseError(PE + "stray '1.'")),
+        (b"{} \n ", None),  # nothing left over
+    ],
+)
+def test_flush_ends_the_input_as_qemus_json_message_parser_flush(
+    data: bytes, flushed: Event | None
+) -> None:
+    """qobject_from_json() of command-line values; checked against QEMU 7.2 with the same text
+    inside ``-object '{"a":...'`` (a scalar at the top level there gets the same error)."""
+    framer = JSONStreamFramer()
+    framer.receive_data(data)
+    while framer.next_event() is not NEED_DATA:
+        pass
+    assert framer.flush() == flushed
+    assert framer.buffered_bytes == 0

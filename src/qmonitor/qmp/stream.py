@@ -217,6 +217,7 @@ _STRING_BODY: Final = {
     _SQ_STRING: re.compile(rb"(?:[\x20-\x26\x28-\x5b\x5d-\xfd]++|\\[\x20-\xfd])*+"),
 }
 _QUOTE: Final = {_DQ_STRING: ord('"'), _SQ_STRING: ord("'")}
+_STRING_STATES: Final = frozenset((_DQ_STRING, _DQ_STRING_ESCAPE, _SQ_STRING, _SQ_STRING_ESCAPE))
 # json-lexer.c IN_RECOVERY: skip all but structural characters, control characters other than
 # tab, and 0xFE/0xFF.
 _RECOVERY_RUN: Final = re.compile(rb"[\t\x20-\x2b\x2d-\x39\x3b-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]*")
@@ -427,7 +428,9 @@ def _parse_tokens(tokens: list[tuple[int, bytes]]) -> object:
     Same order of checks and so the same first error as QEMU's recursion: a key is any value
     and must turn out to be a string, the value is parsed before the duplicate check. The
     streamer only ends a message where its last token closes it, so the parser always stops
-    at the last token or at an error before running out ("premature EOI" is unreachable).
+    at the last token or at an error before running out; only a flush (end of input) parses
+    an unfinished message, and running out of tokens raises IndexError where QEMU's parser
+    reports "premature EOI".
     """
     # Open containers; for an object, the key whose value is being parsed (None: a key is).
     stack: list[tuple[dict[str, object], list[str | None]] | list[object]] = []
@@ -659,6 +662,37 @@ class JSONStreamFramer:
         else:
             self._compact()
         return NEED_DATA
+
+    def flush(self) -> Event | None:
+        """json-streamer.c json_message_parser_flush(): the input is complete.
+
+        QEMU flushes after feeding a whole string to its parser (``qobject_from_json()``, for
+        command-line values such as ``-object {...}``); a QMP stream is never flushed. The
+        token being lexed ends as if a NUL followed it, and a message still open is parsed as
+        it stands: "JSON parse error, premature EOI", or the parser's first error before that.
+        Call it once ``next_event()`` has returned NEED_DATA; it returns the one event the
+        flush produces (None if there is none) and leaves the framer empty. A message being
+        skipped after its error gets no further event, where QEMU may report its rest.
+        """
+        buf = self._buf
+        state = self._lexer_state
+        event: Event | None = None
+        if state in _STRING_STATES:
+            if not self._skipping:
+                event = _stray(bytes(buf[self._token_start :]))
+        elif state > _RECOVERY:
+            kind, _ = _number_transition(state, 0)
+            if kind:
+                event = self._token(kind, self._token_start, len(buf))
+            elif not self._skipping:
+                event = _stray(bytes(buf[self._token_start :]))
+        if event is None and self._message_start >= 0 and not self._skipping:
+            try:
+                event = _exact_parse(bytes(buf[self._message_start :]))
+            except IndexError:
+                event = _parse_error(b"premature EOI")
+        self._discard_partial_message()
+        return event
 
     def _next_plain_object(self, buf: bytearray, start: int) -> JSONMessage | None:
         """The fast path: the object at ``start`` if orjson can be trusted with it, else None."""
