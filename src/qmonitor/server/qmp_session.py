@@ -13,10 +13,14 @@ clients that route by id (qemu.qmp) get async commands without head-of-line bloc
 
 Backpressure, never loss: at most ``max_requests_in_flight`` requests run per connection; past
 that, or while blocked, the session stops reading from the socket once
-:data:`BLOCKED_INPUT_MAX` bytes of input are buffered (so a client hanging up is still noticed
-and its requests cancelled). With OOB enabled it reads
-ahead up to :data:`READ_AHEAD_MAX` requests (QEMU's ``QMP_REQ_QUEUE_LEN_MAX``) so that an
-``exec-oob`` request can overtake a blocked queue (QMP spec, section 2.3.1).
+:data:`BLOCKED_INPUT_MAX` bytes of input are buffered (so the end of input, and a hang-up, is
+still noticed). With OOB enabled it reads ahead up to :data:`READ_AHEAD_MAX` requests (QEMU's
+``QMP_REQ_QUEUE_LEN_MAX``) so that an ``exec-oob`` request can overtake a blocked queue (QMP
+spec, section 2.3.1).
+
+End of input is not a hang-up (docs/PROTOCOL.md): a client that shut down its sending side is
+answered in full, then the connection closes; a client that closed its socket (seen through
+:class:`~qmonitor.server.listen.HangupWatch`, or a failed write) has its requests cancelled.
 
 Bounded output: the transport's write buffer has a high-water mark. While a client is not
 reading (buffer above the mark) we stop reading its requests, and events for it are held in a
@@ -37,6 +41,7 @@ from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
+from qmonitor.server.listen import HangupWatch
 
 if TYPE_CHECKING:
     from qmonitor.server.monitor import Monitor
@@ -54,9 +59,12 @@ BLOCKED_INPUT_MAX: Final = 64 * 1024  # input bytes buffered while blocked befor
 class QMPSession(asyncio.Protocol):
     """An asyncio protocol serving one QMP client of a :class:`Monitor`."""
 
-    def __init__(self, monitor: Monitor, *, peer: str = "") -> None:
+    def __init__(self, monitor: Monitor, *, peer: str = "", close_at_eof: bool = True) -> None:
         self.monitor = monitor
         self.peer = peer
+        self._close_at_eof = close_at_eof
+        self._input_ended = False  # end of input seen: answer what was read, then close
+        self._watched_socket: int | None = None  # watched for a hang-up after end of input
         self.connection = QMPServerConnection(monitor.version, monitor.capabilities)
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
@@ -88,11 +96,38 @@ class QMPSession(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool:
+        """End of input is not a hang-up: every complete request is still answered.
+
+        The client may only have shut down its sending side (``shutdown(SHUT_WR)``: socat,
+        ``nc -N``, scripts), and QEMU answers it. The connection stays open for the replies
+        and closes once the last one is written (:meth:`_pump`); meanwhile the socket is
+        watched for a real hang-up, which cancels what runs (:meth:`connection_lost`).
+        """
+        self._input_ended = True
         self.connection.receive_eof()
         self._pump()
-        return False
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self._close_at_eof:
+            self._watch_for_hangup(transport)
+        return True
+
+    def _watch_for_hangup(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is None or not HangupWatch.available:
+            return
+        self._watched_socket = sock.fileno()
+        self.monitor.hangups.watch(self._watched_socket, self._hung_up)
+
+    def _hung_up(self) -> None:
+        self._watched_socket = None
+        log.debug("QMP client %s hung up", self.peer or "?")
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._watched_socket is not None:
+            self.monitor.hangups.unwatch(self._watched_socket, self._hung_up)
+            self._watched_socket = None
         self.connection.close()
         self.monitor._session_closed(self)
         for invocation, _ in list(self.requests_in_flight.values()):
@@ -151,7 +186,9 @@ class QMPSession(asyncio.Protocol):
     # -- input -----------------------------------------------------------------------------
 
     def _pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
+        # After end of input the transport reads nothing more; pausing and resuming it would
+        # only make it report the end of input again.
+        if not self._reading_paused and not self._input_ended and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -169,16 +206,22 @@ class QMPSession(asyncio.Protocol):
         batch: list[bytes] = []
         self._output_batch = batch
         try:
-            self._pump_requests()
+            answered_all = self._pump_requests()
         finally:
             self._output_batch = None
             if batch:
                 self._write(b"".join(batch) if len(batch) > 1 else batch[0])
+        if answered_all and self._close_at_eof and self.transport is not None:
+            self.transport.close()  # after the replies still buffered have gone out
 
-    def _pump_requests(self) -> None:
-        """Run what may run now, in arrival order; stop reading when we may not."""
+    def _pump_requests(self) -> bool:
+        """Run what may run now, in arrival order; stop reading when we may not.
+
+        Returns True once the input has ended and every request in it has been answered.
+        """
         if self.monitor.closing:
-            return  # shutting down: what is queued behind the cancelled requests never starts
+            return False  # shutting down: what is queued behind the cancelled requests never starts
+
         connection = self.connection
         read_ahead = self._read_ahead
         in_flight = self.requests_in_flight
@@ -196,21 +239,21 @@ class QMPSession(asyncio.Protocol):
                 ):
                     event = connection.next_event()
                     if event is NEED_DATA:
-                        return
+                        return False
                     if type(event) is Request and event.oob:
                         self._handle(event)
                     else:
                         read_ahead.append(event)
                     continue
-                # Keep reading up to a bound even when blocked, so that a client hanging up
-                # is seen (and its requests cancelled) while a long command runs.
+                # Keep reading up to a bound even when blocked, so that the end of input, and
+                # so a client hanging up, is seen while a long command runs.
                 if connection.buffered_bytes >= BLOCKED_INPUT_MAX:
                     self._pause_reading()
-                return
+                return False
             event = read_ahead.popleft() if read_ahead else connection.next_event()
             if event is NEED_DATA:
                 self._resume_reading()
-                return
+                return self._input_ended and not in_flight
             self._handle(event)
 
     def _handle(self, event: Request | InvalidRequest) -> None:
