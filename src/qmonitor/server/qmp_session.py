@@ -22,10 +22,15 @@ End of input is not a hang-up (docs/PROTOCOL.md): a client that shut down its se
 answered in full, then the connection closes; a client that closed its socket (seen through
 :class:`~qmonitor.server.listen.HangupWatch`, or a failed write) has its requests cancelled.
 
-Bounded output: the transport's write buffer has a high-water mark. While a client is not
-reading (buffer above the mark) we stop reading its requests, and events for it are held in a
-backlog of at most :data:`EVENT_BACKLOG_MAX`; if that overflows the client is disconnected (and
-logged), so a stuck client can neither stall other clients nor grow our memory without limit.
+Bounded output (docs/PROTOCOL.md, "Bounded output per client"): once the transport holds
+:data:`WRITE_HIGH_WATER` bytes the client counts as not reading. We then stop running its
+requests, and hold what is written to it (events, and replies of requests already running) in
+one byte buffer of our own; past :data:`HELD_OUTPUT_MAX` bytes the client is disconnected (and
+logged). When the transport has drained, the held bytes go to it in one write. Holding them
+here rather than in the transport is what bounds the memory: an event loop's transport keeps
+every small write as an object of its own (uvloop: a write request with its own buffers per
+event loop iteration, about ten times the size of a 100-byte event), while the held buffer
+costs its bytes.
 """
 
 from __future__ import annotations
@@ -50,9 +55,9 @@ log = logging.getLogger("qmonitor.qmp")
 
 READ_AHEAD_MAX: Final = 8  # QEMU monitor/qmp.c QMP_REQ_QUEUE_LEN_MAX
 MAX_REQUESTS_IN_FLIGHT: Final = 64  # per connection; the session stops reading past it
-WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered for a client before it counts as stuck
-WRITE_LOW_WATER: Final = 256 * 1024
-EVENT_BACKLOG_MAX: Final = 1024  # events held for a stuck client before it is disconnected
+WRITE_HIGH_WATER: Final = 64 * 1024  # bytes in the transport before a client counts as stuck
+WRITE_LOW_WATER: Final = 0  # it counts as reading again once the transport has drained
+HELD_OUTPUT_MAX: Final = 1024 * 1024  # bytes held for a stuck client before it is disconnected
 BLOCKED_INPUT_MAX: Final = 64 * 1024  # input bytes buffered while blocked before reading pauses
 
 
@@ -72,7 +77,10 @@ class QMPSession(asyncio.Protocol):
         self._read_ahead: deque[Request | InvalidRequest] = deque()
         self._reading_paused = False
         self._writing_paused = False
-        self._event_backlog: deque[bytes] = deque()
+        # Output for a client that is not reading (WRITE_HIGH_WATER), in order, and how many
+        # messages it holds.
+        self._held_output = bytearray()
+        self._held_messages = 0
         # Replies produced while handling one read are written with one write (one syscall).
         self._output_batch: list[bytes] | None = None
         self._strict_order = monitor.strict_order
@@ -133,7 +141,7 @@ class QMPSession(asyncio.Protocol):
         for invocation, _ in list(self.requests_in_flight.values()):
             invocation.cancel("cancelled: the client disconnected")
         self.requests_in_flight.clear()
-        self._event_backlog.clear()
+        self._drop_held_output()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -141,41 +149,69 @@ class QMPSession(asyncio.Protocol):
         self._writing_paused = True
 
     def resume_writing(self) -> None:
+        """The transport has drained: what was held goes out in one write."""
         self._writing_paused = False
-        backlog, self._event_backlog = self._event_backlog, deque()
-        if backlog and self.transport is not None:
-            self.transport.write(b"".join(backlog))
+        if self._held_output and self.transport is not None and not self.transport.is_closing():
+            held = self._held_output
+            self._drop_held_output()  # the transport owns ``held`` from here
+            self.transport.write(held)
         self._pump()
 
     # -- output ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self._output_batch is not None:
-            self._output_batch.append(data)
-        elif self._event_backlog:  # events are held back: what follows them waits its turn
-            self._event_backlog.append(data)
+        batch = self._output_batch
+        if batch is None:
+            self._send(data)
+            return
+        batch.append(data)
+
+    def _flush_output_batch(self) -> None:
+        batch = self._output_batch
+        if batch:
+            data = b"".join(batch) if len(batch) > 1 else batch[0]
+            batch.clear()
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if self._writing_paused:
+            self._hold(data)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def _hold(self, data: bytes) -> None:
+        self._held_output += data
+        self._held_messages += data.count(b"\n")
+
+    def _drop_held_output(self) -> None:
+        self._held_output = bytearray()
+        self._held_messages = 0
+
     def send_event(self, data: bytes) -> None:
-        """Queue an encoded event line; only called in command mode (the monitor checks)."""
-        if self.transport is None or self.transport.is_closing():
+        """Queue an encoded event line; only called in command mode (the monitor checks).
+
+        A client that is not reading has it held, unless that would hold more than
+        :data:`HELD_OUTPUT_MAX` bytes: then it is disconnected.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        if not self._writing_paused:
+        if not self._writing_paused or self._output_batch is not None:
             self._write(data)
             return
-        self._event_backlog.append(data)
-        if len(self._event_backlog) > EVENT_BACKLOG_MAX:
-            log.warning(
-                "QMP client %s is not reading: %d events held, disconnecting it",
-                self.peer or "?",
-                len(self._event_backlog),
-            )
-            dropped = {"peer": self.peer, "count": len(self._event_backlog)}
-            self.monitor._trace("event.dropped", dropped)
-            self._event_backlog.clear()
-            if self.transport is not None:
-                self.transport.abort()
+        if len(self._held_output) + len(data) <= HELD_OUTPUT_MAX:
+            self._hold(data)
+            return
+        log.warning(
+            "QMP client %s is not reading: %d bytes (%d messages) held, disconnecting it",
+            self.peer or "?",
+            len(self._held_output),
+            self._held_messages,
+        )
+        dropped = {"peer": self.peer, "count": self._held_messages}
+        self.monitor._trace("event.dropped", dropped)
+        self._drop_held_output()
+        transport.abort()
 
     def _reply(self, value: object, request: Request) -> None:
         self._write(self.connection.send_return(value, request.request_id, request.has_id))
@@ -203,14 +239,12 @@ class QMPSession(asyncio.Protocol):
         if self._output_batch is not None:  # re-entered from a reply's completion
             self._pump_requests()
             return
-        batch: list[bytes] = []
-        self._output_batch = batch
+        self._output_batch = []
         try:
             answered_all = self._pump_requests()
         finally:
+            self._flush_output_batch()
             self._output_batch = None
-            if batch:
-                self._write(b"".join(batch) if len(batch) > 1 else batch[0])
         if answered_all and self._close_at_eof and self.transport is not None:
             self.transport.close()  # after the replies still buffered have gone out
 
