@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Gate, TestServer, build_test_monitor, wait_until
+from qmonitor import Monitor
 from qmonitor.server.qmp_session import HELD_OUTPUT_MAX, WRITE_HIGH_WATER
 from qmonitor.testing import RawQMPClient, start_qmonitor
 
@@ -49,11 +50,26 @@ class Observed:
             self.completed.append(info["id"])
 
 
+def add_flood_commands(monitor: Monitor) -> None:
+    """Commands whose reply or effect is large or visible to another client."""
+
+    @monitor.command
+    def blob(size: int) -> str:
+        """A reply of ``size`` bytes for a request of a few."""
+        return "x" * size
+
+    @monitor.command(name="emit-oob", allow_oob=True)
+    def emit_oob(n: int) -> None:
+        """TEST_EVENT ``n``, out of band."""
+        monitor.emit("TEST_EVENT", {"n": n})
+
+
 @pytest.fixture
 async def flood_server(short_tmp: Path) -> AsyncIterator[tuple[TestServer, Observed]]:
     observed = Observed()
     gate = Gate()
     monitor = build_test_monitor(gate, tracer=observed.tracer)
+    add_flood_commands(monitor)
     path = str(short_tmp / "qmp.sock")
     await monitor.listen(f"unix:{path},server=on,wait=off")
     try:
@@ -62,7 +78,7 @@ async def flood_server(short_tmp: Path) -> AsyncIterator[tuple[TestServer, Obser
         await monitor.close()
 
 
-async def connect_stuck_client(path: str) -> socket.socket:
+async def connect_stuck_client(path: str, enable: bytes = b"") -> socket.socket:
     """A client with a tiny receive buffer that negotiates and then never reads again."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -72,7 +88,8 @@ async def connect_stuck_client(path: str) -> socket.socket:
     received = b""
     while received.count(b"\r\n") < 1:
         received += await loop.sock_recv(sock, 4096)
-    await loop.sock_sendall(sock, b'{"execute":"qmp_capabilities"}')
+    arguments = b',"arguments":{"enable":["' + enable + b'"]}' if enable else b""
+    await loop.sock_sendall(sock, b'{"execute":"qmp_capabilities"' + arguments + b"}")
     while received.count(b"\r\n") < 2:
         received += await loop.sock_recv(sock, 4096)
     assert received.split(b"\r\n")[1] == b'{"return": {}}'
@@ -134,6 +151,22 @@ def numbered_events(count: int) -> bytes:
     """An ``emit-numbered`` request for ``count`` events numbered from 0."""
     request = {"execute": "emit-numbered", "arguments": {"first": 0, "count": count}}
     return json.dumps(request).encode()
+
+
+async def read_replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
+    """Read until ``count`` replies have arrived; return them (events skipped)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    replies: list[dict[str, object]] = []
+    async with asyncio.timeout(30):
+        while len(replies) < count:
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            assert chunk, "disconnected"
+            *lines, data = (data + chunk).split(b"\r\n")
+            messages = [json.loads(line) for line in lines]
+            replies += [message for message in messages if "event" not in message]
+    assert len(replies) == count and not data
+    return replies
 
 
 async def test_stuck_client_does_not_stall_others_and_is_disconnected(
@@ -273,6 +306,47 @@ async def test_a_reply_never_overtakes_events_held_for_a_slow_reader(
     finally:
         slow.close()
         await driver.close()
+
+
+@pytest.mark.parametrize("oob", [False, True], ids=["in-band", "oob"])
+async def test_a_client_that_does_not_read_its_replies_stops_being_served(
+    flood_server: tuple[TestServer, Observed], oob: bool
+) -> None:
+    """Pipelined requests whose replies are not read: once the transport holds
+    WRITE_HIGH_WATER bytes no further request of that client runs, in-band or out of band
+    (no reading ahead either), even within one read; when it reads again everything is
+    answered, in order."""
+    server, _ = flood_server
+    loop = asyncio.get_running_loop()
+    stuck = await connect_stuck_client(server.path, b"oob" if oob else b"")
+    observer = await server.client()
+    try:
+        size = 2 * (KERNEL_SHARE + WRITE_HIGH_WATER)  # one reply fills the kernel's share
+        blob = b'{"execute":"blob","arguments":{"size":%d}}' % size
+        if oob:
+            marker = b'{"exec-oob":"emit-oob","arguments":{"n":%d}}'
+        else:
+            marker = b'{"execute":"emit-numbered","arguments":{"first":%d,"count":1}}'
+        await loop.sock_sendall(stuck, marker % 0 + blob + blob + marker % 1)
+        first = await observer.receive()
+        assert first["event"] == "TEST_EVENT" and first["data"]["n"] == 0  # they were read
+        # Within that read the session stopped after the first blob: the last marker has not
+        # run (a round trip of the observer shows no event came before its reply).
+        await observer.send({"execute": "echo", "arguments": {"value": "meanwhile"}})
+        assert await observer.receive() == {"return": "meanwhile"}
+        # the client reads again: every reply, in order, then the last marker runs
+        replies = await read_replies(stuck, 4)
+        assert replies == [
+            {"return": {}},
+            {"return": "x" * size},
+            {"return": "x" * size},
+            {"return": {}},
+        ]
+        last = await observer.receive()
+        assert last["event"] == "TEST_EVENT" and last["data"]["n"] == 1
+    finally:
+        stuck.close()
+        await observer.close()
 
 
 def rss_kib(pid: int) -> int:

@@ -81,8 +81,10 @@ class QMPSession(asyncio.Protocol):
         # messages it holds.
         self._held_output = bytearray()
         self._held_messages = 0
-        # Replies produced while handling one read are written with one write (one syscall).
+        # Replies produced while handling one read are written with one write (one syscall),
+        # or one per WRITE_HIGH_WATER bytes of them.
         self._output_batch: list[bytes] | None = None
+        self._output_batch_bytes = 0
         self._strict_order = monitor.strict_order
         self._max_in_flight = monitor.max_requests_in_flight
         self.closed = asyncio.get_running_loop().create_future()
@@ -165,12 +167,18 @@ class QMPSession(asyncio.Protocol):
             self._send(data)
             return
         batch.append(data)
+        self._output_batch_bytes += len(data)
+        if self._output_batch_bytes >= WRITE_HIGH_WATER:
+            # Written now, so that the transport can say the client is not reading (and the
+            # pump stops running its requests) within one read of pipelined requests too.
+            self._flush_output_batch()
 
     def _flush_output_batch(self) -> None:
         batch = self._output_batch
         if batch:
             data = b"".join(batch) if len(batch) > 1 else batch[0]
             batch.clear()
+            self._output_batch_bytes = 0
             self._send(data)
 
     def _send(self, data: bytes) -> None:
@@ -235,7 +243,8 @@ class QMPSession(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _pump(self) -> None:
-        """Run what may run now, in arrival order, and write the replies in one go."""
+        """Run what may run now, in arrival order, and write the replies in one go (one
+        write per WRITE_HIGH_WATER bytes of them)."""
         if self._output_batch is not None:  # re-entered from a reply's completion
             self._pump_requests()
             return
