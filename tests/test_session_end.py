@@ -24,7 +24,7 @@ import pytest
 from conftest import Gate, build_test_monitor, wait_until
 from qmonitor import Monitor
 from qmonitor.server.human import register_human_monitor_command
-from qmonitor.testing import start_qmonitor
+from qmonitor.testing import start_qemu, start_qmonitor
 
 
 @dataclass
@@ -299,3 +299,34 @@ async def test_stdio_end_of_input_answers_everything_and_events_go_on(short_tmp:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def half_closed_transcript(path: str) -> bytes:
+    """Send requests, shut down the sending side, return everything after the greeting."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, path)
+        await loop.sock_sendall(
+            sock,
+            b'{"execute":"qmp_capabilities"}{"execute":"query-status"}'
+            b'{"execute":"query-status","id":1}{"execute":"nosuch"}\n'
+            b'{"execute":"human-monitor-command","arguments":{"command-line":"info status"}}'
+            b'{"execute":"query-status","arg',
+        )
+        sock.shutdown(socket.SHUT_WR)
+        output = b""
+        async with asyncio.timeout(30):
+            while chunk := await loop.sock_recv(sock, 65536):
+                output += chunk
+    return output.split(b"\r\n", 1)[1]
+
+
+@pytest.mark.qemu
+async def test_half_close_is_answered_as_qemu_answers_it(short_tmp: Path) -> None:
+    async with start_qemu(str(short_tmp / "qemu.sock")):
+        expected = await half_closed_transcript(str(short_tmp / "qemu.sock"))
+    path = str(short_tmp / "qmonitor.sock")
+    async with start_qmonitor(path, "-m", "16M", "--state-dir", str(short_tmp / "state")):
+        assert await half_closed_transcript(path) == expected
+    assert expected.count(b"\r\n") == 5
