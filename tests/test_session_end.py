@@ -8,6 +8,7 @@ socket) loses what was in flight. docs/PROTOCOL.md, "End of input and hang-ups".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -87,12 +88,13 @@ def build_monitor(gate: Gate) -> Monitor:
     return monitor
 
 
-@pytest.fixture(params=["unix", "tcp"])
-async def served(request: pytest.FixtureRequest, short_tmp: Path) -> AsyncIterator[Served]:
+@contextlib.asynccontextmanager
+async def serving(directory: Path, family: str) -> AsyncIterator[Served]:
+    """The test monitor listening on a unix socket in ``directory`` or on local TCP."""
     gate = Gate()
     monitor = build_monitor(gate)
-    if request.param == "unix":
-        path = str(short_tmp / "qmp.sock")
+    if family == "unix":
+        path = str(directory / "qmp.sock")
         await monitor.listen(f"unix:{path},server=on,wait=off")
         served = Served(monitor, gate, socket.AF_UNIX, path)
     else:
@@ -103,6 +105,12 @@ async def served(request: pytest.FixtureRequest, short_tmp: Path) -> AsyncIterat
         yield served
     finally:
         await monitor.close()
+
+
+@pytest.fixture(params=["unix", "tcp"])
+async def served(request: pytest.FixtureRequest, short_tmp: Path) -> AsyncIterator[Served]:
+    async with serving(short_tmp, request.param) as served:
+        yield served
 
 
 async def test_a_disconnect_during_human_monitor_command_logs_nothing(
@@ -135,6 +143,10 @@ async def test_half_close_answers_every_complete_request(served: Served) -> None
     """Requests sent before ``shutdown(SHUT_WR)`` are all answered, slow ones included, with
     and without ids; a partial message at the end is dropped as QEMU does; then the server
     closes. QEMU 7.2 answers all of them too."""
+    await check_half_close_answers_every_complete_request(served)
+
+
+async def check_half_close_answers_every_complete_request(served: Served) -> None:
     client = await served.connect()
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(
@@ -175,6 +187,10 @@ async def test_nothing_in_flight_at_half_close_closes_at_once(served: Served) ->
 async def test_a_hang_up_after_a_half_close_cancels(served: Served) -> None:
     """A client that half-closed and then really goes away loses what was in flight, and
     nothing queued behind it starts."""
+    await check_a_hang_up_after_a_half_close_cancels(served)
+
+
+async def check_a_hang_up_after_a_half_close_cancels(served: Served) -> None:
     client = await served.connect()
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(
@@ -330,3 +346,19 @@ async def test_half_close_is_answered_as_qemu_answers_it(short_tmp: Path) -> Non
     async with start_qmonitor(path, "-m", "16M", "--state-dir", str(short_tmp / "state")):
         assert await half_closed_transcript(path) == expected
     assert expected.count(b"\r\n") == 5
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_end_of_input_and_hang_ups_on_uvloop(short_tmp: Path, family: str) -> None:
+    """The same on uvloop, the loop ``qmonitor run`` uses: its transports keep a half-closed
+    connection open, and its sockets and readers serve the hang-up watch."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenarios() -> None:
+        async with serving(short_tmp, family) as served:
+            await check_half_close_answers_every_complete_request(served)
+        async with serving(short_tmp, family) as served:
+            await check_a_hang_up_after_a_half_close_cancels(served)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenarios())
