@@ -143,6 +143,9 @@ async def run_machine(options: argparse.Namespace) -> int:
         directory = default_socket_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         qmp_addresses.append(f"unix:{directory}/{options.name}.qmp,server=on,wait=off")
+    # Every command is registered before any monitor serves: a stdio client's first requests
+    # may be read as soon as its session starts.
+    register_human_monitor_command(monitor)
     try:
         snapshots.open()
         for text in qmp_addresses:
@@ -151,7 +154,6 @@ async def run_machine(options: argparse.Namespace) -> int:
             if address.transport in ("unix", "tcp") and address.server:
                 shown = monitor.listeners[-1].bound_address
                 print(f"qmonitor: QMP on {shown}", file=sys.stderr, flush=True)
-        register_human_monitor_command(monitor)
         human_addresses = options.monitor or (["stdio"] if "stdio" not in qmp_addresses else [])
         for text in human_addresses:
             address = parse_address(text)

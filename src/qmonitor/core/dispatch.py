@@ -68,6 +68,10 @@ def cancelled_error(command: Command, reason: str) -> QMPError:
     return QMPError(f"Command '{command.name}' was {reason}")
 
 
+def _mark_outcome_seen(future: asyncio.Future[object]) -> None:
+    future.exception()
+
+
 class Invocation:
     """One running asynchronous request.
 
@@ -128,6 +132,11 @@ class Invocation:
             return False
         self._cancel_requested = True
         self._cancel_reason = reason
+        # Whoever cancels may stop waiting for the outcome (a session that went away, or a
+        # human-monitor-command whose own request was cancelled): a cancellation's error is
+        # expected, so it is marked seen rather than logged as "Future exception was never
+        # retrieved" when the future is collected. Anyone still waiting gets it as before.
+        self.future.add_done_callback(_mark_outcome_seen)
         if self._task is not None:
             self._task.cancel()
         else:

@@ -51,7 +51,7 @@ async def _serve_stdio_plain(monitor: Monitor) -> None:
         on_close=monitor.human_sessions.discard,
         close_at_eof=False,
     )
-    await connect_stdio(session, eof_is_hangup=False)
+    await connect_stdio(session)
 
 
 async def serve_human(monitor: Monitor, address: str | Address, *, interactive: bool) -> None:

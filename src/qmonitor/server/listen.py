@@ -11,6 +11,8 @@ Accepted (QEMU's ``-qmp``/``-monitor`` spellings, qemu-options.hx "-chardev"):
 
 Unix sockets are created mode 0600. A socket path a live server still answers on is never taken
 over (:class:`AddressInUse`); a stale one (nothing listening) is replaced.
+
+:class:`HangupWatch` tells a client that only stopped sending from one that went away.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import select
 import socket
 import stat
 from collections.abc import Callable
@@ -182,3 +185,63 @@ async def connect_out(address: Address, factory: ProtocolFactory) -> asyncio.Bas
     else:
         raise AddressError(f"cannot connect out to {address.transport}")
     return transport
+
+
+class HangupWatch:
+    """Calls back when the peer of a socket is gone for good, not merely done sending.
+
+    After a client's ``shutdown(SHUT_WR)`` its socket reads as end of input, exactly as after
+    its ``close()``: the read side cannot tell them apart. The kernel can: it reports
+    ``EPOLLHUP`` on a unix socket once its peer has closed (both directions are then shut
+    down), and ``EPOLLHUP``/``EPOLLERR`` on a TCP socket reset by its peer (which a peer that
+    closed does as soon as data reaches it; a TCP close without a reset is indistinguishable
+    from a half-close until then). Sockets are registered with an empty event mask in one
+    ``epoll`` set of our own, which reports nothing else (so a half-closed socket, readable
+    forever, does not wake the loop), and the loop watches that set's descriptor: one
+    descriptor however many sockets are watched. Linux only; elsewhere :attr:`available` is
+    False and a hang-up is noticed when a write to the peer fails.
+    """
+
+    available = hasattr(select, "epoll")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._epoll: select.epoll | None = None
+
+    def watch(self, fileno: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once when the peer of socket ``fileno`` is gone."""
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            self._loop.add_reader(self._epoll.fileno(), self._ready)
+        self._epoll.register(fileno, 0)  # EPOLLHUP and EPOLLERR are always reported
+        self._callbacks[fileno] = callback
+
+    def unwatch(self, fileno: int, callback: Callable[[], None]) -> None:
+        """Stop watching ``fileno`` for ``callback`` (a no-op if it is no longer watched).
+
+        A closed socket leaves the epoll set by itself, and its number may already serve a
+        newer socket: only a registration made for ``callback`` is removed.
+        """
+        if self._callbacks.get(fileno) is not callback or self._epoll is None:
+            return
+        del self._callbacks[fileno]
+        with contextlib.suppress(OSError):  # closed already, or a newer, unwatched socket
+            self._epoll.unregister(fileno)
+
+    def _ready(self) -> None:
+        assert self._epoll is not None
+        for fileno, _ in self._epoll.poll(0):
+            callback = self._callbacks.pop(fileno, None)
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fileno)
+            if callback is not None:
+                callback()
+
+    def close(self) -> None:
+        """Stop watching everything."""
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+        self._callbacks.clear()

@@ -37,6 +37,7 @@ from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builti
 from qmonitor.server.listen import (
     Address,
     AddressError,
+    HangupWatch,
     Listener,
     connect_out,
     parse_address,
@@ -101,6 +102,7 @@ class Monitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._closed = asyncio.Event()
+        self._hangups: HangupWatch | None = None
         self.closing = False  # close() has begun: sessions start nothing new
         self._schema_cache: list[dict[str, Any]] | None = None
         self._schema_key = (-1, -1)
@@ -219,6 +221,13 @@ class Monitor:
     def _session_closed(self, session: QMPSession) -> None:
         self.qmp_sessions.discard(session)
 
+    @property
+    def hangups(self) -> HangupWatch:
+        """Watches the sockets of clients that ended their input for a real hang-up."""
+        if self._hangups is None:
+            self._hangups = HangupWatch(asyncio.get_running_loop())
+        return self._hangups
+
     def qmp_session_factory(self) -> QMPSession:
         """A new QMP session of this monitor (an ``asyncio.Protocol``)."""
         return QMPSession(self)
@@ -255,10 +264,14 @@ class Monitor:
         return protocol
 
     async def serve_stdio(self) -> QMPSession:
-        """Serve QMP on standard input and output."""
+        """Serve QMP on standard input and output.
+
+        As in QEMU, the end of standard input ends only the requests: every complete one is
+        answered, and events go on to standard output until the monitor closes.
+        """
         self._bind_loop()
-        session = self.qmp_session_factory()
-        await connect_stdio(session, eof_is_hangup=True)
+        session = QMPSession(self, close_at_eof=False)
+        await connect_stdio(session)
         return session
 
     async def serve_forever(self) -> None:
@@ -286,4 +299,6 @@ class Monitor:
                 session.transport.close()
         for human in list(self.human_sessions):
             human.close()
+        if self._hangups is not None:
+            self._hangups.close()
         self._closed.set()

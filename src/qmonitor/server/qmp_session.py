@@ -13,15 +13,24 @@ clients that route by id (qemu.qmp) get async commands without head-of-line bloc
 
 Backpressure, never loss: at most ``max_requests_in_flight`` requests run per connection; past
 that, or while blocked, the session stops reading from the socket once
-:data:`BLOCKED_INPUT_MAX` bytes of input are buffered (so a client hanging up is still noticed
-and its requests cancelled). With OOB enabled it reads
-ahead up to :data:`READ_AHEAD_MAX` requests (QEMU's ``QMP_REQ_QUEUE_LEN_MAX``) so that an
-``exec-oob`` request can overtake a blocked queue (QMP spec, section 2.3.1).
+:data:`BLOCKED_INPUT_MAX` bytes of input are buffered (so the end of input, and a hang-up, is
+still noticed). With OOB enabled it reads ahead up to :data:`READ_AHEAD_MAX` requests (QEMU's
+``QMP_REQ_QUEUE_LEN_MAX``) so that an ``exec-oob`` request can overtake a blocked queue (QMP
+spec, section 2.3.1).
 
-Bounded output: the transport's write buffer has a high-water mark. While a client is not
-reading (buffer above the mark) we stop reading its requests, and events for it are held in a
-backlog of at most :data:`EVENT_BACKLOG_MAX`; if that overflows the client is disconnected (and
-logged), so a stuck client can neither stall other clients nor grow our memory without limit.
+End of input is not a hang-up (docs/PROTOCOL.md): a client that shut down its sending side is
+answered in full, then the connection closes; a client that closed its socket (seen through
+:class:`~qmonitor.server.listen.HangupWatch`, or a failed write) has its requests cancelled.
+
+Bounded output (docs/PROTOCOL.md, "Bounded output per client"): once the transport holds
+:data:`WRITE_HIGH_WATER` bytes the client counts as not reading. We then stop running its
+requests, and hold what is written to it (events, and replies of requests already running) in
+one byte buffer of our own; past :data:`HELD_OUTPUT_MAX` bytes the client is disconnected (and
+logged). When the transport has drained, the held bytes go to it in one write. Holding them
+here rather than in the transport is what bounds the memory: an event loop's transport keeps
+every small write as an object of its own (uvloop: a write request with its own buffers per
+event loop iteration, about ten times the size of a 100-byte event), while the held buffer
+costs its bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
+from qmonitor.server.listen import HangupWatch
 
 if TYPE_CHECKING:
     from qmonitor.server.monitor import Monitor
@@ -45,18 +55,21 @@ log = logging.getLogger("qmonitor.qmp")
 
 READ_AHEAD_MAX: Final = 8  # QEMU monitor/qmp.c QMP_REQ_QUEUE_LEN_MAX
 MAX_REQUESTS_IN_FLIGHT: Final = 64  # per connection; the session stops reading past it
-WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered for a client before it counts as stuck
-WRITE_LOW_WATER: Final = 256 * 1024
-EVENT_BACKLOG_MAX: Final = 1024  # events held for a stuck client before it is disconnected
+WRITE_HIGH_WATER: Final = 64 * 1024  # bytes in the transport before a client counts as stuck
+WRITE_LOW_WATER: Final = 0  # it counts as reading again once the transport has drained
+HELD_OUTPUT_MAX: Final = 1024 * 1024  # bytes held for a stuck client before it is disconnected
 BLOCKED_INPUT_MAX: Final = 64 * 1024  # input bytes buffered while blocked before reading pauses
 
 
 class QMPSession(asyncio.Protocol):
     """An asyncio protocol serving one QMP client of a :class:`Monitor`."""
 
-    def __init__(self, monitor: Monitor, *, peer: str = "") -> None:
+    def __init__(self, monitor: Monitor, *, peer: str = "", close_at_eof: bool = True) -> None:
         self.monitor = monitor
         self.peer = peer
+        self._close_at_eof = close_at_eof
+        self._input_ended = False  # end of input seen: answer what was read, then close
+        self._watched_socket: int | None = None  # watched for a hang-up after end of input
         self.connection = QMPServerConnection(monitor.version, monitor.capabilities)
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
@@ -64,9 +77,14 @@ class QMPSession(asyncio.Protocol):
         self._read_ahead: deque[Request | InvalidRequest] = deque()
         self._reading_paused = False
         self._writing_paused = False
-        self._event_backlog: deque[bytes] = deque()
-        # Replies produced while handling one read are written with one write (one syscall).
+        # Output for a client that is not reading (WRITE_HIGH_WATER), in order, and how many
+        # messages it holds.
+        self._held_output = bytearray()
+        self._held_messages = 0
+        # Replies produced while handling one read are written with one write (one syscall),
+        # or one per WRITE_HIGH_WATER bytes of them.
         self._output_batch: list[bytes] | None = None
+        self._output_batch_bytes = 0
         self._strict_order = monitor.strict_order
         self._max_in_flight = monitor.max_requests_in_flight
         self.closed = asyncio.get_running_loop().create_future()
@@ -88,17 +106,44 @@ class QMPSession(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool:
+        """End of input is not a hang-up: every complete request is still answered.
+
+        The client may only have shut down its sending side (``shutdown(SHUT_WR)``: socat,
+        ``nc -N``, scripts), and QEMU answers it. The connection stays open for the replies
+        and closes once the last one is written (:meth:`_pump`); meanwhile the socket is
+        watched for a real hang-up, which cancels what runs (:meth:`connection_lost`).
+        """
+        self._input_ended = True
         self.connection.receive_eof()
         self._pump()
-        return False
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self._close_at_eof:
+            self._watch_for_hangup(transport)
+        return True
+
+    def _watch_for_hangup(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is None or not HangupWatch.available:
+            return
+        self._watched_socket = sock.fileno()
+        self.monitor.hangups.watch(self._watched_socket, self._hung_up)
+
+    def _hung_up(self) -> None:
+        self._watched_socket = None
+        log.debug("QMP client %s hung up", self.peer or "?")
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._watched_socket is not None:
+            self.monitor.hangups.unwatch(self._watched_socket, self._hung_up)
+            self._watched_socket = None
         self.connection.close()
         self.monitor._session_closed(self)
         for invocation, _ in list(self.requests_in_flight.values()):
             invocation.cancel("cancelled: the client disconnected")
         self.requests_in_flight.clear()
-        self._event_backlog.clear()
+        self._drop_held_output()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -106,41 +151,75 @@ class QMPSession(asyncio.Protocol):
         self._writing_paused = True
 
     def resume_writing(self) -> None:
+        """The transport has drained: what was held goes out in one write."""
         self._writing_paused = False
-        backlog, self._event_backlog = self._event_backlog, deque()
-        if backlog and self.transport is not None:
-            self.transport.write(b"".join(backlog))
+        if self._held_output and self.transport is not None and not self.transport.is_closing():
+            held = self._held_output
+            self._drop_held_output()  # the transport owns ``held`` from here
+            self.transport.write(held)
         self._pump()
 
     # -- output ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self._output_batch is not None:
-            self._output_batch.append(data)
-        elif self._event_backlog:  # events are held back: what follows them waits its turn
-            self._event_backlog.append(data)
+        batch = self._output_batch
+        if batch is None:
+            self._send(data)
+            return
+        batch.append(data)
+        self._output_batch_bytes += len(data)
+        if self._output_batch_bytes >= WRITE_HIGH_WATER:
+            # Written now, so that the transport can say the client is not reading (and the
+            # pump stops running its requests) within one read of pipelined requests too.
+            self._flush_output_batch()
+
+    def _flush_output_batch(self) -> None:
+        batch = self._output_batch
+        if batch:
+            data = b"".join(batch) if len(batch) > 1 else batch[0]
+            batch.clear()
+            self._output_batch_bytes = 0
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if self._writing_paused:
+            self._hold(data)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def _hold(self, data: bytes) -> None:
+        self._held_output += data
+        self._held_messages += data.count(b"\n")
+
+    def _drop_held_output(self) -> None:
+        self._held_output = bytearray()
+        self._held_messages = 0
+
     def send_event(self, data: bytes) -> None:
-        """Queue an encoded event line; only called in command mode (the monitor checks)."""
-        if self.transport is None or self.transport.is_closing():
+        """Queue an encoded event line; only called in command mode (the monitor checks).
+
+        A client that is not reading has it held, unless that would hold more than
+        :data:`HELD_OUTPUT_MAX` bytes: then it is disconnected.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        if not self._writing_paused:
+        if not self._writing_paused or self._output_batch is not None:
             self._write(data)
             return
-        self._event_backlog.append(data)
-        if len(self._event_backlog) > EVENT_BACKLOG_MAX:
-            log.warning(
-                "QMP client %s is not reading: %d events held, disconnecting it",
-                self.peer or "?",
-                len(self._event_backlog),
-            )
-            dropped = {"peer": self.peer, "count": len(self._event_backlog)}
-            self.monitor._trace("event.dropped", dropped)
-            self._event_backlog.clear()
-            if self.transport is not None:
-                self.transport.abort()
+        if len(self._held_output) + len(data) <= HELD_OUTPUT_MAX:
+            self._hold(data)
+            return
+        log.warning(
+            "QMP client %s is not reading: %d bytes (%d messages) held, disconnecting it",
+            self.peer or "?",
+            len(self._held_output),
+            self._held_messages,
+        )
+        dropped = {"peer": self.peer, "count": self._held_messages}
+        self.monitor._trace("event.dropped", dropped)
+        self._drop_held_output()
+        transport.abort()
 
     def _reply(self, value: object, request: Request) -> None:
         self._write(self.connection.send_return(value, request.request_id, request.has_id))
@@ -151,7 +230,9 @@ class QMPSession(asyncio.Protocol):
     # -- input -----------------------------------------------------------------------------
 
     def _pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
+        # After end of input the transport reads nothing more; pausing and resuming it would
+        # only make it report the end of input again.
+        if not self._reading_paused and not self._input_ended and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -162,23 +243,28 @@ class QMPSession(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _pump(self) -> None:
-        """Run what may run now, in arrival order, and write the replies in one go."""
+        """Run what may run now, in arrival order, and write the replies in one go (one
+        write per WRITE_HIGH_WATER bytes of them)."""
         if self._output_batch is not None:  # re-entered from a reply's completion
             self._pump_requests()
             return
-        batch: list[bytes] = []
-        self._output_batch = batch
+        self._output_batch = []
         try:
-            self._pump_requests()
+            answered_all = self._pump_requests()
         finally:
+            self._flush_output_batch()
             self._output_batch = None
-            if batch:
-                self._write(b"".join(batch) if len(batch) > 1 else batch[0])
+        if answered_all and self._close_at_eof and self.transport is not None:
+            self.transport.close()  # after the replies still buffered have gone out
 
-    def _pump_requests(self) -> None:
-        """Run what may run now, in arrival order; stop reading when we may not."""
+    def _pump_requests(self) -> bool:
+        """Run what may run now, in arrival order; stop reading when we may not.
+
+        Returns True once the input has ended and every request in it has been answered.
+        """
         if self.monitor.closing:
-            return  # shutting down: what is queued behind the cancelled requests never starts
+            return False  # shutting down: what is queued behind the cancelled requests never starts
+
         connection = self.connection
         read_ahead = self._read_ahead
         in_flight = self.requests_in_flight
@@ -196,21 +282,21 @@ class QMPSession(asyncio.Protocol):
                 ):
                     event = connection.next_event()
                     if event is NEED_DATA:
-                        return
+                        return False
                     if type(event) is Request and event.oob:
                         self._handle(event)
                     else:
                         read_ahead.append(event)
                     continue
-                # Keep reading up to a bound even when blocked, so that a client hanging up
-                # is seen (and its requests cancelled) while a long command runs.
+                # Keep reading up to a bound even when blocked, so that the end of input, and
+                # so a client hanging up, is seen while a long command runs.
                 if connection.buffered_bytes >= BLOCKED_INPUT_MAX:
                     self._pause_reading()
-                return
+                return False
             event = read_ahead.popleft() if read_ahead else connection.next_event()
             if event is NEED_DATA:
                 self._resume_reading()
-                return
+                return self._input_ended and not in_flight
             self._handle(event)
 
     def _handle(self, event: Request | InvalidRequest) -> None:

@@ -6,6 +6,10 @@ first three: asyncio refuses the others, and uvloop (libuv) aborts the process o
 side is checked with the system's selector first; a side the loop cannot watch is served with
 plain blocking I/O (reading a regular file to its end at once, writing with ``write(2)``), which
 never blocks for long on such files.
+
+The end of standard input ends only the input: the session answers what it read and goes on
+writing (QEMU keeps sending events to standard output after it). The session is over when the
+transport is closed, or when standard output goes away (a pipe whose reader closed).
 """
 
 from __future__ import annotations
@@ -39,9 +43,8 @@ def loop_can_watch(stream: TextIO | None, event: int) -> bool:
 class _ReadEvents(asyncio.Protocol):
     """Forwards standard input to the session's protocol."""
 
-    def __init__(self, target: asyncio.Protocol, eof_is_hangup: bool) -> None:
+    def __init__(self, target: asyncio.Protocol) -> None:
         self.target = target
-        self.eof_is_hangup = eof_is_hangup
 
     def data_received(self, data: bytes) -> None:
         self.target.data_received(data)
@@ -50,32 +53,42 @@ class _ReadEvents(asyncio.Protocol):
         self.target.eof_received()
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.eof_is_hangup:
-            self.target.connection_lost(exc)
-
 
 class _WriteEvents(asyncio.Protocol):
-    """Forwards standard output's flow control to the session's protocol."""
+    """Forwards standard output's flow control and loss to the session's transport."""
 
-    def __init__(self, target: asyncio.Protocol) -> None:
-        self.target = target
+    def __init__(self, transport: StdioTransport) -> None:
+        self.transport = transport
 
     def pause_writing(self) -> None:
-        self.target.pause_writing()
+        self.transport.protocol.pause_writing()
 
     def resume_writing(self) -> None:
-        self.target.resume_writing()
+        self.transport.protocol.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport.lost(exc)
 
 
 class StdioTransport(asyncio.Transport):
     """Standard output to write, standard input to pause and resume (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: asyncio.Protocol) -> None:
         super().__init__()
+        self.protocol = protocol
         self.reader: asyncio.ReadTransport | None = None
         self.writer: asyncio.WriteTransport | None = None
         self._closing = False
+        self._lost = False
+
+    def lost(self, exc: Exception | None) -> None:
+        """The session is over: tell its protocol, once."""
+        self._closing = True
+        if not self._lost:
+            self._lost = True
+            if self.reader is not None:
+                self.reader.close()
+            self.protocol.connection_lost(exc)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.writer is not None:
@@ -109,11 +122,14 @@ class StdioTransport(asyncio.Transport):
         return self.writer.get_write_buffer_size() if self.writer is not None else 0
 
     def close(self) -> None:
+        """Stop reading; the session ends once what was written has gone out."""
         self._closing = True
         if self.reader is not None:
             self.reader.close()
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close()  # its connection_lost, after the flush, ends the session
+        else:
+            asyncio.get_running_loop().call_soon(self.lost, None)
 
     def abort(self) -> None:
         self._closing = True
@@ -121,29 +137,23 @@ class StdioTransport(asyncio.Transport):
             self.reader.close()
         if self.writer is not None:
             self.writer.abort()
+        else:
+            asyncio.get_running_loop().call_soon(self.lost, None)
 
 
-async def connect_stdio(protocol: asyncio.Protocol, *, eof_is_hangup: bool) -> StdioTransport:
-    """Serve ``protocol`` on standard input and output.
-
-    ``eof_is_hangup``: whether the end of standard input ends the session (QMP: yes, the client
-    is gone) or only its input (the human monitor: ``qmonitor run < script`` goes on running).
-    """
+async def connect_stdio(protocol: asyncio.Protocol) -> StdioTransport:
+    """Serve ``protocol`` on standard input and output (see the module docstring)."""
     loop = asyncio.get_running_loop()
-    transport = StdioTransport()
+    transport = StdioTransport(protocol)
     if loop_can_watch(sys.stdout, selectors.EVENT_WRITE):
         transport.writer, _ = await loop.connect_write_pipe(
-            lambda: _WriteEvents(protocol), sys.stdout
+            lambda: _WriteEvents(transport), sys.stdout
         )
     protocol.connection_made(transport)
     if loop_can_watch(sys.stdin, selectors.EVENT_READ):
-        transport.reader, _ = await loop.connect_read_pipe(
-            lambda: _ReadEvents(protocol, eof_is_hangup), sys.stdin
-        )
+        transport.reader, _ = await loop.connect_read_pipe(lambda: _ReadEvents(protocol), sys.stdin)
     else:
         if sys.stdin is not None:
             protocol.data_received(sys.stdin.buffer.read())
         protocol.eof_received()
-        if eof_is_hangup:
-            protocol.connection_lost(None)
     return transport
