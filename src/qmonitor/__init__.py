@@ -13,7 +13,7 @@ from qmonitor.core.commands import (
     HumanSyntax,
     Progress,
 )
-from qmonitor.core.errors import ErrorClass, QMPError
+from qmonitor.core.errors import ErrorClass, QMonitorError, QMPError, StateError
 from qmonitor.core.schema import QMPName, Size, UInt64
 from qmonitor.server.human import register_human_monitor_command, serve_human
 from qmonitor.server.jobs import Job, JobManager
@@ -31,7 +31,9 @@ __all__ = [
     "Progress",
     "QMPError",
     "QMPName",
+    "QMonitorError",
     "Size",
+    "StateError",
     "UInt64",
     "register_human_monitor_command",
     "serve_human",

@@ -41,6 +41,7 @@ from qmonitor.cmdline.qemuopts import (
     is_help_option,
     opts_do_parse,
 )
+from qmonitor.core.errors import QMonitorError
 
 _S, _B, _N, _Z = OptType.STRING, OptType.BOOL, OptType.NUMBER, OptType.SIZE
 
@@ -135,7 +136,7 @@ _VC_PIXELS: Final = re.compile(r"([0-9]{1,7})x([0-9]{1,7})")
 _VC_CHARS: Final = re.compile(r"([0-9]{1,7})Cx([0-9]{1,7})C")
 
 
-class ChardevError(Exception):
+class ChardevError(QMonitorError):
     """A chardev or monitor QEMU refuses, with QEMU's message (empty: QEMU says nothing more
     than its caller's "parse error") and hint."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qmonitor.core.errors import QMonitorError
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
@@ -31,7 +33,7 @@ class Diagnostic:
         return f"{prefix}{program}: {self.message}\n{self.hint}"
 
 
-class CommandLineError(Exception):
+class CommandLineError(QMonitorError):
     """A command line QEMU refuses. ``str()`` is QEMU's one line, without the program name.
 
     ``hint`` holds the lines QEMU prints after it (often empty), and ``warnings`` the warnings

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Final
 
 from qmonitor.cmdline.cutils import qemu_strtou64
+from qmonitor.core.errors import QMonitorError
 
 KeyvalDict = dict[str, object]
 
@@ -35,7 +36,7 @@ MAX_FRAGMENT_LENGTH: Final = 127
 _INT_MAX: Final = (1 << 31) - 1
 
 
-class KeyvalError(Exception):
+class KeyvalError(QMonitorError):
     """A keyval syntax error, with QEMU's message."""
 
     def __init__(self, message: str) -> None:

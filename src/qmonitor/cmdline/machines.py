@@ -14,6 +14,7 @@ from typing import Final
 
 from qmonitor.cmdline.cutils import qemu_strtoi64
 from qmonitor.cmdline.keyval import KeyvalDict
+from qmonitor.core.errors import QMonitorError
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ def find_machine_type(name: str) -> MachineType | None:
     return None
 
 
-class TopologyError(Exception):
+class TopologyError(QMonitorError):
     """``-smp`` QEMU refuses, with its message."""
 
     def __init__(self, message: str) -> None:

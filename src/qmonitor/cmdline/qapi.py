@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from qmonitor.cmdline.cutils import qapi_bool_parse
+from qmonitor.core.errors import QMonitorError
 
 # A member's type: "str", "bool", or the values of an enum.
 MemberType = str | tuple[str, ...]
@@ -24,7 +25,7 @@ STR: Final = "str"
 BOOL: Final = "bool"
 
 
-class QapiError(Exception):
+class QapiError(QMonitorError):
     """An input visitor's error, with QEMU's message."""
 
     def __init__(self, message: str) -> None:

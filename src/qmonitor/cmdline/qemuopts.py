@@ -35,6 +35,7 @@ from qmonitor.cmdline.cutils import (
     qemu_strtou64,
 )
 from qmonitor.cmdline.errors import Diagnostic
+from qmonitor.core.errors import QMonitorError
 
 # qemu-option.c parse_option_size(): the hint QEMU appends to a bad size.
 SIZE_HINT = (
@@ -68,7 +69,7 @@ class QemuOptsList:
         return not self.descs
 
 
-class OptsError(Exception):
+class OptsError(QMonitorError):
     """A QemuOpts error: QEMU's message (one line) and the hint lines it prints after it."""
 
     def __init__(self, message: str, hint: str = "") -> None:
@@ -77,7 +78,7 @@ class OptsError(Exception):
         self.hint = hint
 
 
-class HelpRequested(Exception):
+class HelpRequested(QMonitorError):
     """The parameters ask for help (``help`` or ``?`` as a flag)."""
 
 

@@ -9,10 +9,11 @@ qmonitor's QMP framing already reproduces byte for byte (:mod:`qmonitor.qmp.stre
 
 from __future__ import annotations
 
+from qmonitor.core.errors import QMonitorError
 from qmonitor.qmp.stream import NEED_DATA, JSONParseError, JSONStreamFramer
 
 
-class JSONValueError(Exception):
+class JSONValueError(QMonitorError):
     """A value QEMU's JSON parser refuses, with QEMU's message."""
 
     def __init__(self, message: str) -> None:

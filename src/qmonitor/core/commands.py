@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar, overload
 
-from qmonitor.core.errors import QMPError
+from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.schema import CommandSignature, compile_signature
 
 log = logging.getLogger("qmonitor.commands")
@@ -52,7 +52,7 @@ class HandlerStyle(Enum):
     COMPLETION = "completion"  # takes a Completion; completes when it is called
 
 
-class CompletionError(RuntimeError):
+class CompletionError(StateError):
     """A :class:`Completion` was used twice: the second call raises here and sends nothing."""
 
 

@@ -1,4 +1,9 @@
-"""Errors a command can report, with QEMU's five error classes.
+"""qmonitor's errors: one root, and the errors a command can report with QEMU's five classes.
+
+Every exception qmonitor defines derives from :class:`QMonitorError`, so an embedder can catch
+"anything qmonitor refused" in one clause. Where callers have long caught a built-in base
+(``ValueError`` for text that does not parse, ``RuntimeError`` for an operation in the wrong
+state, ``OSError`` for an address in use) the class keeps that base as well.
 
 QMP spec (docs/interop/qmp-spec.rst, section 2.4.2 "error"): an error reply carries a ``class``
 and a human-readable ``desc``. QEMU only ever sends the five classes of ``QapiErrorClass``
@@ -21,7 +26,17 @@ class ErrorClass(StrEnum):
     KVM_MISSING_CAP = "KVMMissingCap"  # the KVM module lacks a capability
 
 
-class QMPError(Exception):
+class QMonitorError(Exception):
+    """The root of every exception qmonitor defines."""
+
+
+class StateError(QMonitorError, RuntimeError):
+    """An operation was asked of an object in a state that does not allow it: a bug in the
+    caller (a connection used after it closed, a job moved where its table forbids, a
+    completion used twice, a resume without a suspend), not an error to report to a client."""
+
+
+class QMPError(QMonitorError):
     """An error that becomes ``{"error": {"class": ..., "desc": ...}}`` on the wire.
 
     Raise it from a handler (at submit or at completion) or pass it to ``Completion.fail``.

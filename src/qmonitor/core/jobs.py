@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from qmonitor.core.errors import QMPError
+from qmonitor.core.errors import QMPError, StateError
 
 
 class JobStatus(StrEnum):
@@ -92,8 +92,9 @@ COMPLETED_STATES: Final = frozenset({_S.CONCLUDED, _S.NULL})
 """States whose job has nothing left to do."""
 
 
-class JobStateError(AssertionError):
-    """A transition the tables forbid was attempted: a bug in the job's driver, not a user error."""
+class JobStateError(StateError):
+    """A transition the tables forbid was attempted: a bug in the job's driver, not a user error
+    (QEMU asserts here)."""
 
 
 def check_transition(job_id: str, old: JobStatus, new: JobStatus) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
+from qmonitor.core.errors import QMonitorError
 from qmonitor.hmp.table import DETACH_KEY, INFO, ArgSpec, CommandTable, HumanEntry
 
 _INT64_MIN: Final = -(2**63)
@@ -61,7 +62,7 @@ class ParseFailure:
     text: str
 
 
-class ArgumentError(Exception):
+class ArgumentError(QMonitorError):
     """One argument did not parse; the message is QEMU's text for it."""
 
 

@@ -20,12 +20,14 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from qmonitor.core.errors import QMonitorError
+
 _UINT64_LIMIT: Final = 1 << 64
 _C_SPACES: Final = " \t\n\v\f\r"  # isspace() in the C locale
 _FRACTION: Final = re.compile(r"\.[0-9]+(?:[eE][+-]?[0-9]+)?")  # what strtod reads after 1
 
 
-class SizeError(ValueError):
+class SizeError(QMonitorError, ValueError):
     """``qemu_strtosz`` refused the text: ``out_of_range`` for ``-ERANGE``, else ``-EINVAL``."""
 
     def __init__(self, text: str, *, out_of_range: bool) -> None:

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, BinaryIO, Final, Literal
 
-from qmonitor.core.errors import QMPError
+from qmonitor import QMonitorError, QMPError
 from qmonitor.machine.machine import (
     PAGE_SIZE,
     Machine,
@@ -250,6 +250,23 @@ def migration_executor() -> ThreadPoolExecutor:
             max_workers=2, thread_name_prefix="qmonitor-migration", initializer=_lower_priority
         )
     return _executor
+
+
+class MigrationStreamError(QMonitorError):
+    """The incoming stream is not one this machine can load: another format, another RAM
+    size, or a damaged record. The migration fails with this text; the machine is not
+    started."""
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """The JSON object of a stream's ``what``, or :class:`MigrationStreamError`."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise MigrationStreamError(f"bad {what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise MigrationStreamError(f"bad {what}")
+    return value
 
 
 class _Cancelled(Exception):
@@ -737,7 +754,16 @@ class IncomingMigration:
             if self.address.transport != "file":
                 await offload(lambda: channel.send(ACK))
             self._set_status(MigrationStatus.COMPLETED)
-        except (QMPError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        except (
+            QMPError,
+            MigrationStreamError,
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as exc:
+            # ValueError, KeyError, TypeError: device state with a member of the wrong kind.
             self.error_desc = exc.desc if isinstance(exc, QMPError) else str(exc)
             self._set_status(MigrationStatus.FAILED)
             self._on_failure(self.error_desc)
@@ -751,11 +777,11 @@ class IncomingMigration:
         """Read the whole stream into guest RAM (worker thread); return the device state."""
         ram = self.machine.ram
         if channel.read_exact(len(MAGIC)) != MAGIC:
-            raise ValueError("not a qmonitor migration stream")
+            raise MigrationStreamError("not a qmonitor migration stream")
         (length,) = _LENGTH.unpack(channel.read_exact(_LENGTH.size))
-        header = json.loads(channel.read_exact(length))
+        header = _json_object(channel.read_exact(length), "header")
         if header.get("ram-size") != len(ram) or header.get("page-size") != PAGE_SIZE:
-            raise ValueError(
+            raise MigrationStreamError(
                 f"RAM size mismatch: the source has {header.get('ram-size')} bytes, "
                 f"this VM has {len(ram)}"
             )
@@ -765,12 +791,9 @@ class IncomingMigration:
             kind, count, first = _RECORD.unpack(channel.read_exact(_RECORD.size))
             if kind == RECORD_END:
                 (length,) = _LENGTH.unpack(channel.read_exact(_LENGTH.size))
-                state = json.loads(channel.read_exact(length))
-                if not isinstance(state, dict):
-                    raise ValueError("bad device state")
-                return state
+                return _json_object(channel.read_exact(length), "device state")
             if first + count > pages or kind not in (RECORD_PAGES, RECORD_ZERO):
-                raise ValueError(f"bad record {kind} for pages {first}..{first + count}")
+                raise MigrationStreamError(f"bad record {kind} for pages {first}..{first + count}")
             start, end = first * PAGE_SIZE, (first + count) * PAGE_SIZE
             if kind == RECORD_PAGES:
                 channel.read_into(view[start:end])

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
 
-from qmonitor.core.errors import ErrorClass, QMPError
+from qmonitor.core.errors import ErrorClass, QMPError, StateError
 from qmonitor.core.qdict import member_order
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Request
@@ -40,10 +40,6 @@ class SessionState(Enum):
     NEGOTIATING = "negotiating"  # greeting sent; only qmp_capabilities accepted
     COMMAND_MODE = "command-mode"  # negotiated; commands run and events flow
     CLOSED = "closed"  # the peer went away or we hung up
-
-
-class StateError(RuntimeError):
-    """An operation was asked of a connection in a state that does not allow it."""
 
 
 TRANSITIONS: Final[Mapping[tuple[SessionState, str], SessionState]] = {

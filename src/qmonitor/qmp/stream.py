@@ -79,6 +79,8 @@ from typing import Final
 
 import orjson
 
+from qmonitor.core.errors import StateError
+
 __all__ = [
     "MAX_NESTING",
     "MAX_TOKEN_COUNT",
@@ -622,7 +624,7 @@ class JSONStreamFramer:
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the client. An empty ``data`` is not end of input."""
         if self._eof:
-            raise RuntimeError("receive_data() after receive_eof()")
+            raise StateError("receive_data() after receive_eof()")
         self._buf += data
 
     def receive_eof(self) -> None:

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from qmonitor.core.commands import HandlerStyle, Progress
 from qmonitor.core.dispatch import Invocation, call_sync, internal_error, invoke, run_on_loop
-from qmonitor.core.errors import QMPError
+from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.events import Event
 from qmonitor.hmp.complete import complete
 from qmonitor.hmp.parse import ParseFailure, parse_line
@@ -157,7 +157,7 @@ class HumanSession:
     def resume(self) -> None:
         """Give back one suspension; at zero the prompt returns and input is read again."""
         if self.suspend_count <= 0:
-            raise RuntimeError("resume() without a matching suspend()")
+            raise StateError("resume() without a matching suspend()")
         self.suspend_count -= 1
         if self.suspend_count == 0:
             self._resumed()

@@ -28,14 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from qmonitor.core.errors import QMonitorError
+
 Transport = Literal["unix", "tcp", "stdio", "none"]
 
 
-class AddressError(ValueError):
+class AddressError(QMonitorError, ValueError):
     """An address string that does not parse."""
 
 
-class AddressInUse(OSError):
+class AddressInUse(QMonitorError, OSError):
     """Another live server already answers on this address."""
 
 
