@@ -504,6 +504,19 @@ MALFORMED = [
         b'{"execute":"query-name","arguments":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}",
     ),
     case("capabilities-in-command-mode", b'{"execute":"qmp_capabilities","id":1}'),
+    # QEMU dispatches qmp_capabilities in command mode like any command: bad arguments first
+    case(
+        "capabilities-in-command-mode-extra-argument",
+        b'{"execute":"qmp_capabilities","arguments":{"foo":1},"id":1}',
+    ),
+    case(
+        "capabilities-in-command-mode-enable-not-array",
+        b'{"execute":"qmp_capabilities","arguments":{"enable":"oob"},"id":2}',
+    ),
+    case(
+        "capabilities-in-command-mode-enable-unknown",
+        b'{"execute":"qmp_capabilities","arguments":{"enable":["foo"]}}',
+    ),
 ]
 
 PARSE_ERRORS = [

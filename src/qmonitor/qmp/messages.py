@@ -37,3 +37,12 @@ class InvalidRequest:
     error: QMPError
     request_id: Any = None
     has_id: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """``qmp_capabilities`` succeeded: answered with ``{"return": {}}``, and the connection is in
+    command mode from the next message on (QMP spec, section 4)."""
+
+    request_id: Any = None
+    has_id: bool = False

@@ -7,30 +7,43 @@ are turned into bytes by the ``send_*`` methods. Nothing here reads a socket or 
 The rules, all from QEMU (docs/interop/qmp-spec.rst and monitor/qmp.c, qapi/qmp-dispatch.c):
 
 * The greeting goes out first, at once (spec section 2.2).
-* Capabilities negotiation mode (spec section 4): only ``qmp_capabilities`` may run; anything
-  else, unknown commands included, is answered with CommandNotFound ``Expecting capabilities
-  negotiation with 'qmp_capabilities'``, and no event is sent.
-* Command mode: ``qmp_capabilities`` is answered with CommandNotFound ``Capabilities
-  negotiation is already complete, command ignored``.
+* Capabilities negotiation mode (spec section 4) is handled here entirely: only an in-band
+  ``qmp_capabilities`` may run, and it runs here (its arguments checked with QEMU's texts,
+  each capability checked against the greeting's: ``Capability X not available``), giving
+  :class:`~qmonitor.qmp.messages.Negotiated`; anything else, unknown commands included, is
+  answered with CommandNotFound ``Expecting capabilities negotiation with
+  'qmp_capabilities'`` (monitor/qmp.c ``qmp_dispatch`` on ``qmp_cap_negotiation_commands``).
+  No event is sent in this mode: :attr:`QMPServerConnection.negotiated` says when they may be.
+* Command mode: every well-formed request is handed to the caller to dispatch, even
+  ``qmp_capabilities``, which QEMU dispatches like any command: its arguments are checked,
+  then its handler answers CommandNotFound ``Capabilities negotiation is already complete,
+  command ignored`` (monitor/qmp-cmds-control.c; qmonitor's built-in command does the same).
 * A request is checked before anything runs, in QEMU's order (qmp_dispatch_check_obj): it must
   be an object; each member, walked in QDict order, must be ``execute`` (a string),
   ``exec-oob`` (a string, only once OOB is enabled), ``arguments`` (an object) or ``id``;
   ``execute`` must be present. The ``id`` is taken before any check, so every error about a
   well-formed object carries it.
 
-The state transitions are the table :data:`TRANSITIONS`.
+The state transitions are the table :data:`TRANSITIONS`, keyed by state and :class:`Trigger`;
+nothing else changes the state::
+
+    NEGOTIATING ──capabilities-accepted──▶ COMMAND_MODE
+         │                                      │
+         └──────────────closed──────────────────┴──▶ CLOSED
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Final
 
 from qmonitor.core.errors import ErrorClass, QMPError, StateError
 from qmonitor.core.qdict import member_order
+from qmonitor.core.schema import compile_signature
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
-from qmonitor.qmp.messages import InvalidRequest, Request
+from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.stream import NEED_DATA, JSONMessage, JSONParseError, JSONStreamFramer, NeedData
 
 
@@ -42,11 +55,34 @@ class SessionState(Enum):
     CLOSED = "closed"  # the peer went away or we hung up
 
 
-TRANSITIONS: Final[Mapping[tuple[SessionState, str], SessionState]] = {
-    (SessionState.NEGOTIATING, "capabilities-accepted"): SessionState.COMMAND_MODE,
-    (SessionState.NEGOTIATING, "close"): SessionState.CLOSED,
-    (SessionState.COMMAND_MODE, "close"): SessionState.CLOSED,
+class Trigger(Enum):
+    """What moves a connection from one state to another."""
+
+    CAPABILITIES_ACCEPTED = "capabilities-accepted"  # qmp_capabilities succeeded (section 4)
+    CLOSED = "closed"  # the peer went away or we hung up
+
+
+TRANSITIONS: Final[Mapping[tuple[SessionState, Trigger], SessionState]] = {
+    (SessionState.NEGOTIATING, Trigger.CAPABILITIES_ACCEPTED): SessionState.COMMAND_MODE,
+    (SessionState.NEGOTIATING, Trigger.CLOSED): SessionState.CLOSED,
+    (SessionState.COMMAND_MODE, Trigger.CLOSED): SessionState.CLOSED,
 }
+
+
+class QMPCapability(StrEnum):
+    """Capabilities a client may enable (qapi/control.json ``QMPCapability``)."""
+
+    OOB = "oob"
+
+
+CAPABILITIES_COMMAND: Final = "qmp_capabilities"
+
+
+def qmp_capabilities_arguments(enable: list[QMPCapability] | None = None) -> None:
+    """qapi/control.json ``qmp_capabilities``: the arguments, checked as QEMU checks them."""
+
+
+_CAPABILITIES_SIGNATURE = compile_signature(qmp_capabilities_arguments)
 
 NEGOTIATION_REQUIRED: Final = "Expecting capabilities negotiation with 'qmp_capabilities'"
 ALREADY_NEGOTIATED: Final = "Capabilities negotiation is already complete, command ignored"
@@ -116,49 +152,58 @@ class QMPServerConnection:
         self.version = version  # shared by every connection; never changed
         self.capabilities = tuple(capabilities)
         self.state = SessionState.NEGOTIATING
-        self.negotiated = False  # in command mode (events may be sent); kept with ``state``
         self.oob_enabled = False
         self._framer = framer or JSONStreamFramer()
 
     # -- state -----------------------------------------------------------------------------
 
-    def _transition(self, trigger: str) -> None:
+    @property
+    def negotiated(self) -> bool:
+        """Whether the connection is in command mode: commands run and events may be sent."""
+        return self.state is SessionState.COMMAND_MODE
+
+    def _transition(self, trigger: Trigger) -> None:
         try:
             self.state = TRANSITIONS[(self.state, trigger)]
         except KeyError:
-            raise StateError(f"cannot {trigger} in state {self.state.value}") from None
-        self.negotiated = self.state is SessionState.COMMAND_MODE
+            raise StateError(
+                f"no transition on {trigger.value} in state {self.state.value}"
+            ) from None
 
-    def negotiation_error(self, request: Request) -> QMPError | None:
-        """The error QEMU gives ``request`` in this state, if the state alone decides it."""
-        if self.state is SessionState.NEGOTIATING:
-            if request.command != "qmp_capabilities" or request.oob:
-                return QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
-        elif request.command == "qmp_capabilities":
-            return QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
-        return None
+    def _negotiate(self, request: Request) -> Negotiated | InvalidRequest:
+        """A request in negotiation mode: run it if it is ``qmp_capabilities``, else refuse it.
 
-    def accept_capabilities(self, enable: Sequence[str]) -> None:
-        """Finish negotiation with the capabilities the client enabled.
-
-        Raises :class:`QMPError` ``Capability X not available`` (monitor/qmp-cmds-control.c)
-        for one the server did not offer; the connection then stays in negotiation mode.
+        The arguments are checked with the same converter as any command's (QEMU's texts), then
+        each capability against those offered: ``Capability X not available``
+        (monitor/qmp-cmds-control.c ``qmp_caps_accept``). A refused negotiation leaves the
+        connection in negotiation mode.
         """
-        for capability in enable:
-            if capability not in self.capabilities:
-                raise QMPError(f"Capability {capability} not available")
-        self._transition("capabilities-accepted")
-        self.oob_enabled = "oob" in enable
+        if request.command != CAPABILITIES_COMMAND or request.oob:
+            error = QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
+            return InvalidRequest(error, request.request_id, request.has_id)
+        try:
+            arguments = _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
+            enable = typing.cast(list[QMPCapability], arguments["enable"] or [])
+            for capability in enable:
+                if capability not in self.capabilities:
+                    raise QMPError(f"Capability {capability.value} not available")
+        except QMPError as error:
+            return InvalidRequest(error, request.request_id, request.has_id)
+        self._transition(Trigger.CAPABILITIES_ACCEPTED)
+        self.oob_enabled = QMPCapability.OOB in enable
+        return Negotiated(request.request_id, request.has_id)
 
     def close(self) -> None:
         """Mark the connection closed (idempotent)."""
         if self.state is not SessionState.CLOSED:
-            self._transition("close")
+            self._transition(Trigger.CLOSED)
 
     # -- input -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the client."""
+        """Feed bytes from the client; raises :class:`StateError` once closed."""
+        if self.state is SessionState.CLOSED:
+            raise StateError("receive_data() on a closed connection")
         self._framer.receive_data(data)
 
     def receive_eof(self) -> None:
@@ -171,11 +216,19 @@ class QMPServerConnection:
         """Input bytes held and not yet turned into events."""
         return self._framer.buffered_bytes
 
-    def next_event(self) -> Request | InvalidRequest | NeedData:
-        """The next request or invalid input, or :data:`NEED_DATA`."""
+    def next_event(self) -> Request | InvalidRequest | Negotiated | NeedData:
+        """The next event, or :data:`NEED_DATA`.
+
+        :class:`~qmonitor.qmp.messages.Request`: a request to dispatch (command mode only);
+        :class:`~qmonitor.qmp.messages.InvalidRequest`: input to answer with its error;
+        :class:`~qmonitor.qmp.messages.Negotiated`: capabilities accepted, answer ``{}``.
+        """
         event = self._framer.next_event()
         if type(event) is JSONMessage:
-            return check_request(event.value, self.oob_enabled)
+            request = check_request(event.value, self.oob_enabled)
+            if self.state is SessionState.COMMAND_MODE or type(request) is not Request:
+                return request
+            return self._negotiate(request)
         if type(event) is JSONParseError:
             return InvalidRequest(QMPError(event.desc))
         return NEED_DATA

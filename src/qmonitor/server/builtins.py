@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 from qmonitor.core.commands import Context
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.schema import QMPName
-from qmonitor.qmp.protocol import ALREADY_NEGOTIATED
+from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPCapability
 
 if TYPE_CHECKING:
     from qmonitor.server.monitor import Monitor
 
 CANCEL_COMMAND = "__io.github.qmonitor_cancel"
 """Our extension, named by the QMP spec's rule for downstream names ("__RFQDN_", section 7)."""
-
-
-class QMPCapability(StrEnum):
-    """Capabilities a client may enable (qapi/control.json ``QMPCapability``)."""
-
-    OOB = "oob"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +49,9 @@ def register_builtins(monitor: Monitor) -> None:
     def qmp_capabilities(enable: list[QMPCapability] | None = None) -> None:
         """Enable QMP capabilities and leave capabilities negotiation mode.
 
-        In negotiation mode the session handles this itself; once negotiated, QEMU answers
-        it with CommandNotFound (monitor/qmp-cmds-control.c).
+        In negotiation mode the connection runs this itself (qmonitor.qmp.protocol); once
+        negotiated, QEMU checks its arguments and answers CommandNotFound
+        (monitor/qmp-cmds-control.c), and so does this command.
         """
         raise QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
 

@@ -38,12 +38,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from qmonitor.core.commands import HandlerStyle
 from qmonitor.core.dispatch import Invocation, encode_result, internal_error, invoke, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
-from qmonitor.qmp.messages import InvalidRequest, Request
+from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
 from qmonitor.server.listen import HangupWatch
@@ -74,7 +74,7 @@ class QMPSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
         self._blocking: Invocation | None = None
-        self._read_ahead: deque[Request | InvalidRequest] = deque()
+        self._read_ahead: deque[Request | InvalidRequest | Negotiated] = deque()
         self._reading_paused = False
         self._writing_paused = False
         # Output for a client that is not reading (WRITE_HIGH_WATER), in order, and how many
@@ -221,9 +221,6 @@ class QMPSession(asyncio.Protocol):
         self._drop_held_output()
         transport.abort()
 
-    def _reply(self, value: object, request: Request) -> None:
-        self._write(self.connection.send_return(value, request.request_id, request.has_id))
-
     def _reply_error(self, error: QMPError, request_id: object, has_id: bool) -> None:
         self._write(self.connection.send_error(error, request_id, has_id))
 
@@ -299,19 +296,16 @@ class QMPSession(asyncio.Protocol):
                 return self._input_ended and not in_flight
             self._handle(event)
 
-    def _handle(self, event: Request | InvalidRequest) -> None:
-        if type(event) is InvalidRequest:
-            self._reply_error(event.error, event.request_id, event.has_id)
+    def _handle(self, event: Request | InvalidRequest | Negotiated) -> None:
+        if type(event) is not Request:
+            if type(event) is InvalidRequest:
+                self._reply_error(event.error, event.request_id, event.has_id)
+            else:
+                self._write(self.connection.send_return({}, event.request_id, event.has_id))
             return
-        assert type(event) is Request
         request = event
         monitor = self.monitor
         connection = self.connection
-        if not connection.negotiated or request.command == "qmp_capabilities":
-            error = connection.negotiation_error(request)
-            if error is not None:
-                self._reply_error(error, request.request_id, request.has_id)
-                return
         command = monitor.registry.get_qmp(request.command)
         try:
             if command is None:
@@ -319,10 +313,6 @@ class QMPSession(asyncio.Protocol):
             if request.oob and not command.allow_oob:
                 raise QMPError(f"The command {request.command} does not support OOB")
             kwargs = command.signature.convert_arguments(request.arguments)
-            if not connection.negotiated:
-                self._negotiate(kwargs)
-                self._reply({}, request)
-                return
             if command.style is HandlerStyle.SYNC:
                 result = run_sync(command, kwargs, request.request_id, self, monitor.tracer)
                 text = encode_result(command, result, monitor.result_writer(command))
@@ -342,10 +332,6 @@ class QMPSession(asyncio.Protocol):
         if self._strict_order or not request.has_id:
             self._blocking = invocation
         invocation.future.add_done_callback(lambda _: self._completed(key, invocation, request))
-
-    def _negotiate(self, kwargs: dict[str, Any]) -> None:
-        enable = kwargs.get("enable") or []
-        self.connection.accept_capabilities([getattr(c, "value", c) for c in enable])
 
     def _finish(self, invocation: Invocation, request: Request) -> None:
         exc = invocation.future.exception()
