@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from qmonitor import Completion, CompletionError, Context, QMPError
 from qmonitor.core.commands import CommandRegistry, HandlerStyle
-from qmonitor.core.dispatch import call_sync, invoke
+from qmonitor.core.dispatch import encode_result, invoke, run_sync
 
 
 @dataclass
@@ -66,7 +66,8 @@ def test_sync_result_is_encoded_with_qmp_member_names() -> None:
     command = make_registry().get("plain")
     assert command is not None
     kwargs = command.signature.convert_arguments({"value": 3})
-    assert call_sync(command, kwargs) == {"x": 3, "y-coord": 4}
+    result = run_sync(command, kwargs)
+    assert encode_result(command, result, command.signature.encode_return) == {"x": 3, "y-coord": 4}
 
 
 async def test_coroutine_completes_with_progress_seen() -> None:

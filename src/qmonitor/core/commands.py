@@ -37,6 +37,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.schema import CommandSignature, compile_signature
+from qmonitor.core.session import Session
 
 log = logging.getLogger("qmonitor.commands")
 
@@ -139,11 +140,11 @@ class Context:
     __slots__ = ("_progress_listeners", "command_name", "progress_state", "request_id", "session")
 
     def __init__(
-        self, command_name: str, request_id: object = None, session: object = None
+        self, command_name: str, request_id: object = None, session: Session | None = None
     ) -> None:
         self.command_name = command_name
         self.request_id = request_id
-        self.session = session  # the session that sent the request (opaque to the core)
+        self.session = session  # the session that sent the request; None when run directly
         self.progress_state: Progress | None = None
         self._progress_listeners: list[Callable[[Progress], None]] = []
 

@@ -1,6 +1,9 @@
 """Running a command: every request gets exactly one outcome.
 
-A sync handler runs with :func:`run_sync` (its result, or a :class:`QMPError`, at once).
+Sessions do not call this module: they submit requests to the monitor
+(:meth:`qmonitor.Monitor.submit`), which validates, authorises and traces them and then runs
+them here. A sync handler runs with :func:`run_sync` (its result, or a :class:`QMPError`, at
+once).
 :func:`invoke` starts a coroutine or completion-style handler and gives an :class:`Invocation`
 whose ``future`` resolves exactly once, to the JSON-able return value or to a
 :class:`QMPError`, whatever happens: the handler returns, raises, calls its completion from
@@ -20,6 +23,7 @@ from typing import Any, Final
 
 from qmonitor.core.commands import Command, Completion, Context, HandlerStyle
 from qmonitor.core.errors import QMPError
+from qmonitor.core.session import Session
 
 log = logging.getLogger("qmonitor.dispatch")
 
@@ -183,11 +187,23 @@ class Invocation:
             self._settle(None, internal_error(self.command, exc))
 
 
+class Returned:
+    """A sync command's result, returned at once and not encoded yet: each kind of session
+    encodes it its own way (QMP straight to JSON text, the human monitor to JSON values for a
+    renderer)."""
+
+    __slots__ = ("command", "value")
+
+    def __init__(self, command: Command, value: object) -> None:
+        self.command = command
+        self.value = value
+
+
 def run_sync(
     command: Command,
     kwargs: dict[str, object],
     request_id: object = None,
-    session: object = None,
+    session: Session | None = None,
     tracer: Tracer | None = None,
 ) -> object:
     """Run a sync handler and return its result as it returned it (not encoded).
@@ -227,24 +243,12 @@ def encode_result(command: Command, result: object, encode: Callable[[object], A
         raise internal_error(command, exc) from exc
 
 
-def call_sync(
-    command: Command,
-    kwargs: dict[str, object],
-    request_id: object = None,
-    session: object = None,
-    tracer: Tracer | None = None,
-) -> object:
-    """Run a sync handler and return its encoded result; raises :class:`QMPError` on failure."""
-    result = run_sync(command, kwargs, request_id, session, tracer)
-    return encode_result(command, result, command.signature.encode_return)
-
-
 def invoke(
     command: Command,
     kwargs: dict[str, object],
     *,
     request_id: object = None,
-    session: object = None,
+    session: Session | None = None,
     tracer: Tracer | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Invocation:

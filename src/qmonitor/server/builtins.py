@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from qmonitor.core.commands import Context
+from qmonitor.core.commands import CommandRegistry, Context
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.schema import QMPName
 from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPCapability
-
-if TYPE_CHECKING:
-    from qmonitor.server.monitor import Monitor
 
 CANCEL_COMMAND = "__io.github.qmonitor_cancel"
 """Our extension, named by the QMP spec's rule for downstream names ("__RFQDN_", section 7)."""
@@ -41,7 +38,19 @@ class CommandInfo:
     name: str
 
 
-def register_builtins(monitor: Monitor) -> None:
+class BuiltinsHost(Protocol):
+    """What the built-in commands read from the monitor they are registered on."""
+
+    @property
+    def registry(self) -> CommandRegistry: ...
+
+    @property
+    def version_info(self) -> VersionInfo: ...
+
+    def schema(self) -> list[dict[str, Any]]: ...
+
+
+def register_builtins(monitor: BuiltinsHost) -> None:
     """Add the built-in commands to ``monitor``'s registry."""
     command = monitor.registry.command
 
@@ -79,5 +88,5 @@ def register_builtins(monitor: Monitor) -> None:
         blocked by an id-less request.
         """
         session = ctx.session
-        if session is None or not session.cancel_request(request_id):  # type: ignore[attr-defined]
+        if session is None or not session.cancel_request(request_id):
             raise QMPError(f"No request with id {request_id!r} is in flight on this connection")

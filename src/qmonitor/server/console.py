@@ -34,7 +34,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import Final, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
@@ -54,9 +54,7 @@ from qmonitor.hmp.complete import complete
 from qmonitor.hmp.readline import CMD_BUF_SIZE
 from qmonitor.hmp.table import command_table
 from qmonitor.server.hmp_session import HumanSession, banner
-
-if TYPE_CHECKING:
-    from qmonitor.server.monitor import Monitor
+from qmonitor.server.host import SessionHost
 
 log = logging.getLogger("qmonitor.console")
 
@@ -133,7 +131,7 @@ class PersistentHistory(History):
 class _TableCompleter(Completer):
     """prompt_toolkit's view of :func:`qmonitor.hmp.complete.complete`."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: SessionHost) -> None:
         self.monitor = monitor
 
     def get_completions(
@@ -150,8 +148,8 @@ class _TableCompleter(Completer):
 class Console(HumanSession):
     """The interactive human session on the terminal (see the module docstring)."""
 
-    def __init__(self, monitor: Monitor) -> None:
-        super().__init__(monitor, interactive=True)
+    def __init__(self, monitor: SessionHost) -> None:
+        super().__init__(monitor, interactive=True, peer="console")
         self._line_truncated = False  # characters typed past CMD_BUF_SIZE were dropped
         self.prompt = PromptSession[str](
             PROMPT,
@@ -330,7 +328,7 @@ class Console(HumanSession):
 
 
 def start_console(
-    monitor: Monitor,
+    monitor: SessionHost,
     opened: Callable[[HumanSession], None],
     closed: Callable[[HumanSession], None],
 ) -> Console:

@@ -7,10 +7,11 @@ QEMU implements it with a counter (``monitor_suspend``/``monitor_resume`` in
 prompt is shown and reading resumes. ``monitor_command_cb`` (``monitor/hmp.c``) wraps every
 command line in one suspend/resume pair; a command that goes on in the background (``migrate``)
 takes one more and gives it back when it is done. Here :meth:`HumanSession.execute` suspends,
-runs the line through :func:`~qmonitor.core.dispatch.invoke`, and resumes when the invocation
-has its outcome, so an async command holds the prompt exactly as long as it runs, and only its
-own session: other human sessions and every QMP session go on. A command can take more
-suspensions through ``ctx.session.suspend()``/``resume()``; the prompt returns at zero.
+submits the line's command to the monitor (the same point of dispatch as QMP's), and resumes
+when its invocation has its outcome, so an async command holds the prompt exactly as long as
+it runs, and only its own session: other human sessions and every QMP session go on. A command
+can take more suspensions through ``ctx.session.suspend()``/``resume()``; the prompt returns at
+zero.
 
 What a session prints (QEMU's texts): the parser's messages (:mod:`qmonitor.hmp.parse`), the
 result through the command's renderer (:mod:`qmonitor.hmp.render`: renderers get the encoded
@@ -50,20 +51,20 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
-from qmonitor.core.commands import HandlerStyle, Progress
-from qmonitor.core.dispatch import Invocation, call_sync, internal_error, invoke, run_on_loop
+from qmonitor.core.commands import Progress
+from qmonitor.core.dispatch import Invocation, Returned, encode_result, run_on_loop
 from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.events import Event
+from qmonitor.core.session import Session, SessionKind
 from qmonitor.hmp.complete import complete
 from qmonitor.hmp.parse import ParseFailure, parse_line
 from qmonitor.hmp.readline import ReadLine
 from qmonitor.hmp.render import event_text, progress_text, render_value
 from qmonitor.hmp.table import DETACH_KEY, HumanEntry, command_table
-
-if TYPE_CHECKING:
-    from qmonitor.server.monitor import Monitor
+from qmonitor.server.host import SessionHost
+from qmonitor.server.listen import describe_peer
 
 log = logging.getLogger("qmonitor.hmp")
 
@@ -73,7 +74,7 @@ INPUT_LOW_WATER: Final = 16 * 1024
 CANCELLED_ON_CLOSE: Final = "cancelled: the human monitor session was closed"
 
 
-def banner(monitor: Monitor) -> str:
+def banner(monitor: SessionHost) -> str:
     """QEMU's first line (``monitor_event``, CHR_EVENT_OPENED), with the version we speak."""
     version = monitor.version_info.qemu
     return (
@@ -107,11 +108,13 @@ class HumanSession:
     for interactive ones, how progress and notices are drawn.
     """
 
+    kind = SessionKind.HMP
     suspendable = True  # False: monitor_suspend() fails, detachable commands run detached
     can_show_events = True  # False: the session ends with its one command
 
-    def __init__(self, monitor: Monitor, *, interactive: bool) -> None:
+    def __init__(self, monitor: SessionHost, *, interactive: bool, peer: str = "") -> None:
         self.monitor = monitor
+        self.peer = peer  # who types: set when the connection is made, if not given
         self.interactive = interactive
         self.events_shown = interactive and self.can_show_events
         self.suspend_count = 0
@@ -142,6 +145,10 @@ class HumanSession:
     def close(self) -> None:
         """End the session (the monitor is shutting down)."""
         self.abandon()
+
+    def cancel_request(self, request_id: object) -> bool:
+        """Human sessions have no request ids: there is never one to cancel by id."""
+        return False
 
     # -- suspend and resume (monitor_suspend / monitor_resume) --------------------------------
 
@@ -206,19 +213,15 @@ class HumanSession:
                 )
             arguments = {**arguments, DETACH_KEY: True}
         try:
-            kwargs = command.signature.convert_arguments(arguments)
-            if command.style is HandlerStyle.SYNC:
-                self._write_nonempty(
-                    self._render(entry, call_sync(command, kwargs, None, self, self.monitor.tracer))
-                )
+            outcome = self.monitor.submit(command.name, arguments, session=self)
+            if isinstance(outcome, Returned):
+                value = encode_result(command, outcome.value, command.signature.encode_return)
+                self._write_nonempty(self._render(entry, value))
                 return None
         except QMPError as error:
             self.write(error_text(error))
             return None
-        except Exception as error:  # a result its type hint denies: a bug, logged
-            self.write(error_text(internal_error(command, error)))
-            return None
-        invocation = invoke(command, kwargs, session=self, tracer=self.monitor.tracer)
+        invocation = outcome
         running = Running(entry, invocation, detached_note)
         if invocation.done:
             self.print_outcome(running)
@@ -315,11 +318,13 @@ class CapturedSession(HumanSession):
     detachable command runs detached; any other async command is waited for.
     """
 
+    kind = SessionKind.HUMAN_MONITOR_COMMAND
     suspendable = False
     can_show_events = False
 
-    def __init__(self, monitor: Monitor) -> None:
-        super().__init__(monitor, interactive=False)
+    def __init__(self, monitor: SessionHost, via: Session | None = None) -> None:
+        """``via``: the QMP session the line came from (its peer is this session's)."""
+        super().__init__(monitor, interactive=False, peer=via.peer if via is not None else "")
         self._output: list[str] = []
 
     def write(self, text: str) -> None:
@@ -352,7 +357,7 @@ class HMPSession(HumanSession, asyncio.Protocol):
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: SessionHost,
         *,
         interactive: bool = False,
         on_open: Callable[[HumanSession], None] | None = None,
@@ -378,6 +383,8 @@ class HMPSession(HumanSession, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        if not self.peer:
+            self.peer = describe_peer(transport)
         if self._on_open is not None:
             self._on_open(self)
         self.monitor.add_event_listener(self.show_event)  # shown only while events_shown

@@ -153,7 +153,9 @@ def register_human_monitor_command(monitor: Monitor) -> None:
         return
 
     @monitor.command(name="human-monitor-command")
-    async def human_monitor_command(command_line: str, cpu_index: int | None = None) -> str:
+    async def human_monitor_command(
+        command_line: str, ctx: Context, cpu_index: int | None = None
+    ) -> str:
         """Execute a command on the human monitor and return the output.
 
         The output is the text a person would see, ``\\r\\n`` line ends, errors included as
@@ -163,4 +165,4 @@ def register_human_monitor_command(monitor: Monitor) -> None:
         """
         if cpu_index is not None:
             raise QMPError(CPU_INDEX_ERROR)
-        return await CapturedSession(monitor).run(command_line)
+        return await CapturedSession(monitor, via=ctx.session).run(command_line)

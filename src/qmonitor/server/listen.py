@@ -247,3 +247,13 @@ class HangupWatch:
             self._epoll.close()
             self._epoll = None
         self._callbacks.clear()
+
+
+def describe_peer(transport: asyncio.BaseTransport) -> str:
+    """A short name for the other end, for logs and traces: the TCP peer, or the unix socket
+    path."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    sockname = transport.get_extra_info("sockname")
+    return str(peer or sockname or "stdio")

@@ -15,7 +15,9 @@ A program embeds qmonitor like this::
         await mon.serve_forever()
 
 Commands and events are declared once; QMP sessions (and the human monitor) are served from
-the same registry.
+the same registry, and every request from every session goes through :meth:`Monitor.submit`,
+the one point of dispatch (docs/DESIGN-NOTES.md). Sessions see the monitor through the
+:class:`~qmonitor.server.host.SessionHost` protocol.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from qmonitor.core.commands import Command, CommandRegistry
-from qmonitor.core.dispatch import Tracer, run_on_loop
+from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
+from qmonitor.core.dispatch import Invocation, Returned, Tracer, invoke, run_on_loop, run_sync
+from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.schema import SchemaBuilder, encode_value
+from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
+from qmonitor.server.host import EventListener, HostedSession
 from qmonitor.server.listen import (
     Address,
     AddressError,
@@ -51,8 +56,6 @@ log = logging.getLogger("qmonitor")
 DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
 """We speak QEMU 7.2's QMP; clients pick features by ``qemu.major/minor``."""
 
-EventListener = Callable[[Event], None]
-
 
 class Closable(Protocol):
     """A session the monitor closes when it closes."""
@@ -69,7 +72,9 @@ class Monitor:
 
     ``strict_order`` makes every request block its connection until answered (QEMU's exact
     behaviour); by default only id-less requests do. ``max_requests_in_flight`` bounds the
-    requests running per connection (the session stops reading past it).
+    requests running per connection (the session stops reading past it). ``authorize`` (also
+    settable later as :attr:`authorize`) decides every request (:data:`~qmonitor.Authorizer`);
+    without one everything is allowed.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Monitor:
         max_requests_in_flight: int = MAX_REQUESTS_IN_FLIGHT,
         capabilities: Iterable[str] = ("oob",),
         tracer: Tracer | None = None,
+        authorize: Authorizer | None = None,
     ) -> None:
         self.name = name
         self.version_info = version
@@ -90,10 +96,11 @@ class Monitor:
         self.max_requests_in_flight = max_requests_in_flight
         self.capabilities = tuple(capabilities)
         self.tracer = tracer
+        self.authorize = authorize
         self.registry = CommandRegistry()
         self.command = self.registry.command
         self.events: dict[str, EventSpec] = {}
-        self.qmp_sessions: set[QMPSession] = set()
+        self.qmp_sessions: set[HostedSession] = set()
         # Human sessions (qmonitor.server.human registers them); closed by close().
         self.human_sessions: set[Closable] = set()
         self.listeners: list[Listener] = []
@@ -132,10 +139,57 @@ class Monitor:
             entry = self._result_writers[command.name] = (command, result_writer(command.signature))
         return entry[1]
 
-    def _trace(self, name: str, info: Mapping[str, object]) -> None:
+    def trace(self, name: str, info: Mapping[str, object]) -> None:
+        """Record ``name`` with ``info`` for the debug log and the tracer."""
         log.debug("%s %s", name, dict(info))
         if self.tracer is not None:
             self.tracer(name, info)
+
+    # -- the one point of dispatch ---------------------------------------------------------
+
+    def submit(
+        self,
+        command_name: str,
+        arguments: Mapping[str, object],
+        *,
+        session: Session,
+        request_id: object = None,
+        oob: bool = False,
+    ) -> Returned | Invocation:
+        """Start one request from ``session``: every session's requests come through here.
+
+        In QEMU's order (qapi/qmp-dispatch.c ``qmp_dispatch``): the command is looked up
+        (``CommandNotFound``; human-only commands exist for human sessions only), ``exec-oob``
+        is refused for a command that does not allow it, and the arguments are validated and
+        converted with QEMU's texts. Then :attr:`authorize`, if set, may refuse the request
+        (its error is the answer); only then does the handler run. A sync command's result
+        comes back at once as :class:`~qmonitor.core.dispatch.Returned`; any other command
+        gives the :class:`~qmonitor.core.dispatch.Invocation` that will hold its outcome.
+        Raises :class:`QMPError` for a request refused before its handler ran, or for a sync
+        handler's error.
+        """
+        registry = self.registry
+        if session.kind is SessionKind.QMP:
+            command = registry.get_qmp(command_name)
+        else:
+            command = registry.get(command_name)
+        if command is None:
+            raise CommandNotFound(command_name)
+        if oob and not command.allow_oob:
+            raise QMPError(f"The command {command_name} does not support OOB")
+        kwargs = command.signature.convert_arguments(arguments)
+        authorize = self.authorize
+        if authorize is not None:
+            try:
+                refusal = authorize(session, command_name, arguments)
+            except Exception:  # a bug in the hook: refuse (fail closed), log, serve on
+                log.exception("the authorize hook failed on '%s'", command_name)
+                refusal = QMPError(f"Command '{command_name}' refused: the authorization failed")
+            if refusal is not None:
+                raise refusal
+        if command.style is HandlerStyle.SYNC:
+            return Returned(command, run_sync(command, kwargs, request_id, session, self.tracer))
+        return invoke(command, kwargs, request_id=request_id, session=session, tracer=self.tracer)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -199,8 +253,7 @@ class Monitor:
     def _broadcast(self, event: Event) -> None:
         line = encode_message(event.message())
         for session in self.qmp_sessions:
-            if session.connection.negotiated:
-                session.send_event(line)
+            session.send_event(line)
         for listener in self._event_listeners:
             try:
                 listener(event)
@@ -214,11 +267,13 @@ class Monitor:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
 
-    def _session_opened(self, session: QMPSession) -> None:
+    def session_opened(self, session: HostedSession) -> None:
+        """A QMP session connected: it gets events, and is closed by :meth:`close`."""
         self._bind_loop()
         self.qmp_sessions.add(session)
 
-    def _session_closed(self, session: QMPSession) -> None:
+    def session_closed(self, session: HostedSession) -> None:
+        """A QMP session is gone."""
         self.qmp_sessions.discard(session)
 
     @property
@@ -286,17 +341,14 @@ class Monitor:
         self.listeners.clear()
         outcomes = []
         for session in list(self.qmp_sessions):
-            for invocation, _ in list(session.requests_in_flight.values()):
-                invocation.cancel("cancelled: the monitor is shutting down")
-                outcomes.append(invocation.future)
+            outcomes += session.cancel_all("cancelled: the monitor is shutting down")
         if outcomes:
             # A cancelled coroutine needs a few loop turns to unwind; one stuck in a finally
             # block must not hold the shutdown forever.
             await asyncio.wait(outcomes, timeout=SHUTDOWN_GRACE_SECONDS)
         await asyncio.sleep(0)  # let the sessions' done-callbacks write the replies
         for session in list(self.qmp_sessions):
-            if session.transport is not None:
-                session.transport.close()
+            session.close()
         for human in list(self.human_sessions):
             human.close()
         if self._hangups is not None:

@@ -1,7 +1,9 @@
 """One QMP client: read loop, requests in flight, reply ordering, backpressure, output bound.
 
-The protocol logic lives in :mod:`qmonitor.qmp.protocol`; this module only moves bytes and
-decides *when* a request runs and *when* its reply is written.
+The protocol logic lives in :mod:`qmonitor.qmp.protocol` (negotiation included); what a
+request does is decided by the monitor's one point of dispatch
+(:meth:`~qmonitor.server.host.SessionHost.submit`). This module only moves bytes and decides
+*when* a request runs and *when* its reply is written.
 
 Ordering (DESIGN.md; QEMU runs one in-band request at a time, monitor/qmp.c):
 requests start in arrival order. A request **without** an id blocks the connection: nothing
@@ -38,18 +40,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
-from qmonitor.core.commands import HandlerStyle
-from qmonitor.core.dispatch import Invocation, encode_result, internal_error, invoke, run_sync
-from qmonitor.core.errors import CommandNotFound, QMPError
+from qmonitor.core.dispatch import Invocation, Returned, encode_result, internal_error
+from qmonitor.core.errors import QMPError
+from qmonitor.core.session import SessionKind
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
-from qmonitor.server.listen import HangupWatch
-
-if TYPE_CHECKING:
-    from qmonitor.server.monitor import Monitor
+from qmonitor.server.host import SessionHost
+from qmonitor.server.listen import HangupWatch, describe_peer
 
 log = logging.getLogger("qmonitor.qmp")
 
@@ -62,15 +62,17 @@ BLOCKED_INPUT_MAX: Final = 64 * 1024  # input bytes buffered while blocked befor
 
 
 class QMPSession(asyncio.Protocol):
-    """An asyncio protocol serving one QMP client of a :class:`Monitor`."""
+    """An asyncio protocol serving one QMP client of a monitor (its :class:`SessionHost`)."""
 
-    def __init__(self, monitor: Monitor, *, peer: str = "", close_at_eof: bool = True) -> None:
-        self.monitor = monitor
+    kind = SessionKind.QMP
+
+    def __init__(self, host: SessionHost, *, peer: str = "", close_at_eof: bool = True) -> None:
+        self.host = host
         self.peer = peer
         self._close_at_eof = close_at_eof
         self._input_ended = False  # end of input seen: answer what was read, then close
         self._watched_socket: int | None = None  # watched for a hang-up after end of input
-        self.connection = QMPServerConnection(monitor.version, monitor.capabilities)
+        self.connection = QMPServerConnection(host.version, host.capabilities)
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
         self._blocking: Invocation | None = None
@@ -85,8 +87,8 @@ class QMPSession(asyncio.Protocol):
         # or one per WRITE_HIGH_WATER bytes of them.
         self._output_batch: list[bytes] | None = None
         self._output_batch_bytes = 0
-        self._strict_order = monitor.strict_order
-        self._max_in_flight = monitor.max_requests_in_flight
+        self._strict_order = host.strict_order
+        self._max_in_flight = host.max_requests_in_flight
         self.closed = asyncio.get_running_loop().create_future()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -96,9 +98,9 @@ class QMPSession(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         if not self.peer:
-            self.peer = _describe_peer(transport)
+            self.peer = describe_peer(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
-        self.monitor._session_opened(self)
+        self.host.session_opened(self)
         transport.write(self.connection.greeting())
 
     def data_received(self, data: bytes) -> None:
@@ -126,7 +128,7 @@ class QMPSession(asyncio.Protocol):
         if sock is None or not HangupWatch.available:
             return
         self._watched_socket = sock.fileno()
-        self.monitor.hangups.watch(self._watched_socket, self._hung_up)
+        self.host.hangups.watch(self._watched_socket, self._hung_up)
 
     def _hung_up(self) -> None:
         self._watched_socket = None
@@ -136,13 +138,12 @@ class QMPSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._watched_socket is not None:
-            self.monitor.hangups.unwatch(self._watched_socket, self._hung_up)
+            self.host.hangups.unwatch(self._watched_socket, self._hung_up)
             self._watched_socket = None
         self.connection.close()
-        self.monitor._session_closed(self)
-        for invocation, _ in list(self.requests_in_flight.values()):
-            invocation.cancel("cancelled: the client disconnected")
-        self.requests_in_flight.clear()
+        self.host.session_closed(self)
+        self.cancel_all("cancelled: the client disconnected")
+        self.requests_in_flight.clear()  # nobody to answer
         self._drop_held_output()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -196,13 +197,14 @@ class QMPSession(asyncio.Protocol):
         self._held_messages = 0
 
     def send_event(self, data: bytes) -> None:
-        """Queue an encoded event line; only called in command mode (the monitor checks).
+        """Queue an encoded event line, in command mode only (QMP spec, section 4: qemu.qmp
+        reads the message after its ``qmp_capabilities`` as the reply to it).
 
         A client that is not reading has it held, unless that would hold more than
         :data:`HELD_OUTPUT_MAX` bytes: then it is disconnected.
         """
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or not self.connection.negotiated:
             return
         if not self._writing_paused or self._output_batch is not None:
             self._write(data)
@@ -217,7 +219,7 @@ class QMPSession(asyncio.Protocol):
             self._held_messages,
         )
         dropped = {"peer": self.peer, "count": self._held_messages}
-        self.monitor._trace("event.dropped", dropped)
+        self.host.trace("event.dropped", dropped)
         self._drop_held_output()
         transport.abort()
 
@@ -259,7 +261,7 @@ class QMPSession(asyncio.Protocol):
 
         Returns True once the input has ended and every request in it has been answered.
         """
-        if self.monitor.closing:
+        if self.host.closing:
             return False  # shutting down: what is queued behind the cancelled requests never starts
 
         connection = self.connection
@@ -304,26 +306,25 @@ class QMPSession(asyncio.Protocol):
                 self._write(self.connection.send_return({}, event.request_id, event.has_id))
             return
         request = event
-        monitor = self.monitor
-        connection = self.connection
-        command = monitor.registry.get_qmp(request.command)
         try:
-            if command is None:
-                raise CommandNotFound(request.command)
-            if request.oob and not command.allow_oob:
-                raise QMPError(f"The command {request.command} does not support OOB")
-            kwargs = command.signature.convert_arguments(request.arguments)
-            if command.style is HandlerStyle.SYNC:
-                result = run_sync(command, kwargs, request.request_id, self, monitor.tracer)
-                text = encode_result(command, result, monitor.result_writer(command))
-                self._write(connection.send_return_text(text, request.request_id, request.has_id))
+            outcome = self.host.submit(
+                request.command,
+                request.arguments,
+                session=self,
+                request_id=request.request_id,
+                oob=request.oob,
+            )
+            if isinstance(outcome, Returned):
+                command = outcome.command
+                text = encode_result(command, outcome.value, self.host.result_writer(command))
+                self._write(
+                    self.connection.send_return_text(text, request.request_id, request.has_id)
+                )
                 return
         except QMPError as exc:
             self._reply_error(exc, request.request_id, request.has_id)
             return
-        invocation = invoke(
-            command, kwargs, request_id=request.request_id, session=self, tracer=monitor.tracer
-        )
+        invocation = outcome
         if invocation.done:
             self._finish(invocation, request)
             return
@@ -359,7 +360,20 @@ class QMPSession(asyncio.Protocol):
                 self._blocking = None
         self._pump()
 
-    # -- our extension ---------------------------------------------------------------------
+    # -- for the monitor and the commands (HostedSession, Session) -------------------------
+
+    def cancel_all(self, reason: str) -> list[asyncio.Future[object]]:
+        """Cancel every request in flight; their outcomes, to wait for the replies."""
+        outcomes = []
+        for invocation, _ in list(self.requests_in_flight.values()):
+            invocation.cancel(reason)
+            outcomes.append(invocation.future)
+        return outcomes
+
+    def close(self) -> None:
+        """Close the connection once what is written has gone out."""
+        if self.transport is not None:
+            self.transport.close()
 
     def cancel_request(self, request_id: object) -> bool:
         """Cancel this session's in-flight request with ``id`` equal to ``request_id``."""
@@ -371,12 +385,3 @@ class QMPSession(asyncio.Protocol):
             ):
                 return invocation.cancel("cancelled by the client")
         return False
-
-
-def _describe_peer(transport: asyncio.BaseTransport) -> str:
-    """A short name for log lines: the TCP peer, or the unix socket path."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    sockname = transport.get_extra_info("sockname")
-    return str(peer or sockname or "stdio")

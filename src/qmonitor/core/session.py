@@ -1,0 +1,55 @@
+"""What a command knows of the session that sent it, and the hook that authorises it.
+
+Every request reaches the monitor from a session: a QMP connection, a human monitor (socket,
+stdio, the console), or one ``human-monitor-command`` line run on behalf of a QMP connection.
+A handler sees its session as ``ctx.session`` (:class:`~qmonitor.core.commands.Context`), typed
+by the :class:`Session` protocol below; the monitor hands the same object to the
+:data:`Authorizer` hook and puts its :attr:`Session.peer` into every trace record, so the policy,
+the audit log and the handler agree on who asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from qmonitor.core.errors import QMPError
+
+
+class SessionKind(StrEnum):
+    """How a request reached the monitor."""
+
+    QMP = "qmp"  # a QMP connection: sees QMP commands only
+    HMP = "hmp"  # a human monitor (socket, stdio, console): sees human commands too
+    HUMAN_MONITOR_COMMAND = "human-monitor-command"  # one HMP line sent over QMP
+
+
+class Session(Protocol):
+    """A session as commands, the policy and the trace see it."""
+
+    @property
+    def kind(self) -> SessionKind:
+        """How its requests arrive."""
+        ...
+
+    @property
+    def peer(self) -> str:
+        """Who is at the other end, for logs, traces and the policy: ``127.0.0.1:4444``, a
+        unix socket path, ``stdio``, ``console``; for ``human-monitor-command``, the QMP
+        connection it came from."""
+        ...
+
+    def cancel_request(self, request_id: object) -> bool:
+        """Cancel this session's in-flight request whose id equals ``request_id``; False if
+        there is none (human sessions have no request ids)."""
+        ...
+
+
+Authorizer = Callable[[Session, str, Mapping[str, object]], QMPError | None]
+"""``authorize(session, command_name, arguments)``: None to allow, or the error to answer with.
+
+Called by :meth:`qmonitor.Monitor.submit` for every request from every kind of session, after
+the command was found and its arguments validated (``arguments`` as the client sent them, with
+QMP member names), before the handler runs; a refused request never reaches its handler.
+"""
