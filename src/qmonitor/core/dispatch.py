@@ -18,17 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 from qmonitor.core.commands import Command, Completion, Context, HandlerStyle
 from qmonitor.core.errors import QMPError
 from qmonitor.core.session import Session
+from qmonitor.core.trace import CommandTrace
 
 log = logging.getLogger("qmonitor.dispatch")
-
-Tracer = Callable[[str, Mapping[str, object]], None]
-"""``tracer(event_name, info)``: ``command.started``, ``command.complete``, ``command.failed``."""
 
 CANCELLED_BY_CLIENT: Final = "cancelled"
 TIMED_OUT: Final = "timed out"
@@ -46,17 +44,6 @@ def run_on_loop(
         function(*args)
     else:
         loop.call_soon_threadsafe(function, *args)
-
-
-def trace_command(
-    tracer: Tracer | None, event: str, command: Command, request_id: object, error: str = ""
-) -> None:
-    """Report ``command.started`` / ``.complete`` / ``.failed`` to the tracer, if any."""
-    if tracer is not None:
-        info: dict[str, object] = {"command": command.name, "id": request_id}
-        if error:
-            info["error"] = error
-        tracer(event, info)
 
 
 def internal_error(command: Command, exc: BaseException) -> QMPError:
@@ -90,9 +77,9 @@ class Invocation:
         "_completion",
         "_loop",
         "_loop_thread",
+        "_record",
         "_task",
         "_timer",
-        "_tracer",
         "command",
         "context",
         "future",
@@ -105,7 +92,7 @@ class Invocation:
         request_id: object,
         context: Context,
         loop: asyncio.AbstractEventLoop,
-        tracer: Tracer | None,
+        record: CommandTrace | None,
     ) -> None:
         self.command = command
         self.request_id = request_id
@@ -118,7 +105,7 @@ class Invocation:
         self._timer: asyncio.TimerHandle | None = None
         self._cancel_reason = CANCELLED_BY_CLIENT
         self._cancel_requested = False
-        self._tracer = tracer
+        self._record = record
 
     @property
     def done(self) -> bool:
@@ -166,10 +153,12 @@ class Invocation:
                 error = internal_error(self.command, exc)
         if error is None:
             self.future.set_result(value)
-            trace_command(self._tracer, "command.complete", self.command, self.request_id)
+            if self._record is not None:
+                self._record.complete()
         else:
             self.future.set_exception(error)
-            trace_command(self._tracer, "command.failed", self.command, self.request_id, error.desc)
+            if self._record is not None:
+                self._record.failed(error)
 
     def _deliver_from_any_thread(self, value: object, error: QMPError | None) -> None:
         run_on_loop(self._loop, self._loop_thread, self._settle, value, error)
@@ -204,7 +193,6 @@ def run_sync(
     kwargs: dict[str, object],
     request_id: object = None,
     session: Session | None = None,
-    tracer: Tracer | None = None,
 ) -> object:
     """Run a sync handler and return its result as it returned it (not encoded).
 
@@ -212,27 +200,12 @@ def run_sync(
     """
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = Context(command.name, request_id, session)
-    if tracer is not None:
-        return _run_sync_traced(command, kwargs, request_id, tracer)
     try:
         return command.handler(**kwargs)
     except QMPError:
         raise
     except Exception as exc:
         raise internal_error(command, exc) from exc
-
-
-def _run_sync_traced(
-    command: Command, kwargs: dict[str, object], request_id: object, tracer: Tracer
-) -> object:
-    trace_command(tracer, "command.started", command, request_id)
-    try:
-        result = run_sync(command, kwargs)
-    except QMPError as exc:
-        trace_command(tracer, "command.failed", command, request_id, exc.desc)
-        raise
-    trace_command(tracer, "command.complete", command, request_id)
-    return result
 
 
 def encode_result(command: Command, result: object, encode: Callable[[object], Any]) -> Any:
@@ -249,18 +222,18 @@ def invoke(
     *,
     request_id: object = None,
     session: Session | None = None,
-    tracer: Tracer | None = None,
+    record: CommandTrace | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Invocation:
     """Submit a coroutine or completion-style command; see the module docstring.
 
     Errors raised by the handler at submit time (the seed's "may raise errors") come back as
-    the invocation's outcome, so callers have one path for every error.
+    the invocation's outcome, so callers have one path for every error. ``record`` (made by
+    the monitor, which recorded ``command.started``) gets the outcome.
     """
     loop = loop or asyncio.get_running_loop()
     context = Context(command.name, request_id, session)
-    invocation = Invocation(command, request_id, context, loop, tracer)
-    trace_command(tracer, "command.started", command, request_id)
+    invocation = Invocation(command, request_id, context, loop, record)
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = context
     if command.style is HandlerStyle.COROUTINE:

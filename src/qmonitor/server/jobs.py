@@ -137,9 +137,10 @@ class Job:
     # -- state -----------------------------------------------------------------------------
 
     def _transition(self, new: JobStatus) -> None:
-        check_transition(self.id, self.status, new)
+        previous = self.status
+        check_transition(self.id, previous, new)
         self.status = new
-        self._manager._status_changed(self)
+        self._manager._status_changed(self, previous)
 
     def info(self) -> JobInfo:
         """The ``query-jobs`` entry of this job."""
@@ -284,8 +285,18 @@ class JobManager:
             if job._task is not None:
                 await asyncio.gather(job._task, return_exceptions=True)
 
-    def _status_changed(self, job: Job) -> None:
+    def _status_changed(self, job: Job, previous: JobStatus) -> None:
+        """``JOB_STATUS_CHANGE`` for clients, ``job.<status>`` for the trace path."""
         self.monitor.emit("JOB_STATUS_CHANGE", {"id": job.id, "status": job.status.value})
+        info: dict[str, object] = {
+            "id": job.id,
+            "type": job.type,
+            "status": job.status.value,
+            "previous": previous.value,
+        }
+        if job.error is not None:
+            info["error"] = job.error
+        self.monitor.trace(f"job.{job.status.value}", info)
 
     def _dismiss(self, job: Job) -> None:
         job._transition(JobStatus.NULL)

@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
-from qmonitor.core.dispatch import Invocation, Returned, Tracer, invoke, run_on_loop, run_sync
+from qmonitor.core.dispatch import Invocation, Returned, invoke, run_on_loop, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.schema import SchemaBuilder, encode_value
 from qmonitor.core.session import Authorizer, Session, SessionKind
+from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.host import EventListener, HostedSession
@@ -74,7 +75,8 @@ class Monitor:
     behaviour); by default only id-less requests do. ``max_requests_in_flight`` bounds the
     requests running per connection (the session stops reading past it). ``authorize`` (also
     settable later as :attr:`authorize`) decides every request (:data:`~qmonitor.Authorizer`);
-    without one everything is allowed.
+    without one everything is allowed. ``tracer`` gets every trace record, as do those added
+    with :meth:`add_tracer` (docs/DESIGN-NOTES.md, "The trace path").
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class Monitor:
         self.strict_order = strict_order
         self.max_requests_in_flight = max_requests_in_flight
         self.capabilities = tuple(capabilities)
-        self.tracer = tracer
+        self._trace = Trace()
+        if tracer is not None:
+            self._trace.add(tracer)
         self.authorize = authorize
         self.registry = CommandRegistry()
         self.command = self.registry.command
@@ -139,11 +143,20 @@ class Monitor:
             entry = self._result_writers[command.name] = (command, result_writer(command.signature))
         return entry[1]
 
+    # -- the trace path --------------------------------------------------------------------
+
+    def add_tracer(self, tracer: Tracer) -> None:
+        """Call ``tracer(record_name, info)`` with every trace record from now on."""
+        self._trace.add(tracer)
+
+    def remove_tracer(self, tracer: Tracer) -> None:
+        """Stop calling ``tracer``."""
+        self._trace.remove(tracer)
+
     def trace(self, name: str, info: Mapping[str, object]) -> None:
-        """Record ``name`` with ``info`` for the debug log and the tracer."""
-        log.debug("%s %s", name, dict(info))
-        if self.tracer is not None:
-            self.tracer(name, info)
+        """Record ``name`` with ``info``: to the ``qmonitor.trace`` debug log and every tracer
+        (a tracer that raises is logged and skipped)."""
+        self._trace(name, info)
 
     # -- the one point of dispatch ---------------------------------------------------------
 
@@ -167,29 +180,48 @@ class Monitor:
         gives the :class:`~qmonitor.core.dispatch.Invocation` that will hold its outcome.
         Raises :class:`QMPError` for a request refused before its handler ran, or for a sync
         handler's error.
+
+        Every request leaves ``command.started`` and then one ``command.complete`` or
+        ``command.failed`` on the trace path (refused ones too), with the session's peer.
         """
-        registry = self.registry
-        if session.kind is SessionKind.QMP:
-            command = registry.get_qmp(command_name)
-        else:
-            command = registry.get(command_name)
-        if command is None:
-            raise CommandNotFound(command_name)
-        if oob and not command.allow_oob:
-            raise QMPError(f"The command {command_name} does not support OOB")
-        kwargs = command.signature.convert_arguments(arguments)
-        authorize = self.authorize
-        if authorize is not None:
-            try:
-                refusal = authorize(session, command_name, arguments)
-            except Exception:  # a bug in the hook: refuse (fail closed), log, serve on
-                log.exception("the authorize hook failed on '%s'", command_name)
-                refusal = QMPError(f"Command '{command_name}' refused: the authorization failed")
-            if refusal is not None:
-                raise refusal
-        if command.style is HandlerStyle.SYNC:
-            return Returned(command, run_sync(command, kwargs, request_id, session, self.tracer))
-        return invoke(command, kwargs, request_id=request_id, session=session, tracer=self.tracer)
+        trace = self._trace
+        record = CommandTrace(trace, command_name, request_id, session) if trace.active else None
+        try:
+            registry = self.registry
+            if session.kind is SessionKind.QMP:
+                command = registry.get_qmp(command_name)
+            else:
+                command = registry.get(command_name)
+            if command is None:
+                raise CommandNotFound(command_name)
+            if oob and not command.allow_oob:
+                raise QMPError(f"The command {command_name} does not support OOB")
+            kwargs = command.signature.convert_arguments(arguments)
+            authorize = self.authorize
+            if authorize is not None:
+                self._authorize(authorize, session, command_name, arguments)
+            if command.style is HandlerStyle.SYNC:
+                value = run_sync(command, kwargs, request_id, session)
+                if record is not None:
+                    record.complete()
+                return Returned(command, value)
+        except QMPError as error:
+            if record is not None:
+                record.failed(error)
+            raise
+        return invoke(command, kwargs, request_id=request_id, session=session, record=record)
+
+    @staticmethod
+    def _authorize(
+        authorize: Authorizer, session: Session, command_name: str, arguments: Mapping[str, object]
+    ) -> None:
+        try:
+            refusal = authorize(session, command_name, arguments)
+        except Exception:  # a bug in the hook: refuse (fail closed), log, serve on
+            log.exception("the authorize hook failed on '%s'", command_name)
+            refusal = QMPError(f"Command '{command_name}' refused: the authorization failed")
+        if refusal is not None:
+            raise refusal
 
     # -- events ----------------------------------------------------------------------------
 

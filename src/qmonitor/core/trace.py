@@ -1,0 +1,82 @@
+"""The one trace path: named records to the debug log and to every tracer (httpcore's _trace.py).
+
+Everything worth following in a running monitor is recorded here, and only here: the
+``command.started`` / ``command.complete`` / ``command.failed`` of every request (with the
+peer that sent it), a ``job.<status>`` for every move of a job, and ``event.dropped`` when a
+client that does not read is disconnected. Each record goes to the ``qmonitor.trace`` logger at
+DEBUG and to each tracer added with :meth:`Trace.add` (an audit log is one). A tracer that
+raises is logged and skipped: tracing never breaks a request. The records and their fields are
+listed in docs/DESIGN-NOTES.md ("The trace path").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from qmonitor.core.errors import QMPError
+from qmonitor.core.session import Session
+
+log = logging.getLogger("qmonitor.trace")
+
+Tracer = Callable[[str, Mapping[str, object]], None]
+"""``tracer(record_name, info)``, called on the event loop's thread."""
+
+
+class Trace:
+    """The tracers of one monitor, and the debug log."""
+
+    __slots__ = ("_tracers",)
+
+    def __init__(self) -> None:
+        self._tracers: tuple[Tracer, ...] = ()
+
+    def add(self, tracer: Tracer) -> None:
+        """Give every record from now on to ``tracer`` too."""
+        self._tracers += (tracer,)
+
+    def remove(self, tracer: Tracer) -> None:
+        """Stop giving records to ``tracer`` (nothing happens if it was not added)."""
+        self._tracers = tuple(t for t in self._tracers if t != tracer)
+
+    @property
+    def active(self) -> bool:
+        """Whether a record would reach anyone: callers skip building one when not."""
+        return bool(self._tracers) or log.isEnabledFor(logging.DEBUG)
+
+    def __call__(self, name: str, info: Mapping[str, object]) -> None:
+        """Record ``name`` with ``info``."""
+        log.debug("%s %s", name, info)
+        for tracer in self._tracers:
+            try:
+                tracer(name, info)
+            except Exception:
+                log.exception("tracer %r failed on %s", tracer, name)
+
+
+class CommandTrace:
+    """The records of one request: ``command.started`` when made, then exactly one of
+    ``command.complete`` and ``command.failed``."""
+
+    __slots__ = ("_trace", "info")
+
+    def __init__(
+        self, trace: Trace, command_name: str, request_id: object, session: Session | None
+    ) -> None:
+        self._trace = trace
+        self.info: Mapping[str, object] = {
+            "command": command_name,
+            "id": request_id,
+            "session": session.kind.value if session is not None else None,
+            "peer": session.peer if session is not None else None,
+        }
+        trace("command.started", self.info)
+
+    def complete(self) -> None:
+        """The request was answered with a return value."""
+        self._trace("command.complete", self.info)
+
+    def failed(self, error: QMPError) -> None:
+        """The request was answered with ``error`` (refused, invalid, failed or cancelled)."""
+        info = {**self.info, "error": error.desc, "class": error.error_class.value}
+        self._trace("command.failed", info)

@@ -1,0 +1,202 @@
+"""The one trace path: command, job and dropped-event records, to every tracer and the debug log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from qmonitor import Job, JobManager, Monitor, QMPError, register_human_monitor_command
+from qmonitor.server.human import serve_human
+from qmonitor.testing import RawQMPClient
+from test_hmp_socket import HMPClient
+
+Record = tuple[str, dict[str, object]]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def __call__(self, name: str, info: Mapping[str, object]) -> None:
+        self.records.append((name, dict(info)))
+
+    def named(self, prefix: str) -> list[Record]:
+        return [record for record in self.records if record[0].startswith(prefix)]
+
+
+def traced_monitor(recorder: Recorder) -> Monitor:
+    monitor = Monitor("traced", tracer=recorder)
+
+    @monitor.command(hmp="quick")
+    def quick() -> str:
+        return "quick\n"
+
+    @monitor.command
+    async def slow() -> None:
+        await asyncio.sleep(0)
+
+    @monitor.command
+    def refuse() -> None:
+        raise QMPError("no")
+
+    register_human_monitor_command(monitor)
+    return monitor
+
+
+async def test_every_request_leaves_started_then_one_outcome_with_its_peer(
+    short_tmp: Path,
+) -> None:
+    recorder = Recorder()
+    monitor = traced_monitor(recorder)
+    qmp_path, hmp_path = str(short_tmp / "qmp.sock"), str(short_tmp / "hmp.sock")
+    await monitor.listen(f"unix:{qmp_path},server=on,wait=off")
+    await serve_human(monitor, f"unix:{hmp_path},server=on,wait=off", interactive=False)
+    client = await RawQMPClient.connect_unix(qmp_path)
+    await client.negotiate()
+    hmp = await HMPClient.connect(hmp_path)
+    try:
+        await client.execute("quick", id=1)
+        await client.execute("slow", id=2)
+        await client.execute("refuse", id=3)
+        await client.execute("no-such-command", id=4)
+        await client.execute("human-monitor-command", {"command-line": "quick"}, id=5)
+        assert await hmp.run("quick") == b"quick\r\n"
+    finally:
+        await client.close()
+        await hmp.close()
+        await monitor.close()
+
+    qmp = {"session": "qmp", "peer": qmp_path}
+    hmc = {"session": "human-monitor-command", "peer": qmp_path}
+    hmp_peer = {"session": "hmp", "peer": hmp_path}
+    assert recorder.named("command.") == [
+        ("command.started", {"command": "quick", "id": 1, **qmp}),
+        ("command.complete", {"command": "quick", "id": 1, **qmp}),
+        ("command.started", {"command": "slow", "id": 2, **qmp}),
+        ("command.complete", {"command": "slow", "id": 2, **qmp}),
+        ("command.started", {"command": "refuse", "id": 3, **qmp}),
+        (
+            "command.failed",
+            {"command": "refuse", "id": 3, **qmp, "error": "no", "class": "GenericError"},
+        ),
+        ("command.started", {"command": "no-such-command", "id": 4, **qmp}),
+        (
+            "command.failed",
+            {
+                "command": "no-such-command",
+                "id": 4,
+                **qmp,
+                "error": "The command no-such-command has not been found",
+                "class": "CommandNotFound",
+            },
+        ),
+        ("command.started", {"command": "human-monitor-command", "id": 5, **qmp}),
+        ("command.started", {"command": "quick", "id": None, **hmc}),
+        ("command.complete", {"command": "quick", "id": None, **hmc}),
+        ("command.complete", {"command": "human-monitor-command", "id": 5, **qmp}),
+        ("command.started", {"command": "quick", "id": None, **hmp_peer}),
+        ("command.complete", {"command": "quick", "id": None, **hmp_peer}),
+    ]
+
+
+async def test_a_raising_tracer_is_logged_and_breaks_nothing(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Several consumers: one that raises neither stops the request nor the others."""
+    first, last = Recorder(), Recorder()
+
+    def broken(name: str, info: Mapping[str, object]) -> None:
+        raise RuntimeError("tracer bug")
+
+    monitor = traced_monitor(first)
+    monitor.add_tracer(broken)
+    monitor.add_tracer(last)
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    try:
+        with caplog.at_level(logging.ERROR, logger="qmonitor.trace"):
+            assert await client.execute("quick") == {"return": "quick\n"}
+            assert await client.execute("slow") == {"return": {}}
+        assert caplog.text.count("failed on command.") == 4
+        assert first.records == last.records
+        assert [name for name, _ in last.records] == ["command.started", "command.complete"] * 2
+        monitor.remove_tracer(broken)
+        monitor.remove_tracer(last)
+        assert await client.execute("quick") == {"return": "quick\n"}
+        assert len(first.records) == 6 and len(last.records) == 4
+    finally:
+        await client.close()
+        await monitor.close()
+
+
+async def test_command_records_reach_the_debug_log_without_a_tracer(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = Monitor("logged")
+
+    @monitor.command
+    def quick() -> None: ...
+
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="qmonitor.trace"):
+            await client.execute("quick", id="q")
+    finally:
+        await client.close()
+        await monitor.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "qmonitor.trace"]
+    assert [line.split(" ", 1)[0] for line in lines] == ["command.started", "command.complete"]
+    assert "'command': 'quick'" in lines[0] and "'id': 'q'" in lines[0]
+
+
+async def test_every_job_status_change_is_a_job_record() -> None:
+    recorder = Recorder()
+    monitor = Monitor("jobs", tracer=recorder)
+    jobs = JobManager(monitor)
+    release = asyncio.Event()
+
+    async def work(job: Job) -> None:
+        await release.wait()
+
+    done = jobs.start("ok", "test-job", work)
+    release.set()
+    await done.wait()
+    jobs.find("ok").user_dismiss()
+    failed = jobs.start("bad", "test-job", work, auto_dismiss=True)
+    release.clear()
+    await asyncio.sleep(0)
+    failed.user_cancel()
+    await failed.wait()
+
+    def moves(job_id: str) -> list[tuple[str, object, object]]:
+        return [
+            (name, info["previous"], info.get("error"))
+            for name, info in recorder.named("job.")
+            if info["id"] == job_id and info["type"] == "test-job"
+        ]
+
+    assert moves("ok") == [
+        ("job.created", "undefined", None),
+        ("job.running", "created", None),
+        ("job.waiting", "running", None),
+        ("job.pending", "waiting", None),
+        ("job.concluded", "pending", None),
+        ("job.null", "concluded", None),
+    ]
+    assert moves("bad") == [
+        ("job.created", "undefined", None),
+        ("job.running", "created", None),
+        ("job.aborting", "running", "Operation canceled"),
+        ("job.concluded", "aborting", "Operation canceled"),
+        ("job.null", "concluded", "Operation canceled"),
+    ]
+    assert all(info["status"] == name.removeprefix("job.") for name, info in recorder.named("job."))
