@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -57,56 +55,6 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.005)
-
-
-class _AutojumpSelector(selectors.DefaultSelector):
-    """A selector that, when nothing is ready and the loop would wait for a timer, moves the
-    virtual clock to that timer instead of waiting (trio's ``MockClock`` with autojump)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0.0
-
-    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        ready: list[tuple[Any, int]] = super().select(0)
-        if ready or (timeout is not None and timeout <= 0):
-            return ready
-        if timeout is None:  # no timer at all: only I/O can wake the loop
-            return list(super().select(None))
-        self.now += timeout
-        return []
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock stands still while anything can run, and jumps to the next
-    timer when nothing can: timers (``call_later``, ``asyncio.sleep``, timeouts) fire in
-    order at exact virtual times, however loaded the machine, and a test's "wait one
-    second" costs no real time. I/O is real (unix sockets in this process).
-
-    Only for scenarios where nothing runs in other threads or processes: the loop cannot
-    know that a thread is about to wake it, and would jump ahead meanwhile.
-    """
-
-    def __init__(self) -> None:
-        self._virtual = _AutojumpSelector()
-        super().__init__(self._virtual)
-
-    def time(self) -> float:
-        return self._virtual.now
-
-    async def sleep_until(self, when: float) -> None:
-        """Return at virtual time ``when``, once every timer due before it has run and
-        everything it caused (writes, reads, callbacks) has settled."""
-        assert when > self.time()
-        await asyncio.sleep(when - self.time())
-
-
-def run_in_virtual_time(scenario: Callable[[VirtualClockLoop], Coroutine[Any, Any, None]]) -> None:
-    """Run ``scenario(loop)`` on a fresh :class:`VirtualClockLoop`."""
-    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
-        loop = runner.get_loop()
-        assert isinstance(loop, VirtualClockLoop)
-        runner.run(scenario(loop))
 
 
 @dataclass

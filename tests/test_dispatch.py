@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from qmonitor import Completion, CompletionError, Context, QMPError
 from qmonitor.core.commands import CommandRegistry, HandlerStyle
 from qmonitor.core.dispatch import encode_result, invoke, run_sync
+from qmonitor.testing import FakeClock
 
 
 @dataclass
@@ -111,12 +112,32 @@ async def test_error_raised_at_submit_is_the_outcome() -> None:
         await invocation.future
 
 
-async def test_timeout_answers_with_an_error() -> None:
+async def test_timeout_answers_with_an_error_at_the_exact_time() -> None:
     command = make_registry().get("never")
     assert command is not None
-    invocation = invoke(command, {})
+    clock = FakeClock()
+    invocation = invoke(command, {}, clock=clock)
+    clock.advance(0.049)
+    assert not invocation.done
+    clock.advance(0.001)
+    assert invocation.done
     with pytest.raises(QMPError, match=r"timed out after 0\.05 s"):
-        await asyncio.wait_for(invocation.future, 5)
+        await invocation.future
+
+
+async def test_an_outcome_before_the_timeout_disarms_it() -> None:
+    command = make_registry().get("threaded")
+    assert command is not None
+    clock = FakeClock()
+    invocation = invoke(command, {"value": 1}, clock=clock)
+    assert await asyncio.wait_for(invocation.future, 5) == 1
+    assert clock.next_deadline() is None  # "threaded" has no timeout: nothing was armed
+    never = make_registry().get("never")
+    assert never is not None
+    cancelled = invoke(never, {}, clock=clock)
+    assert clock.next_deadline() == 0.05
+    cancelled.cancel()
+    assert clock.next_deadline() is None
 
 
 async def test_cancel_reaches_the_coroutine_and_gives_one_error() -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypedDict
 
-from conftest import Gate, TestServer, VirtualClockLoop, build_test_monitor, run_in_virtual_time
+from conftest import Gate, TestServer, build_test_monitor
 from qmonitor import Monitor
 from qmonitor.core.events import Event, EventSpec, EventThrottle
-from qmonitor.testing import RawQMPClient
+from qmonitor.testing import FAKE_EPOCH, FakeClock, RawQMPClient
 
 EVENT_LINE = re.compile(
     rb'\{"timestamp": \{"seconds": (\d+), "microseconds": (\d+)\}, '
@@ -112,16 +114,28 @@ async def events_before_reply(client: RawQMPClient, value: str) -> list[object]:
     return events
 
 
-def test_throttling_first_sent_latest_kept_keyed_by_id(short_tmp: Path) -> None:
+@contextlib.asynccontextmanager
+async def served_on_fake_clock(
+    short_tmp: Path,
+) -> AsyncIterator[tuple[Monitor, RawQMPClient, FakeClock]]:
+    """The test monitor on a :class:`FakeClock`, and a negotiated client."""
+    clock = FakeClock()
+    monitor = build_test_monitor(Gate(), clock=clock)
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
+    try:
+        yield monitor, client, clock
+    finally:
+        await client.close()
+        await monitor.close()
+
+
+async def test_throttling_first_sent_latest_kept_keyed_by_id(short_tmp: Path) -> None:
     """THROTTLED (0.2 s, keyed by data 'id'): 5 with id a and 1 with id b in one burst give
     a#1 and b#1 at once, a#5 when the window ends, and nothing else."""
-
-    async def scenario(clock: VirtualClockLoop) -> None:
-        monitor = build_test_monitor(Gate())
-        path = str(short_tmp / "qmp.sock")
-        await monitor.listen(f"unix:{path},server=on,wait=off")
-        client = await RawQMPClient.connect_unix(path)
-        await client.negotiate()
+    async with served_on_fake_clock(short_tmp) as (_, client, clock):
         await client.send_raw(
             b'{"execute":"emit-throttled","arguments":{"ids":["a","a","b","a","a","a"]}}'
         )
@@ -133,55 +147,60 @@ def test_throttling_first_sent_latest_kept_keyed_by_id(short_tmp: Path) -> None:
         ]
         assert lines[2] == b'{"return": {}}\r\n'
         assert all(EVENT_LINE.fullmatch(x) for x in lines[:2])
-        # the latest of a's window, when it ends
+        clock.advance(0.199)
+        assert await events_before_reply(client, "t=0.199") == []  # the window is still open
+        clock.advance(0.001)  # a's window ends: its latest goes out; b's ends empty
         flushed = await client.receive_line()
-        assert clock.time() == 0.2
         assert EVENT_LINE.fullmatch(flushed), flushed
         assert json.loads(flushed)["event"] == "THROTTLED"
         assert json.loads(flushed)["data"] == {"id": "a", "n": 5}
         # the next window (opened by the flush) ends empty: nothing else came
-        await clock.sleep_until(0.5)
+        clock.advance(0.2)
         assert await events_before_reply(client, "end") == []
         # a window that ended empty closed the key: the next one is sent at once again
         await client.send_raw(b'{"execute":"emit-throttled","arguments":{"ids":["a"]}}')
         assert json.loads(await client.receive_line())["data"] == {"id": "a", "n": 1}
         assert await client.receive_line() == b'{"return": {}}\r\n'
-        await client.close()
-        await monitor.close()
-
-    run_in_virtual_time(scenario)
 
 
-def test_an_event_offered_after_a_flush_is_held_for_that_window(short_tmp: Path) -> None:
+async def test_an_event_offered_after_a_flush_is_held_for_that_window(short_tmp: Path) -> None:
     """QEMU monitor.c ``monitor_qapi_event_handler``: sending the held event re-arms the
     timer, so the window that opens with the flush holds the next event too, which goes out
     when that window ends (and a window that ends empty closes the key)."""
-
-    async def scenario(clock: VirtualClockLoop) -> None:
-        monitor = build_test_monitor(Gate())
+    async with served_on_fake_clock(short_tmp) as (monitor, client, clock):
         monitor.event("RTC_CHANGE", throttle=1.0)
-        path = str(short_tmp / "qmp.sock")
-        await monitor.listen(f"unix:{path},server=on,wait=off")
-        client = await RawQMPClient.connect_unix(path)
-        await client.negotiate()
         monitor.emit("RTC_CHANGE", {"n": 1})  # t=0: sent, window until 1.0
         assert await events_before_reply(client, "t=0") == [{"n": 1}]
-        await clock.sleep_until(0.5)
+        clock.advance(0.5)
         monitor.emit("RTC_CHANGE", {"n": 2})
         assert await events_before_reply(client, "t=0.5") == []  # held
-        await clock.sleep_until(1.5)  # n=2 went out at 1.0, opening a window until 2.0
+        clock.advance(1.0)  # n=2 went out at 1.0, opening a window until 2.0
         assert await events_before_reply(client, "t=1.5 before") == [{"n": 2}]
         monitor.emit("RTC_CHANGE", {"n": 3})
         assert await events_before_reply(client, "t=1.5") == []  # held in that window
-        await clock.sleep_until(2.5)  # n=3 went out at 2.0, opening a window until 3.0
+        clock.advance(1.0)  # n=3 went out at 2.0, opening a window until 3.0
         assert await events_before_reply(client, "t=2.5") == [{"n": 3}]
-        await clock.sleep_until(3.5)  # that window ended empty at 3.0: the key is closed
+        clock.advance(1.0)  # that window ended empty at 3.0: the key is closed
         monitor.emit("RTC_CHANGE", {"n": 4})
         assert await events_before_reply(client, "t=3.5") == [{"n": 4}]
-        await client.close()
-        await monitor.close()
 
-    run_in_virtual_time(scenario)
+
+async def test_event_timestamps_come_from_the_monitors_clock(short_tmp: Path) -> None:
+    """The timestamp is the wall time at emit, to the microsecond; a throttled event held in
+    a window keeps its own, as QEMU's queued QDict does (monitor/monitor.c)."""
+    async with served_on_fake_clock(short_tmp) as (monitor, client, clock):
+        monitor.event("RTC_CHANGE", throttle=1.0)
+        clock.advance(0.25)
+        monitor.emit("RTC_CHANGE", {"n": 1})
+        clock.advance(0.5)
+        monitor.emit("RTC_CHANGE", {"n": 2})  # held until 1.25
+        clock.advance(0.5)
+        stamps = [(await client.receive())["timestamp"] for _ in range(2)]
+        seconds = int(FAKE_EPOCH)
+        assert stamps == [
+            {"seconds": seconds, "microseconds": 250000},
+            {"seconds": seconds, "microseconds": 750000},
+        ]
 
 
 def test_throttle_holds_the_event_after_a_flush_until_that_window_ends() -> None:
@@ -220,23 +239,22 @@ async def test_emit_from_another_thread(server: TestServer) -> None:
         await client.close()
 
 
-async def test_throttled_emit_from_another_thread(server: TestServer) -> None:
+async def test_throttled_emit_from_another_thread(short_tmp: Path) -> None:
     """Throttling also applies to events emitted from other threads."""
-    client = await server.client()
-    try:
+    async with served_on_fake_clock(short_tmp) as (monitor, client, clock):
 
         def burst() -> None:
             for n in range(1, 4):
-                server.monitor.emit("THROTTLED", {"id": "t", "n": n})
+                monitor.emit("THROTTLED", {"id": "t", "n": n})
 
         thread = threading.Thread(target=burst)
         thread.start()
         await asyncio.to_thread(thread.join)
-        first = json.loads(await client.receive_line())
+        # all three reached the loop before this request did: only the first went out
+        assert await events_before_reply(client, "after the burst") == [{"id": "t", "n": 1}]
+        clock.advance(0.2)
         last = json.loads(await client.receive_line())
-        assert (first["data"], last["data"]) == ({"id": "t", "n": 1}, {"id": "t", "n": 3})
-    finally:
-        await client.close()
+        assert last["data"] == {"id": "t", "n": 3}
 
 
 async def test_a_throttled_event_before_any_session_does_not_silence_later_ones(

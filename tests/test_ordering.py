@@ -15,18 +15,11 @@ from typing import Any
 
 import pytest
 
-from conftest import (
-    Gate,
-    TestServer,
-    VirtualClockLoop,
-    build_test_monitor,
-    run_in_virtual_time,
-    wait_until,
-)
+from conftest import Gate, TestServer, build_test_monitor, wait_until
 from qmonitor import Monitor
 from qmonitor.server.monitor import SHUTDOWN_GRACE_SECONDS
 from qmonitor.server.qmp_session import BLOCKED_INPUT_MAX
-from qmonitor.testing import RawQMPClient
+from qmonitor.testing import FakeClock, RawQMPClient, VirtualClockLoop, run_in_virtual_time
 
 CANCEL = "__io.github.qmonitor_cancel"
 
@@ -270,21 +263,34 @@ async def test_cancel_exec_oob_in_strict_order(strict_server: TestServer) -> Non
         await client.close()
 
 
-async def test_timeout_reply(server: TestServer) -> None:
-    """A command registered with timeout=0.2 that never completes is answered with an error."""
-    client = await server.client()
+async def test_timeout_reply(short_tmp: Path) -> None:
+    """A command registered with timeout=0.2 that never completes is answered with an error,
+    0.2 s after it started (on the monitor's clock), not before."""
+    clock = FakeClock()
+    monitor = build_test_monitor(Gate(), clock=clock)
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    await client.negotiate()
     try:
         await client.send_raw(request("hang", id="h"))
+        assert await client.execute("echo", {"value": "e"}, id="e") == {"return": "e", "id": "e"}
+        clock.advance(0.199)
+        assert await client.execute("echo", {"value": "f"}, id="f") == {"return": "f", "id": "f"}
+        clock.advance(0.001)
         assert await client.receive_line() == line(
             '{"id": "h", "error": {"class": "GenericError", '
             '"desc": "Command \'hang\' timed out after 0.2 s"}}'
         )
         await client.send_raw(request("hang"))
+        await wait_until(lambda: clock.next_deadline() is not None)  # it started
+        clock.advance(0.2)
         assert await client.receive_line() == line(
             '{"error": {"class": "GenericError", "desc": "Command \'hang\' timed out after 0.2 s"}}'
         )
     finally:
         await client.close()
+        await monitor.close()
 
 
 async def test_crash_gives_one_generic_error_and_server_lives(server: TestServer) -> None:
@@ -544,8 +550,8 @@ def test_shutdown_does_not_wait_forever_for_a_command_that_ignores_cancel(
     """SHUTDOWN_GRACE_SECONDS bounds how long close() waits for a cancelled command: it waits
     that long (on a virtual clock), then disconnects with the command still running."""
 
-    async def scenario(clock: VirtualClockLoop) -> None:
-        monitor = Monitor("stubborn")
+    async def scenario(loop: VirtualClockLoop) -> None:
+        monitor = Monitor("stubborn", clock=loop.clock)  # its timers jump with the loop's
         started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         @monitor.command
@@ -563,11 +569,11 @@ def test_shutdown_does_not_wait_forever_for_a_command_that_ignores_cancel(
         await client.negotiate()
         await client.send_raw(request("stubborn", id=1))
         await started.wait()
-        closing_at = clock.time()
+        closing_at = loop.time()
         closing = asyncio.create_task(monitor.close())
         done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_GRACE_SECONDS + 1)
         assert closing in done, "close() is still waiting for the stubborn command"
-        assert clock.time() - closing_at == SHUTDOWN_GRACE_SECONDS
+        assert loop.time() - closing_at == SHUTDOWN_GRACE_SECONDS
         assert cancelled.is_set() and not release.is_set()  # it gave up on a running command
         assert await client.reader.read() == b""
         release.set()

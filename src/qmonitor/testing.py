@@ -1,22 +1,32 @@
-"""Helpers for testing QMP servers, ours or QEMU's: a raw client over real sockets.
+"""Helpers for testing QMP servers, ours or QEMU's: a raw client over real sockets, fake time.
 
 :class:`RawQMPClient` sends exact bytes and reads exact reply lines, so tests (and anyone
 checking their own server) can pin the wire format. :func:`start_qemu` runs real QEMU with a
 QMP unix socket for differential tests.
+
+:class:`FakeClock` is a :class:`~qmonitor.core.clock.Clock` whose time moves only when the test
+moves it (trio's ``MockClock``): give it to a monitor (``Monitor(clock=FakeClock())``) and a
+throttle window ends, or a command times out, at the exact instant the test advances to,
+without sleeping and whatever the machine's load. :class:`VirtualClockLoop` is an event loop
+that reads its time from a FakeClock and, when nothing can run, jumps it to the next timer
+(trio's autojump), so whole scenarios with ``asyncio.sleep`` and timeouts run in virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -162,3 +172,146 @@ def start_qmonitor(
     command = [sys.executable, "-m", "qmonitor", "run", "-name", "vm0"]
     command += ["-qmp", f"unix:{socket_path},server=on,wait=off", "-monitor", "none"]
     return start_server([*command, *extra_args], socket_path, stderr_path=stderr_path)
+
+
+# -- fake time ------------------------------------------------------------------------------
+
+FAKE_EPOCH = 1_700_000_000.0
+"""The wall time a :class:`FakeClock` starts at unless told (2023-11-14 22:13:20 UTC)."""
+
+
+class FakeTimer:
+    """A callback waiting in a :class:`FakeClock` (its ``TimerHandle``)."""
+
+    __slots__ = ("_args", "_callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]):
+        self.when = when  # the clock's monotonic time at which it runs
+        self.cancelled = False
+        self._callback = callback
+        self._args = args
+
+    def cancel(self) -> None:
+        """Do not run it (nothing happens if it has run)."""
+        self.cancelled = True
+
+    def run(self) -> None:
+        """Call the callback (unless cancelled meanwhile)."""
+        if not self.cancelled:
+            self.cancelled = True  # a timer runs once
+            self._callback(*self._args)
+
+
+class FakeClock:
+    """A clock that stands still until :meth:`advance` moves it (see the module docstring).
+
+    Wall time starts at ``wall_time`` and monotonic time at 0; both move together. Timers run
+    in the order of their times, each with the clock showing exactly its time, on the thread
+    that calls :meth:`advance` (the event loop's: a FakeClock is used from one thread).
+    """
+
+    def __init__(self, wall_time: float = FAKE_EPOCH) -> None:
+        self._wall_at_zero = wall_time
+        self._now = 0.0
+        self._timers: list[tuple[float, int, FakeTimer]] = []
+        self._order = itertools.count()  # timers due at the same time run in call order
+
+    def time(self) -> float:
+        return self._wall_at_zero + self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
+        timer = FakeTimer(self._now + max(delay, 0.0), callback, args)
+        heapq.heappush(self._timers, (timer.when, next(self._order), timer))
+        return timer
+
+    def next_deadline(self) -> float | None:
+        """When the next timer runs (monotonic time), or None if none is waiting."""
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def advance(self, seconds: float) -> None:
+        """Move time ``seconds`` on, running every timer due on the way (those they schedule
+        within the span too), each at its own time."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        target = self._now + seconds
+        while (when := self.next_deadline()) is not None and when <= target:
+            for timer in self._jump_to(when):
+                timer.run()
+        self._now = target
+
+    def _jump_to(self, when: float) -> list[FakeTimer]:
+        """Move to ``when`` (no later than the next deadline); the timers due, in order."""
+        self._now = max(self._now, when)
+        due = []
+        while self._timers and self._timers[0][0] <= self._now:
+            timer = heapq.heappop(self._timers)[2]
+            if not timer.cancelled:
+                due.append(timer)
+        return due
+
+
+class _AutojumpSelector(selectors.DefaultSelector):
+    """Waits for I/O; when none is ready and the loop would wait for a timer, jumps the fake
+    clock to the earliest timer, the loop's or the clock's, instead of waiting."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or (timeout is not None and timeout <= 0):
+            return ready
+        deadlines = [self.clock.next_deadline()]
+        if timeout is not None:
+            deadlines.append(self.clock.monotonic() + timeout)
+        known = [deadline for deadline in deadlines if deadline is not None]
+        if not known:  # no timer at all: only I/O can wake the loop
+            return super().select(None)
+        assert self.loop is not None
+        for timer in self.clock._jump_to(min(known)):
+            self.loop.call_soon(timer.run)  # run by the loop, not inside select()
+        return []
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on a :class:`FakeClock` (``loop.clock``): time stands still while anything
+    can run and jumps to the next timer when nothing can. Timers (``call_later``,
+    ``asyncio.sleep``, timeouts, and the monitor's when it is given ``loop.clock``) fire in
+    order at exact virtual times, however loaded the machine, and "wait one second" costs no
+    real time. I/O is real (sockets in this process).
+
+    Only for scenarios where nothing runs in other threads or processes: the loop cannot know
+    that a thread is about to wake it, and would jump ahead meanwhile.
+    """
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
+        selector = _AutojumpSelector(self.clock)
+        super().__init__(selector)
+        selector.loop = self
+
+    def time(self) -> float:
+        return self.clock.monotonic()
+
+    async def sleep_until(self, when: float) -> None:
+        """Return at virtual time ``when``, once every timer due before it has run and
+        everything it caused (writes, reads, callbacks) has settled."""
+        assert when > self.time()
+        await asyncio.sleep(when - self.time())
+
+
+def run_in_virtual_time(
+    scenario: Callable[[VirtualClockLoop], Coroutine[Any, Any, None]],
+) -> None:
+    """Run ``scenario(loop)`` on a fresh :class:`VirtualClockLoop`."""
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, VirtualClockLoop)
+        runner.run(scenario(loop))

@@ -10,7 +10,8 @@ whose ``future`` resolves exactly once, to the JSON-able return value or to a
 another thread, times out, or is cancelled. This is the guarantee the seed's API lacked (its
 failed async commands sent no reply at all).
 
-There is no I/O here: the asyncio pieces used are futures, tasks and timers of the running loop.
+There is no I/O here: the asyncio pieces used are futures and tasks of the running loop, and
+timeouts are timers of the monitor's :class:`~qmonitor.core.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
+from qmonitor.core.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from qmonitor.core.commands import Command, Completion, Context, HandlerStyle
 from qmonitor.core.errors import QMPError
 from qmonitor.core.session import Session
@@ -74,6 +76,7 @@ class Invocation:
     __slots__ = (
         "_cancel_reason",
         "_cancel_requested",
+        "_clock",
         "_completion",
         "_loop",
         "_loop_thread",
@@ -93,6 +96,7 @@ class Invocation:
         context: Context,
         loop: asyncio.AbstractEventLoop,
         record: CommandTrace | None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.command = command
         self.request_id = request_id
@@ -102,7 +106,8 @@ class Invocation:
         self._loop_thread = threading.get_ident()
         self._task: asyncio.Task[Any] | None = None
         self._completion: Completion[Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._clock = clock
+        self._timer: TimerHandle | None = None
         self._cancel_reason = CANCELLED_BY_CLIENT
         self._cancel_requested = False
         self._record = record
@@ -138,7 +143,7 @@ class Invocation:
 
     def _start_timer(self) -> None:
         if self.command.timeout is not None and not self.future.done():
-            self._timer = self._loop.call_later(self.command.timeout, self.cancel, TIMED_OUT)
+            self._timer = self._clock.call_later(self.command.timeout, self.cancel, TIMED_OUT)
 
     def _settle(self, value: object, error: QMPError | None) -> None:
         """Resolve the outcome once; later calls (after a cancellation) are discarded."""
@@ -223,17 +228,19 @@ def invoke(
     request_id: object = None,
     session: Session | None = None,
     record: CommandTrace | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Invocation:
     """Submit a coroutine or completion-style command; see the module docstring.
 
     Errors raised by the handler at submit time (the seed's "may raise errors") come back as
     the invocation's outcome, so callers have one path for every error. ``record`` (made by
-    the monitor, which recorded ``command.started``) gets the outcome.
+    the monitor, which recorded ``command.started``) gets the outcome; ``clock`` times the
+    command's timeout.
     """
     loop = loop or asyncio.get_running_loop()
     context = Context(command.name, request_id, session)
-    invocation = Invocation(command, request_id, context, loop, record)
+    invocation = Invocation(command, request_id, context, loop, record, clock)
     if command.context_parameter is not None:
         kwargs[command.context_parameter] = context
     if command.style is HandlerStyle.COROUTINE:

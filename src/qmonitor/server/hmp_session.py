@@ -287,7 +287,7 @@ class HumanSession:
 
     def _show_progress(self, progress: Progress) -> None:
         running = self.running
-        now = self._loop.time()
+        now = self.monitor.clock.monotonic()
         if running is None or now - self._progress_drawn_at < PROGRESS_INTERVAL:
             return
         self._progress_drawn_at = now

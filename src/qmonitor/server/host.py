@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from qmonitor.core.clock import Clock
 from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Invocation, Returned
 from qmonitor.core.events import Event
@@ -80,6 +81,11 @@ class SessionHost(Protocol):
     @property
     def closing(self) -> bool:
         """Whether the monitor is shutting down: sessions start nothing new."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """Where time comes from (progress lines are drawn at most every so often)."""
         ...
 
     @property

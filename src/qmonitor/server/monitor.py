@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from qmonitor.core.clock import SYSTEM_CLOCK, Clock
 from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
 from qmonitor.core.dispatch import Invocation, Returned, invoke, run_on_loop, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
@@ -76,7 +76,9 @@ class Monitor:
     requests running per connection (the session stops reading past it). ``authorize`` (also
     settable later as :attr:`authorize`) decides every request (:data:`~qmonitor.Authorizer`);
     without one everything is allowed. ``tracer`` gets every trace record, as do those added
-    with :meth:`add_tracer` (docs/DESIGN-NOTES.md, "The trace path").
+    with :meth:`add_tracer` (docs/DESIGN-NOTES.md, "The trace path"). ``clock`` gives event
+    timestamps, throttling windows and command timeouts (:mod:`qmonitor.core.clock`; a
+    :class:`qmonitor.testing.FakeClock` in tests).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Monitor:
         capabilities: Iterable[str] = ("oob",),
         tracer: Tracer | None = None,
         authorize: Authorizer | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.version_info = version
@@ -101,6 +104,7 @@ class Monitor:
         if tracer is not None:
             self._trace.add(tracer)
         self.authorize = authorize
+        self.clock = clock
         self.registry = CommandRegistry()
         self.command = self.registry.command
         self.events: dict[str, EventSpec] = {}
@@ -209,7 +213,14 @@ class Monitor:
             if record is not None:
                 record.failed(error)
             raise
-        return invoke(command, kwargs, request_id=request_id, session=session, record=record)
+        return invoke(
+            command,
+            kwargs,
+            request_id=request_id,
+            session=session,
+            record=record,
+            clock=self.clock,
+        )
 
     @staticmethod
     def _authorize(
@@ -256,21 +267,21 @@ class Monitor:
         negotiating get nothing (qemu.qmp reads the very next message as the negotiation
         reply). Throttled events follow QEMU's rule (:mod:`qmonitor.core.events`).
         """
-        now = time.time()
+        now = self.clock.time()
         seconds = int(now)
         event = Event(name, data, seconds, int((now - seconds) * 1_000_000))
         if self._loop is None or self._loop_thread is None:
-            self._emit_event(event, now)  # not serving yet: no session to reach, no loop
+            self._emit_event(event)  # not serving yet: no session to reach, no loop
         else:
-            run_on_loop(self._loop, self._loop_thread, self._emit_event, event, now)
+            run_on_loop(self._loop, self._loop_thread, self._emit_event, event)
 
-    def _emit_event(self, event: Event, now: float) -> None:
+    def _emit_event(self, event: Event) -> None:
         spec = self.events.get(event.name)
         if spec is not None and spec.throttle_seconds and self._loop is not None:
-            send_now, window_end = self._throttle.offer(spec, event, now)
-            if window_end is not None and self._loop is not None:
+            send_now, window_end = self._throttle.offer(spec, event, self.clock.monotonic())
+            if window_end is not None:
                 key = self._throttle.key_for(spec, event)
-                self._loop.call_later(spec.throttle_seconds, self._window_ended, key, spec)
+                self.clock.call_later(spec.throttle_seconds, self._window_ended, key, spec)
             if not send_now:
                 return
         self._broadcast(event)
@@ -278,8 +289,8 @@ class Monitor:
     def _window_ended(self, key: ThrottleKey, spec: EventSpec) -> None:
         kept = self._throttle.window_ended(key)
         if kept is not None:
-            assert self._loop is not None and spec.throttle_seconds is not None
-            self._loop.call_later(spec.throttle_seconds, self._window_ended, key, spec)
+            assert spec.throttle_seconds is not None
+            self.clock.call_later(spec.throttle_seconds, self._window_ended, key, spec)
             self._broadcast(kept)
 
     def _broadcast(self, event: Event) -> None:
@@ -377,7 +388,7 @@ class Monitor:
         if outcomes:
             # A cancelled coroutine needs a few loop turns to unwind; one stuck in a finally
             # block must not hold the shutdown forever.
-            await asyncio.wait(outcomes, timeout=SHUTDOWN_GRACE_SECONDS)
+            await self._wait_at_most(SHUTDOWN_GRACE_SECONDS, outcomes)
         await asyncio.sleep(0)  # let the sessions' done-callbacks write the replies
         for session in list(self.qmp_sessions):
             session.close()
@@ -386,3 +397,17 @@ class Monitor:
         if self._hangups is not None:
             self._hangups.close()
         self._closed.set()
+
+    async def _wait_at_most(self, seconds: float, outcomes: list[asyncio.Future[object]]) -> None:
+        """Wait until every outcome is known, or ``seconds`` of the monitor's clock passed."""
+        grace_over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.clock.call_later(seconds, grace_over.set_result, None)
+        pending: set[asyncio.Future[Any]] = set(outcomes)
+        try:
+            while pending and not grace_over.done():
+                _, pending = await asyncio.wait(
+                    pending | {grace_over}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(grace_over)
+        finally:
+            timer.cancel()
