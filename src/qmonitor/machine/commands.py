@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from qmonitor import (
     Context,
+    HumanSession,
     HumanSyntax,
     Job,
     JobManager,
@@ -29,9 +30,11 @@ from qmonitor import (
     QMPError,
     QMPName,
     Size,
+    SizeError,
     UInt64,
+    report_error,
+    strtosz,
 )
-from qmonitor.hmp.sizes import SizeError, strtosz
 from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState
 from qmonitor.machine.migration import (
     MAX_DOWNTIME_MS,
@@ -47,8 +50,6 @@ from qmonitor.machine.snapshots import (
     save_snapshot,
     snapshot_missing,
 )
-from qmonitor.server.hmp_session import HumanSession
-from qmonitor.server.human import report_error
 
 SNAPSHOT_NODE = "disk0"
 """The one block node snapshots can name in ``vmstate`` and ``devices``: the state directory

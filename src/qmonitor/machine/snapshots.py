@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from qmonitor.core.errors import QMPError
+from qmonitor import QMPError
 from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, data_page_map, offload
 
 MAGIC: Final = b"QMSNAP\x00\x01"
