@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from qmonitor.core.commands import Command, Completion, Context, HandlerStyle
@@ -181,16 +181,11 @@ class Invocation:
             self._settle(None, internal_error(self.command, exc))
 
 
-class Returned:
-    """A sync command's result, returned at once and not encoded yet: each kind of session
-    encodes it its own way (QMP straight to JSON text, the human monitor to JSON values for a
-    renderer)."""
-
-    __slots__ = ("command", "value")
-
-    def __init__(self, command: Command, value: object) -> None:
-        self.command = command
-        self.value = value
+Returned: TypeAlias = tuple[Command, object]
+"""A sync command's result, returned at once: ``(command, value)``, the value as the handler
+returned it, not encoded yet, because each kind of session encodes it its own way (QMP
+straight to JSON text, the human monitor to JSON values for a renderer). A plain tuple: one is
+made per QMP request, at a fifth of the cost of an object."""
 
 
 def run_sync(

@@ -26,28 +26,28 @@ Tracer = Callable[[str, Mapping[str, object]], None]
 class Trace:
     """The tracers of one monitor, and the debug log."""
 
-    __slots__ = ("_tracers",)
+    __slots__ = ("tracers",)
 
     def __init__(self) -> None:
-        self._tracers: tuple[Tracer, ...] = ()
+        self.tracers: tuple[Tracer, ...] = ()  # read-only outside: add() and remove() change it
 
     def add(self, tracer: Tracer) -> None:
         """Give every record from now on to ``tracer`` too."""
-        self._tracers += (tracer,)
+        self.tracers += (tracer,)
 
     def remove(self, tracer: Tracer) -> None:
         """Stop giving records to ``tracer`` (nothing happens if it was not added)."""
-        self._tracers = tuple(t for t in self._tracers if t != tracer)
+        self.tracers = tuple(t for t in self.tracers if t != tracer)
 
-    @property
     def active(self) -> bool:
-        """Whether a record would reach anyone: callers skip building one when not."""
-        return bool(self._tracers) or log.isEnabledFor(logging.DEBUG)
+        """Whether a record would reach anyone: callers skip building one when not (a hot
+        path may test ``trace.tracers or log.isEnabledFor(logging.DEBUG)`` itself)."""
+        return bool(self.tracers) or log.isEnabledFor(logging.DEBUG)
 
     def __call__(self, name: str, info: Mapping[str, object]) -> None:
         """Record ``name`` with ``info``."""
         log.debug("%s %s", name, info)
-        for tracer in self._tracers:
+        for tracer in self.tracers:
             try:
                 tracer(name, info)
             except Exception:

@@ -55,6 +55,9 @@ class SessionState(Enum):
     CLOSED = "closed"  # the peer went away or we hung up
 
 
+_COMMAND_MODE: Final = SessionState.COMMAND_MODE  # per request: a global, not an enum lookup
+
+
 class Trigger(Enum):
     """What moves a connection from one state to another."""
 
@@ -226,7 +229,7 @@ class QMPServerConnection:
         event = self._framer.next_event()
         if type(event) is JSONMessage:
             request = check_request(event.value, self.oob_enabled)
-            if self.state is SessionState.COMMAND_MODE or type(request) is not Request:
+            if self.state is _COMMAND_MODE or type(request) is not Request:
                 return request
             return self._negotiate(request)
         if type(event) is JSONParseError:

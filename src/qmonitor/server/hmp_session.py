@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from qmonitor.core.commands import Progress
-from qmonitor.core.dispatch import Invocation, Returned, encode_result, run_on_loop
+from qmonitor.core.dispatch import Invocation, encode_result, run_on_loop
 from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.events import Event
 from qmonitor.core.session import Session, SessionKind
@@ -214,8 +214,8 @@ class HumanSession:
             arguments = {**arguments, DETACH_KEY: True}
         try:
             outcome = self.monitor.submit(command.name, arguments, session=self)
-            if isinstance(outcome, Returned):
-                value = encode_result(command, outcome.value, command.signature.encode_return)
+            if isinstance(outcome, tuple):  # Returned: a sync command's result
+                value = encode_result(command, outcome[1], command.signature.encode_return)
                 self._write_nonempty(self._render(entry, value))
                 return None
         except QMPError as error:

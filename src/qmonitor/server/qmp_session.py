@@ -42,7 +42,7 @@ import logging
 from collections import deque
 from typing import Final, cast
 
-from qmonitor.core.dispatch import Invocation, Returned, encode_result, internal_error
+from qmonitor.core.dispatch import Invocation, encode_result, internal_error
 from qmonitor.core.errors import QMPError
 from qmonitor.core.session import SessionKind
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
@@ -314,9 +314,9 @@ class QMPSession(asyncio.Protocol):
                 request_id=request.request_id,
                 oob=request.oob,
             )
-            if isinstance(outcome, Returned):
-                command = outcome.command
-                text = encode_result(command, outcome.value, self.host.result_writer(command))
+            if isinstance(outcome, tuple):  # Returned: a sync command's result
+                command, value = outcome
+                text = encode_result(command, value, self.host.result_writer(command))
                 self._write(
                     self.connection.send_return_text(text, request.request_id, request.has_id)
                 )
