@@ -145,12 +145,13 @@ class QMPServerConnection:
     def accept_capabilities(self, enable: Sequence[str]) -> None:
         """Finish negotiation with the capabilities the client enabled.
 
-        Raises :class:`QMPError` ``Capability X not available`` (monitor/qmp-cmds-control.c)
-        for one the server did not offer; the connection then stays in negotiation mode.
+        Raises :class:`QMPError` ``Capability X not available`` (monitor/qmp-cmds-control.c
+        ``qmp_caps_accept``), X listing every one asked for that the server did not offer, as
+        often as asked (``oob, oob``); the connection then stays in negotiation mode.
         """
-        for capability in enable:
-            if capability not in self.capabilities:
-                raise QMPError(f"Capability {capability} not available")
+        unavailable = [c for c in enable if c not in self.capabilities]
+        if unavailable:
+            raise QMPError(f"Capability {', '.join(unavailable)} not available")
         self._transition("capabilities-accepted")
         self.oob_enabled = "oob" in enable
 
