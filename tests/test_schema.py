@@ -32,7 +32,7 @@ from qmonitor.core.schema import (
     compile_signature,
     encode_value,
 )
-from qmonitor.testing import RawQMPClient, start_qemu
+from qmonitor.testing import RawQMPClient, command_shape, start_qemu
 
 # --- Sample commands: Python copies of QEMU 7.2 QAPI definitions -------------------------------
 
@@ -765,43 +765,6 @@ def build_schema(commands: dict[str, Callable[..., object]]) -> list[dict[str, o
     return builder.entries()
 
 
-def expand(entries: list[dict[str, Any]], name: str) -> object:
-    """A type as a nested structure, independent of the masked numbering."""
-    by_name = {entry["name"]: entry for entry in entries}
-    entry = by_name[name]
-    meta_type = entry["meta-type"]
-    if meta_type == "builtin":
-        return name
-    if meta_type == "array":
-        return [expand(entries, entry["element-type"])]
-    if meta_type == "enum":
-        assert [member["name"] for member in entry["members"]] == entry["values"]
-        return {"enum": entry["values"]}
-    assert meta_type == "object"
-    shape: dict[str, object] = {
-        "members": [
-            [member["name"] + ("?" if "default" in member else ""), expand(entries, member["type"])]
-            for member in entry["members"]
-        ]
-    }
-    if "variants" in entry:
-        shape["tag"] = entry["tag"]
-        shape["variants"] = [
-            [variant["case"], expand(entries, variant["type"])] for variant in entry["variants"]
-        ]
-    return shape
-
-
-def expand_command(entries: list[dict[str, Any]], name: str) -> dict[str, object]:
-    (entry,) = [e for e in entries if e["name"] == name and e["meta-type"] == "command"]
-    return {
-        "arg-type": expand(entries, entry["arg-type"]),
-        "ret-type": expand(entries, entry["ret-type"]),
-        "allow-oob": entry.get("allow-oob", False),
-        "features": entry.get("features", []),
-    }
-
-
 QEMU_FEATURES = {
     "human-monitor-command": ["savevm-monitor-nodes"],
     "x-exit-preconfig": ["unstable"],
@@ -883,7 +846,7 @@ def test_schema_entries_have_qemus_shape(command: str) -> None:
         allow_oob=command in ("yank", "query-yank"),
         features=QEMU_FEATURES.get(command, ()),
     )
-    assert expand_command(builder.entries(), command) == QEMU_COMMAND_SHAPES[command]
+    assert command_shape(builder.entries(), command) == QEMU_COMMAND_SHAPES[command]
 
 
 def test_union_layout_follows_qemus_introspect_generator() -> None:
@@ -1147,7 +1110,7 @@ async def test_qemu_schema_has_the_recorded_shapes() -> None:
             entries = (await client.execute("query-qmp-schema"))["return"]
             await client.close()
     for command, shape in QEMU_COMMAND_SHAPES.items():
-        assert expand_command(entries, command) == shape, command
+        assert command_shape(entries, command) == shape, command
     # QEMU keeps a few types whose only users are compiled out (the Cocoa display options).
     check_schema_integrity(entries, all_used=False)
 
@@ -1156,7 +1119,7 @@ def test_dataclass_fields_without_init_are_not_members() -> None:
     def command(node: Renamed) -> None: ...
 
     entries = build_schema({"command": command})
-    assert expand_command(entries, "command")["arg-type"] == {
+    assert command_shape(entries, "command")["arg-type"] == {
         "members": [
             [
                 "node",
