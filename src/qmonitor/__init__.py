@@ -14,7 +14,7 @@ from qmonitor.core.commands import (
     Progress,
 )
 from qmonitor.core.errors import ErrorClass, QMPError
-from qmonitor.core.schema import QMPName, Size, UInt64
+from qmonitor.core.schema import QMPName, Size, UInt64, Variants
 from qmonitor.server.human import register_human_monitor_command, serve_human
 from qmonitor.server.jobs import Job, JobManager
 from qmonitor.server.monitor import Monitor
@@ -33,6 +33,7 @@ __all__ = [
     "QMPName",
     "Size",
     "UInt64",
+    "Variants",
     "register_human_monitor_command",
     "serve_human",
 ]

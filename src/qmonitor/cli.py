@@ -51,6 +51,23 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _MonitorAddress(argparse.Action):
+    """``-qmp``/``-monitor``: kept with their kind, in command-line order, in ``monitors``.
+
+    QEMU names the monitors' chardevs ``compat_monitorN`` in that order (softmmu/vl.c
+    ``monitor_parse``), which ``query-yank`` shows, so they are served in that order.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.monitors = [*namespace.monitors, (self.dest, values)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; options share QEMU's spellings where QEMU has them."""
     parser = argparse.ArgumentParser(prog="qmonitor", description=__doc__)
@@ -90,19 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="bytes of guest RAM the workload writes per second while running (K/M/G)",
     )
+    run.set_defaults(monitors=[])
     run.add_argument(
         "-qmp",
         dest="qmp",
-        action="append",
-        default=[],
+        action=_MonitorAddress,
         metavar="ADDR",
         help="QMP monitor address (QEMU syntax, repeatable)",
     )
     run.add_argument(
         "-monitor",
         dest="monitor",
-        action="append",
-        default=[],
+        action=_MonitorAddress,
         metavar="ADDR",
         help="human monitor address (QEMU syntax, repeatable)",
     )
@@ -138,30 +154,30 @@ async def run_machine(options: argparse.Namespace) -> int:
     services = register_machine_commands(
         monitor, machine, snapshots, on_exit=exit_machine, no_shutdown=options.no_shutdown
     )
-    qmp_addresses = list(options.qmp)
+    monitors: list[tuple[str, str]] = list(options.monitors)
+    qmp_addresses = [text for kind, text in monitors if kind == "qmp"]
     if not qmp_addresses:
         directory = default_socket_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        qmp_addresses.append(f"unix:{directory}/{options.name}.qmp,server=on,wait=off")
-    # Every command is registered before any monitor serves: a stdio client's first requests
-    # may be read as soon as its session starts.
-    register_human_monitor_command(monitor)
+        monitors.append(("qmp", f"unix:{directory}/{options.name}.qmp,server=on,wait=off"))
+    if all(kind != "monitor" for kind, _ in monitors) and "stdio" not in qmp_addresses:
+        monitors.append(("monitor", "stdio"))
     try:
+        # Every command is registered before any monitor serves: a stdio client's first
+        # requests may be read as soon as its session starts.
+        register_human_monitor_command(monitor)
         snapshots.open()
-        for text in qmp_addresses:
+        for kind, text in monitors:
             address = parse_address(text)
-            await monitor.serve(address)
+            if kind == "qmp":
+                await monitor.serve(address)
+            else:
+                stdio = address.transport == "stdio"
+                await serve_human(monitor, address, interactive=stdio and sys.stdin.isatty())
             if address.transport in ("unix", "tcp") and address.server:
                 shown = monitor.listeners[-1].bound_address
-                print(f"qmonitor: QMP on {shown}", file=sys.stderr, flush=True)
-        human_addresses = options.monitor or (["stdio"] if "stdio" not in qmp_addresses else [])
-        for text in human_addresses:
-            address = parse_address(text)
-            stdio = address.transport == "stdio"
-            await serve_human(monitor, address, interactive=stdio and sys.stdin.isatty())
-            if address.transport in ("unix", "tcp") and address.server:
-                shown = monitor.listeners[-1].bound_address
-                print(f"qmonitor: HMP on {shown}", file=sys.stderr, flush=True)
+                label = "QMP" if kind == "qmp" else "HMP"
+                print(f"qmonitor: {label} on {shown}", file=sys.stderr, flush=True)
         if options.incoming not in (None, "defer"):
             await services.migration.start_incoming(options.incoming)
     except (AddressError, OSError, QMPError) as exc:

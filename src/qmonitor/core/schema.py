@@ -24,6 +24,7 @@ Python                     QAPI (schema name)   accepts
 ``list[T]``                ``[T]``              an array of T
 ``tuple[T, ...]``          ``[T]``              an array of T, given as a tuple
 ``@dataclass``, TypedDict  an object type       an object with exactly those members
+``Annotated[B, Variants]``  a union              an object whose tag member picks its members
 ``typing.Any``             ``any``              any JSON value, ``null`` included
 ``dict[str, Any]``         ``any``              any JSON object
 =========================  ===================  =========================================
@@ -60,6 +61,19 @@ it propagates out (``_ArgumentError.enclose``), so the success path never builds
 command without parameters gets a precomputed converter that only checks that the arguments are
 empty; ``str``, ``bool`` and ``float`` members are accepted without a call.
 
+Unions
+======
+QAPI's unions with a discriminator (``{'union': ..., 'base': ..., 'discriminator': ...}``) are
+written ``Annotated[Base, Variants("type", {Kind.A: BaseA, ...})]``: ``Base`` is a dataclass
+whose member named by the discriminator is a required enum, and each variant is a dataclass
+subclass of ``Base`` adding the members of that case. A tag value without a variant has the base
+members only (QAPI's implicit empty branch). Checking follows the generated ``visit_type_*``:
+the base members in order, then the chosen variant's, then unexpected members against both; the
+value built is the variant's class (the base's for an empty branch). In ``query-qmp-schema`` the
+union is an object with ``tag`` and ``variants`` (the listed cases in order, then the other enum
+values with the empty object type), each variant type holding only its own members, as
+``scripts/qapi/introspect.py`` lays it out (qapi/yank.json ``YankInstance``).
+
 Encoding results
 ================
 ``encode_return`` follows the declared return type: ``None`` -> ``{}`` (QEMU's reply for a
@@ -87,7 +101,8 @@ Deliberate differences from QEMU
 ================================
 - Of QAPI's integer types only ``int`` (int64), ``uint64`` and ``size`` exist; the smaller sized
   ones (``uint8``, ... and their ``Parameter 'x' expects uint8_t``) are left to handlers, and so
-  are alternates and unions with a discriminator: a Python union may only be ``T | None``.
+  are alternates: a Python union may only be ``T | None`` (unions with a discriminator are
+  ``Variants``, above).
 - No ``features`` on types or members, only on commands and events.
 """
 
@@ -111,6 +126,7 @@ __all__ = [
     "Parameter",
     "QMPName",
     "SchemaBuilder",
+    "Variants",
     "compile_signature",
     "encode_value",
 ]
@@ -168,6 +184,29 @@ UInt64: TypeAlias = Annotated[int, _IntegerKind("uint64")]
 """QAPI ``uint64``: 0 to 2**64-1; like QEMU, a negative int64 is accepted modulo 2**64."""
 Size: TypeAlias = Annotated[int, _IntegerKind("size")]
 """QAPI ``size`` (a byte count): checked as ``uint64``, published as ``size``."""
+
+
+class Variants:
+    """``Annotated[Base, Variants(tag, cases)]``: a QAPI union with a discriminator.
+
+    ``tag`` is the QMP name of ``Base``'s enum member that picks the variant; ``cases`` maps
+    enum members to dataclass subclasses of ``Base`` (see "Unions" in the module docstring).
+    """
+
+    __slots__ = ("cases", "tag")
+
+    def __init__(self, tag: str, cases: Mapping[enum.Enum, type]) -> None:
+        self.tag = tag
+        self.cases = tuple(cases.items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Variants) and (self.tag, self.cases) == (other.tag, other.cases)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.cases))
+
+    def __repr__(self) -> str:
+        return f"Variants({self.tag!r}, {dict(self.cases)!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,13 +371,34 @@ class _Object(_Type):
 
 
 class _Arguments:
-    """The implicit object type of a command's arguments (QEMU's ``q_obj_NAME-arg``)."""
+    """An object type known by its members alone: a command's arguments (QEMU's
+    ``q_obj_NAME-arg``), or a union variant's own members (keyed by the variant's class)."""
 
     __slots__ = ("members", "schema_key")
 
-    def __init__(self, members: Sequence[_Member]) -> None:
+    def __init__(self, members: Sequence[_Member], schema_key: object = None) -> None:
         self.members = members
-        self.schema_key = self
+        self.schema_key = self if schema_key is None else schema_key
+
+
+class _Union(_Type):
+    """A union with a discriminator: the base's members, the tag, a type per tag value."""
+
+    __slots__ = ("base", "tag", "variants")
+
+    def __init__(
+        self,
+        convert: _Converter,
+        encode: _Encoder,
+        schema_key: object,
+        base: _Object,
+        tag: str,
+        variants: list[tuple[str, _Arguments]],
+    ) -> None:
+        super().__init__(convert, encode, schema_key)
+        self.base = base
+        self.tag = tag
+        self.variants = variants  # (case, the variant's own members) in introspection order
 
 
 _EMPTY: Final = _Arguments(())  # QEMU's q_empty: no arguments, no result, no event data
@@ -418,6 +478,32 @@ def _array_converter(
 _Step: TypeAlias = tuple[str, str, type | None, _Converter, object]
 
 
+def _convert_into(
+    steps: list[_Step], arguments: Mapping[str, object], kwargs: dict[str, object]
+) -> int:
+    """Check the members ``steps`` describe, in order, into ``kwargs``; return how many of
+    them were present (the caller compares that with the number of members sent)."""
+    present = 0
+    for qmp_name, python_name, passthrough, convert, if_absent in steps:
+        value = arguments.get(qmp_name, _ABSENT)
+        if value is _ABSENT:
+            if if_absent is _REQUIRED:
+                raise _ArgumentError.missing(qmp_name)
+            if if_absent is not _SKIP:
+                kwargs[python_name] = if_absent
+            continue
+        present += 1
+        if type(value) is passthrough:
+            kwargs[python_name] = value
+            continue
+        try:
+            kwargs[python_name] = convert(value)
+        except _ArgumentError as error:
+            error.enclose(qmp_name)
+            raise
+    return present
+
+
 def _members_converter(steps: list[_Step], known: Collection[str]) -> _ArgumentsConverter:
     """Check an object's members in declaration order, then reject any other member.
 
@@ -426,29 +512,34 @@ def _members_converter(steps: list[_Step], known: Collection[str]) -> _Arguments
 
     def convert_members(arguments: Mapping[str, object]) -> dict[str, object]:
         kwargs: dict[str, object] = {}
-        present = 0
-        for qmp_name, python_name, passthrough, convert, if_absent in steps:
-            value = arguments.get(qmp_name, _ABSENT)
-            if value is _ABSENT:
-                if if_absent is _REQUIRED:
-                    raise _ArgumentError.missing(qmp_name)
-                if if_absent is not _SKIP:
-                    kwargs[python_name] = if_absent
-                continue
-            present += 1
-            if type(value) is passthrough:
-                kwargs[python_name] = value
-                continue
-            try:
-                kwargs[python_name] = convert(value)
-            except _ArgumentError as error:
-                error.enclose(qmp_name)
-                raise
-        if present != len(arguments):
+        if _convert_into(steps, arguments, kwargs) != len(arguments):
             raise _ArgumentError.unexpected(first_in_qdict_order(arguments, known))
         return kwargs
 
     return convert_members
+
+
+_Branch: TypeAlias = tuple[type, list[_Step], frozenset[str]]
+
+
+def _union_converter(
+    base_steps: list[_Step], tag_python_name: str, branches: Mapping[object, _Branch]
+) -> _Converter:
+    """QAPI's generated ``visit_type_UNION``: the base members, then those of the variant the
+    tag picks, then any other member is unexpected."""
+
+    def convert(value: object) -> object:
+        if not isinstance(value, dict):
+            raise _ArgumentError.invalid_type("object")
+        kwargs: dict[str, object] = {}
+        present = _convert_into(base_steps, value, kwargs)
+        variant_class, variant_steps, known = branches[kwargs[tag_python_name]]
+        present += _convert_into(variant_steps, value, kwargs)
+        if present != len(value):
+            raise _ArgumentError.unexpected(first_in_qdict_order(value, known))
+        return variant_class(**kwargs)
+
+    return convert
 
 
 def _convert_no_arguments(arguments: Mapping[str, object]) -> dict[str, object]:
@@ -569,8 +660,8 @@ def _split_member_hint(hint: object) -> tuple[object, bool, list[QMPName]]:
         if origin is Annotated:
             hint, *metadata = typing.get_args(hint)
             names += [item for item in metadata if isinstance(item, QMPName)]
-            kinds = [item for item in metadata if isinstance(item, _IntegerKind)]
-            if kinds:  # the type itself (UInt64, Size): type_of reads it
+            kinds = [item for item in metadata if isinstance(item, _IntegerKind | Variants)]
+            if kinds:  # the type itself (UInt64, Size, a union): type_of reads it
                 return Annotated[hint, kinds[-1]], optional, names
         elif origin in (Union, types.UnionType) and type(None) in typing.get_args(hint):
             optional = True
@@ -606,6 +697,7 @@ class _Compiler:
 
     def __init__(self) -> None:
         self._objects: dict[type, _Object] = {}
+        self._unions: dict[object, _Union] = {}
 
     def type_of(self, hint: object, where: str) -> _Type:
         if typing.get_origin(hint) is Annotated:
@@ -617,6 +709,8 @@ class _Compiler:
                     if base is not int:
                         raise TypeError(f"{where}: {item.name} annotates int, not {base!r}")
                     return _UINT64 if item.name == "uint64" else _SIZE
+                if isinstance(item, Variants):
+                    return self.union_type(base, item, where)
             return self.type_of(base, where)
         if hint is bool:
             return _BOOL
@@ -706,6 +800,61 @@ class _Compiler:
         _check_unique(members, where)
         steps += _conversion_steps(members)
         known.update(member.qmp_name for member in members)
+        return node
+
+    def union_type(self, base_class: object, variants: Variants, where: str) -> _Union:
+        """The node of ``Annotated[base_class, variants]`` (see "Unions" above)."""
+        key = ("union", base_class, variants)
+        node = self._unions.get(key)
+        if node is not None:
+            return node
+        if not (isinstance(base_class, type) and dataclasses.is_dataclass(base_class)):
+            raise TypeError(f"{where}: {variants!r} needs a dataclass base, not {base_class!r}")
+        where = f"{where}: union {base_class.__qualname__}"
+        base = self.object_type(base_class, where)
+        tags = [member for member in base.members if member.qmp_name == variants.tag]
+        if len(tags) != 1 or not isinstance(tags[0].type, _Enum) or tags[0].optional:
+            raise TypeError(f"{where}: the tag {variants.tag!r} must be a required enum member")
+        tag = tags[0]
+        enum_class = typing.cast("type[enum.Enum]", tag.type.schema_key)
+        base_names = [member.qmp_name for member in base.members]
+        cases: dict[object, type] = {}
+        for case, variant_class in variants.cases:
+            if not isinstance(case, enum_class) or case in cases:
+                raise TypeError(f"{where}: {case!r} is not a distinct {enum_class.__qualname__}")
+            if not (
+                isinstance(variant_class, type)
+                and issubclass(variant_class, base_class)
+                and dataclasses.is_dataclass(variant_class)
+            ):
+                raise TypeError(f"{where}: {variant_class!r} is not a dataclass subclass of it")
+            cases[case] = variant_class
+        listed = [case for case, _ in variants.cases]
+        encoders: dict[type, _Encoder] = {base_class: base.encode}
+        branches: dict[object, _Branch] = {}
+        layout: list[tuple[str, _Arguments]] = []
+        for case in listed + [member for member in enum_class if member not in cases]:
+            variant_class = cases.get(case, base_class)
+            if variant_class is base_class:
+                own: list[_Member] = []
+                layout.append((case.value, _EMPTY))
+            else:
+                full = self.object_type(variant_class, where)
+                own = full.members[len(base_names) :]  # a dataclass lists inherited fields first
+                encoders[variant_class] = full.encode
+                layout.append((case.value, _Arguments(own, ("variant", variant_class))))
+            known = frozenset(base_names + [member.qmp_name for member in own])
+            branches[case] = (variant_class, _conversion_steps(own), known)
+
+        def encode(value: object) -> object:
+            encode_variant = encoders.get(type(value))
+            if encode_variant is None:
+                raise TypeError(f"{type(value).__qualname__} is not a variant of {where}")
+            return encode_variant(value)
+
+        convert = _union_converter(_conversion_steps(base.members), tag.python_name, branches)
+        node = _Union(convert, encode, key, base, variants.tag, layout)
+        self._unions[key] = node
         return node
 
     def _dataclass_members(self, python_class: type, where: str) -> list[_Member]:
@@ -1077,11 +1226,21 @@ class _SchemaLayout:
                 "members": [{"name": value} for value in node.values],
                 "values": list(node.values),
             }
+        if isinstance(node, _Union):
+            entry = self._object_entry(name, node.base.members)
+            entry["tag"] = node.tag
+            entry["variants"] = [
+                {"case": case, "type": self._use(variant)} for case, variant in node.variants
+            ]
+            return entry
         assert isinstance(node, _Object | _Arguments)
-        members: list[dict[str, object]] = []
-        for member in node.members:
+        return self._object_entry(name, node.members)
+
+    def _object_entry(self, name: str, members: Sequence[_Member]) -> dict[str, object]:
+        infos: list[dict[str, object]] = []
+        for member in members:
             info: dict[str, object] = {"name": member.qmp_name, "type": self._use(member.type)}
             if member.optional:
                 info["default"] = None
-            members.append(info)
-        return {"name": name, "meta-type": "object", "members": members}
+            infos.append(info)
+        return {"name": name, "meta-type": "object", "members": infos}

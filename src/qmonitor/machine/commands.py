@@ -2,9 +2,10 @@
 
 Run control (qapi/run-state.json, qapi/machine.json, qapi/misc.json), snapshots
 (qapi/migration.json ``snapshot-*`` jobs; HMP ``savevm``/``loadvm``/``delvm``/``info
-snapshots``), migration (qapi/migration.json) and our ``x-query-ram-digest``. HMP renderers get
-the command's result as JSON data (QMP member names) and print what QEMU's ``hmp_info_*``
-functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
+snapshots``), migration (qapi/migration.json), yank (qapi/yank.json: the monitors' socket
+chardevs and the migration, :mod:`qmonitor.core.yank`) and our ``x-query-ram-digest``. HMP
+renderers get the command's result as JSON data (QMP member names) and print what QEMU's
+``hmp_info_*`` functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
 
 Run state changes are reported by one listener: leaving ``running`` sends STOP, entering it
 sends RESUME, which is when QEMU's ``vm_stop``/``vm_start`` send them; because the change
@@ -31,6 +32,7 @@ from qmonitor import (
     Size,
     UInt64,
 )
+from qmonitor.core.yank import AnyYankInstance
 from qmonitor.hmp.sizes import SizeError, strtosz
 from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState
 from qmonitor.machine.migration import (
@@ -376,12 +378,13 @@ def register_machine_commands(
     services = MachineServices(
         machine,
         snapshots,
-        MigrationManager(machine, monitor.emit, incoming_failed),
+        MigrationManager(machine, monitor.emit, incoming_failed, monitor.yank),
         JobManager(monitor),
     )
     _register_run_control(monitor, machine, on_exit, no_shutdown)
     _register_snapshots(monitor, services)
     _register_migration(monitor, services)
+    _register_yank(monitor)
     return services
 
 
@@ -853,3 +856,23 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
     def query_migrate_capabilities() -> list[MigrationCapabilityStatus]:
         """Return the migration capabilities and whether they are on."""
         return [MigrationCapabilityStatus(MigrationCapability.EVENTS, migration.events)]
+
+
+def _register_yank(monitor: Monitor) -> None:
+    """QEMU's ``yank`` and ``query-yank`` (util/yank.c), out-of-band as in QEMU; no HMP
+    command, as QEMU 7.2 has none."""
+    registry = monitor.yank
+
+    @monitor.command(name="yank", allow_oob=True)
+    def yank(instances: list[AnyYankInstance]) -> None:
+        """Recover from a hang by shutting down the connections of the given instances.
+
+        All must exist (else DeviceNotFound ``Instance not found`` and nothing is yanked).
+        Yanking ``migration`` fails the migration rather than cancelling it.
+        """
+        registry.yank(instances)
+
+    @monitor.command(name="query-yank", allow_oob=True)
+    def query_yank() -> list[AnyYankInstance]:
+        """The yank instances, in the order they appeared."""
+        return registry.instances()

@@ -10,8 +10,9 @@ The rules, all from QEMU (docs/interop/qmp-spec.rst and monitor/qmp.c, qapi/qmp-
 * Capabilities negotiation mode (spec section 4): only ``qmp_capabilities`` may run; anything
   else, unknown commands included, is answered with CommandNotFound ``Expecting capabilities
   negotiation with 'qmp_capabilities'``, and no event is sent.
-* Command mode: ``qmp_capabilities`` is answered with CommandNotFound ``Capabilities
-  negotiation is already complete, command ignored``.
+* Command mode: ``qmp_capabilities`` is an ordinary command (``exec-oob`` of it, or bad
+  arguments, get the usual errors), whose handler answers CommandNotFound ``Capabilities
+  negotiation is already complete, command ignored`` (:mod:`qmonitor.server.builtins`).
 * A request is checked before anything runs, in QEMU's order (qmp_dispatch_check_obj): it must
   be an object; each member, walked in QDict order, must be ``execute`` (a string),
   ``exec-oob`` (a string, only once OOB is enabled), ``arguments`` (an object) or ``id``;
@@ -134,23 +135,22 @@ class QMPServerConnection:
         self.negotiated = self.state is SessionState.COMMAND_MODE
 
     def negotiation_error(self, request: Request) -> QMPError | None:
-        """The error QEMU gives ``request`` in this state, if the state alone decides it."""
-        if self.state is SessionState.NEGOTIATING:
-            if request.command != "qmp_capabilities" or request.oob:
-                return QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
-        elif request.command == "qmp_capabilities":
-            return QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
+        """The error QEMU gives ``request`` in negotiation mode, if the state alone decides it
+        (monitor/qmp.c: only ``qmp_capabilities`` is in ``qmp_cap_negotiation_commands``)."""
+        if self.state is SessionState.NEGOTIATING and request.command != "qmp_capabilities":
+            return QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
         return None
 
     def accept_capabilities(self, enable: Sequence[str]) -> None:
         """Finish negotiation with the capabilities the client enabled.
 
-        Raises :class:`QMPError` ``Capability X not available`` (monitor/qmp-cmds-control.c)
-        for one the server did not offer; the connection then stays in negotiation mode.
+        Raises :class:`QMPError` ``Capability X not available`` (monitor/qmp-cmds-control.c
+        ``qmp_caps_accept``), X listing every one asked for that the server did not offer, as
+        often as asked (``oob, oob``); the connection then stays in negotiation mode.
         """
-        for capability in enable:
-            if capability not in self.capabilities:
-                raise QMPError(f"Capability {capability} not available")
+        unavailable = [c for c in enable if c not in self.capabilities]
+        if unavailable:
+            raise QMPError(f"Capability {', '.join(unavailable)} not available")
         self._transition("capabilities-accepted")
         self.oob_enabled = "oob" in enable
 

@@ -307,7 +307,7 @@ class QMPSession(asyncio.Protocol):
         request = event
         monitor = self.monitor
         connection = self.connection
-        if not connection.negotiated or request.command == "qmp_capabilities":
+        if not connection.negotiated:
             error = connection.negotiation_error(request)
             if error is not None:
                 self._reply_error(error, request.request_id, request.has_id)
