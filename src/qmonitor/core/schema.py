@@ -13,7 +13,7 @@ registration, and builds from them
 Types
 =====
 =========================  ===================  =========================================
-Python                     QAPI (schema name)   accepts
+Python                     QAPI type            accepts
 =========================  ===================  =========================================
 ``int``                    ``int``              a JSON integer in int64 range, not a bool
 ``UInt64``, ``Size``       ``uint64``/``size``  0 to 2**64-1 (a negative int64 wraps)
@@ -77,16 +77,18 @@ Introspection (``query-qmp-schema``)
 ====================================
 Entries have the ``SchemaInfo`` shape of ``qapi/introspect.json`` and are laid out as
 ``scripts/qapi/introspect.py`` does: commands and events in definition order, then every type
-they use, in order of first use. Names of object and enum types are masked as numbers ("0",
-"1", ...) in order of first use, as QEMU does by default: "Clients should examine commands and
+they use, in order of first use. Names of object and enum types are masked as numbers ("0", "1",
+...) in order of first use, as QEMU does by default: "Clients should examine commands and
 events, not types. Hide type names as integers to reduce the temptation." Builtins keep their
 names (``int``, ``str``, ``any``, ...) and an array is named after its element (``[int]``,
-``[3]``). A command without arguments or without a result, and an event without data, refer to
-the empty object type, like QEMU's ``q_empty``. An optional member carries ``"default": null``,
-the only value QEMU 7.2 ever sends; Python defaults are not published. ``dict[str, Any]`` has no
-QAPI equivalent and is published as ``any``, as QEMU does for free-form members (``props`` of
-``CpuModelInfo``). With several unexpected members, the one named is the first in QEMU's QDict
-order (:mod:`qmonitor.core.qdict`), as qobject_input_check_struct does.
+``[3]``); every integer type (``uint8`` ... ``uint64``, ``size``) is published as ``int``, as
+introspect.py's ``_use_type`` does. A command without arguments or without a result, and an
+event without data, refer to the empty object type, like QEMU's ``q_empty``. An optional member
+carries ``"default": null``, the only value QEMU 7.2 ever sends; Python defaults are not
+published. ``dict[str, Any]`` has no QAPI equivalent and is published as ``any``, as QEMU does
+for free-form members (``props`` of ``CpuModelInfo``). With several unexpected members, the one
+named is the first in QEMU's QDict order (:mod:`qmonitor.core.qdict`), as
+qobject_input_check_struct does.
 
 Deliberate differences from QEMU
 ================================
@@ -178,7 +180,7 @@ class _IntegerKind:
 UInt64: TypeAlias = Annotated[int, _IntegerKind("uint64")]
 """QAPI ``uint64``: 0 to 2**64-1; like QEMU, a negative int64 is accepted modulo 2**64."""
 Size: TypeAlias = Annotated[int, _IntegerKind("size")]
-"""QAPI ``size`` (a byte count): checked as ``uint64``, published as ``size``."""
+"""QAPI ``size`` (a byte count): checked as ``uint64``."""
 UInt8: TypeAlias = Annotated[int, _IntegerKind("uint8")]
 """QAPI ``uint8``: read as ``uint64``, then ``Parameter 'x' expects uint8_t`` above 255."""
 UInt16: TypeAlias = Annotated[int, _IntegerKind("uint16")]
@@ -1143,6 +1145,9 @@ class _SchemaLayout:
             index += 1
 
     def _use(self, node: _Type | _Arguments) -> str:
+        if isinstance(node, _Builtin) and node.json_type == "int":
+            # introspect.py _use_type: "Map the various integer types to plain int".
+            node = _INT
         key = node.schema_key
         if key not in self._used_keys:
             self._used_keys.add(key)
