@@ -108,7 +108,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--strict-order", action="store_true", help="QEMU's one-at-a-time order")
     run.add_argument("-v", "--verbose", action="count", default=0)
+    add_profile_parser(verbs)
     return parser
+
+
+def add_profile_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qmonitor profile capture``: record a real QEMU's answers (machine/capture.py)."""
+    profile = verbs.add_parser("profile", help="capability profiles captured from a real QEMU")
+    actions = profile.add_subparsers(dest="profile_action", required=True)
+    capture = actions.add_parser(
+        "capture", help="run a QEMU binary, send it the probe queries, write its replies"
+    )
+    capture.add_argument("--qemu", required=True, metavar="BINARY", help="QEMU to capture")
+    capture.add_argument("-o", "--output", required=True, metavar="FILE", help="profile to write")
+    capture.add_argument(
+        "--accel", default="tcg", help="accelerator QEMU runs with (default tcg: host-neutral)"
+    )
+    capture.add_argument(
+        "--machine",
+        action="append",
+        metavar="TYPE",
+        help="machine type to capture besides the probe's 'none' (repeatable; default pc, q35)",
+    )
+
+
+def profile_command(options: argparse.Namespace) -> int:
+    """Run ``qmonitor profile capture``; a failure is one line on stderr and status 1."""
+    from qmonitor.machine.capture import CaptureError, capture, write_profile
+    from qmonitor.machine.profile import CAPTURED_MACHINES
+
+    machines = options.machine or list(CAPTURED_MACHINES)
+    try:
+        profile = asyncio.run(capture(options.qemu, accel=options.accel, machines=machines))
+        write_profile(profile, options.output)
+    except (CaptureError, OSError) as exc:
+        print(f"qmonitor: profile capture: {exc}", file=sys.stderr)
+        return 1
+    replies = len(profile["probe"]["replies"]) + sum(
+        len(entry["replies"]) for entry in profile["machines"].values()
+    )
+    print(f"qmonitor: wrote {options.output} ({replies} replies)", file=sys.stderr)
+    return 0
 
 
 async def run_machine(options: argparse.Namespace) -> int:
@@ -207,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor`` console script."""
     _ensure_standard_streams()
     options = build_parser().parse_args(argv)
+    if options.verb == "profile":
+        return profile_command(options)
     logging.basicConfig(
         level=logging.DEBUG
         if options.verbose > 1
