@@ -122,6 +122,14 @@ def test_the_shipped_profile_answers_libvirts_probe() -> None:
     assert profile.is_a("virtio-net-pci", "device") and not profile.is_a("iothread", "device")
 
 
+def test_run_refuses_a_bad_profile_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text("[]")
+    result = run_cli("run", "--profile", str(path), "-qmp", f"unix:{tmp_path}/s,server=on")
+    assert result.returncode == 1
+    assert result.stderr == f"qmonitor: {path}: not a qmonitor capability profile\n"
+
+
 def test_capture_of_a_missing_binary_fails_and_writes_nothing(tmp_path: Path) -> None:
     output = tmp_path / "p.json"
     result = run_cli("profile", "capture", "--qemu", "/nonexistent/qemu", "-o", str(output))

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from qmonitor.core.errors import QMPError
 from qmonitor.machine.commands import register_machine_commands
+from qmonitor.machine.config import MachineConfig, monitor_chardevs
 from qmonitor.machine.machine import Machine, parse_size
+from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.snapshots import SnapshotStore
 from qmonitor.server.human import register_human_monitor_command, serve_human
 from qmonitor.server.listen import AddressError, parse_address
@@ -107,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="human monitor address (QEMU syntax, repeatable)",
     )
     run.add_argument("--strict-order", action="store_true", help="QEMU's one-at-a-time order")
+    run.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="capability profile answering the probe queries (default: the QEMU 7.2 one)",
+    )
     run.add_argument("-v", "--verbose", action="count", default=0)
     add_profile_parser(verbs)
     return parser
@@ -175,14 +182,29 @@ async def run_machine(options: argparse.Namespace) -> int:
         monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-signal"})
         exit_machine(0)
 
-    services = register_machine_commands(
-        monitor, machine, snapshots, on_exit=exit_machine, no_shutdown=options.no_shutdown
-    )
+    try:
+        profile = Profile.file(options.profile).load() if options.profile else Profile.default()
+    except ProfileError as exc:
+        print(f"qmonitor: {exc}", file=sys.stderr)
+        return 1
     qmp_addresses = list(options.qmp)
     if not qmp_addresses:
         directory = default_socket_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         qmp_addresses.append(f"unix:{directory}/{options.name}.qmp,server=on,wait=off")
+    human_addresses = options.monitor or (["stdio"] if "stdio" not in qmp_addresses else [])
+    config = MachineConfig(
+        ram_size=options.ram_size, chardevs=monitor_chardevs(qmp_addresses + human_addresses)
+    )
+    services = register_machine_commands(
+        monitor,
+        machine,
+        snapshots,
+        on_exit=exit_machine,
+        no_shutdown=options.no_shutdown,
+        config=config,
+        profile=profile,
+    )
     try:
         snapshots.open()
         for text in qmp_addresses:
@@ -192,7 +214,6 @@ async def run_machine(options: argparse.Namespace) -> int:
                 shown = monitor.listeners[-1].bound_address
                 print(f"qmonitor: QMP on {shown}", file=sys.stderr, flush=True)
         register_human_monitor_command(monitor)
-        human_addresses = options.monitor or (["stdio"] if "stdio" not in qmp_addresses else [])
         for text in human_addresses:
             address = parse_address(text)
             stdio = address.transport == "stdio"
