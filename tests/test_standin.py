@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
+from qmonitor.machine import profile as profile_module
 from qmonitor.machine.config import (
     CpuTopology,
     DeviceConfig,
@@ -280,7 +280,7 @@ async def test_query_events_is_not_a_command(four_cpus: QMPClient) -> None:
 
 async def test_the_probe_profile_is_read_only_when_first_needed(short_tmp: Path) -> None:
     reads: list[int] = []
-    shipped = resources.files("qmonitor.machine") / "profiles" / DEFAULT_PROFILE_NAME
+    shipped = Path(profile_module.__file__).parent / "profiles" / DEFAULT_PROFILE_NAME
 
     def read_counted() -> bytes:
         reads.append(1)
