@@ -319,3 +319,11 @@ async def test_a_machine_type_not_captured_answers_only_what_it_can(short_tmp: P
         assert {"name": "feature-words", "type": "X86CPUFeatureWordInfo"} in listing
         assert await client.execute("qom-get", {"path": cpu, "property": "apic-id"}) == 0
         await client.disconnect()
+
+
+async def test_the_configured_uuid_is_the_machines(short_tmp: Path) -> None:
+    uuid = "c0ffee00-0000-4000-8000-000000000001"
+    async with serve_standin(short_tmp, MachineConfig(uuid=uuid)) as path:
+        client = await connect(path)
+        assert await client.execute("query-uuid") == {"UUID": uuid}
+        await client.disconnect()

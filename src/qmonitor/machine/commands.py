@@ -297,7 +297,10 @@ def register_machine_commands(
     _register_run_control(monitor, machine, on_exit, no_shutdown)
     _register_snapshots(monitor, services)
     _register_migration(monitor, services)
-    register_machine_state(monitor, config or MachineConfig(), profile or Profile.default())
+    config = config or MachineConfig()
+    if config.uuid is not None:
+        machine.uuid = config.uuid
+    register_machine_state(monitor, config, profile or Profile.default())
     return services
 
 

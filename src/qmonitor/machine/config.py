@@ -113,9 +113,9 @@ class MachineConfig:
     """The machine's configuration (see the module docstring).
 
     ``machine_type`` may be an alias (``pc``, ``q35``); the capability profile resolves it.
-    ``cpus`` is the number of CPUs present at start, at most ``topology.max_cpus``. ``uuid``
-    None means none was given (QEMU then reports all zeros). ``ram_size`` 0 means no RAM, as
-    for ``-machine none`` without ``-m``.
+    ``cpus`` is the number of CPUs present at start, at most ``topology.max_cpus``. ``uuid`` is
+    ``-uuid``'s (``query-uuid``); None leaves the machine's own. ``ram_size`` 0 means no RAM,
+    as for ``-machine none`` without ``-m``.
     """
 
     machine_type: str = DEFAULT_MACHINE_TYPE
