@@ -10,6 +10,7 @@ compared structurally where they appear).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -85,7 +86,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
             start_server(command, qemu_path, startup_timeout=20.0),
             serve_standin(directory, config, Profile.default()) as our_path,
         ):
-            qemu = await RawQMPClient.connect_unix(qemu_path)
+            qemu = await _connect_when_listening(qemu_path)
             ours = await RawQMPClient.connect_unix(our_path)
             for client in (qemu, ours):
                 await client.negotiate()
@@ -94,6 +95,16 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
                 await client.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _connect_when_listening(path: str) -> RawQMPClient:
+    """Connect to QEMU's socket: the file appears when QEMU binds it, before it listens."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                return await RawQMPClient.connect_unix(path)
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.01)
 
 
 def _probe_requests() -> list[tuple[str, dict[str, Any]]]:

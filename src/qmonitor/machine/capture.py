@@ -108,15 +108,20 @@ async def _running_qemu(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        while not os.path.exists(socket_path):
+        while True:
+            # The socket file appears when QEMU binds it, a moment before it listens.
+            try:
+                reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 << 20)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
             if process.poll() is not None:
                 assert process.stderr is not None
                 message = process.stderr.read().decode(errors="replace").strip()
                 raise CaptureError(f"{qemu} exited: {message.splitlines()[-1] if message else ''}")
             if loop.time() > deadline:
-                raise CaptureError(f"{qemu} did not create its QMP socket")
+                raise CaptureError(f"{qemu} did not listen on its QMP socket")
             await asyncio.sleep(0.01)
-        reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 << 20)
         client = _QMP(reader, writer)
         greeting = await client._message()
         if "QMP" not in greeting:
