@@ -14,12 +14,23 @@ from qmonitor.core.commands import (
     Progress,
 )
 from qmonitor.core.errors import ErrorClass, QMPError
-from qmonitor.core.schema import QMPName, Size, UInt64, Variants
+from qmonitor.core.schema import (
+    JSON_NULL,
+    QMPName,
+    Size,
+    StrOrNull,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Variants,
+)
 from qmonitor.server.human import register_human_monitor_command, serve_human
 from qmonitor.server.jobs import Job, JobManager
 from qmonitor.server.monitor import Monitor
 
 __all__ = [
+    "JSON_NULL",
     "Completion",
     "CompletionError",
     "Context",
@@ -32,6 +43,10 @@ __all__ = [
     "QMPError",
     "QMPName",
     "Size",
+    "StrOrNull",
+    "UInt8",
+    "UInt16",
+    "UInt32",
     "UInt64",
     "Variants",
     "register_human_monitor_command",

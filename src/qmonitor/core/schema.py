@@ -13,10 +13,12 @@ registration, and builds from them
 Types
 =====
 =========================  ===================  =========================================
-Python                     QAPI (schema name)   accepts
+Python                     QAPI type            accepts
 =========================  ===================  =========================================
 ``int``                    ``int``              a JSON integer in int64 range, not a bool
 ``UInt64``, ``Size``       ``uint64``/``size``  0 to 2**64-1 (a negative int64 wraps)
+``UInt8/16/32``            ``uint8/16/32``      as ``uint64``, then at most 2**N-1
+``StrOrNull``              ``StrOrNull``        a string, or ``null`` (as :data:`JSON_NULL`)
 ``float``                  ``number``           any JSON number (an integer becomes float)
 ``bool``                   ``bool``             ``true`` / ``false``
 ``str``                    ``str``              a string
@@ -49,6 +51,9 @@ reported before any unexpected one. The texts come from ``qapi/qobject-input-vis
   ``string``, ``object``, ``array``; ``QERR_INVALID_PARAMETER_TYPE``). An integer outside int64
   is "not an integer" there too: QEMU's parser makes it a uint64 or a double.
 - ``Parameter 'NAME' is unexpected`` (``qobject_input_check_struct``)
+- ``Parameter 'NAME' expects uint8_t`` (also ``uint16_t``, ``uint32_t``: ``visit_type_uintN``
+  after the ``uint64`` check) and ``Invalid parameter type for 'NAME', expected: StrOrNull``
+  (the generated visitor of an alternate): both name the member bare, as the enum text does.
 
 NAME is the full name built by ``full_name_nth``: ``model.name`` inside an object, ``enable[0]``
 for an array element, ``capabilities[0].state`` for both. The enum text comes from
@@ -86,23 +91,25 @@ Introspection (``query-qmp-schema``)
 ====================================
 Entries have the ``SchemaInfo`` shape of ``qapi/introspect.json`` and are laid out as
 ``scripts/qapi/introspect.py`` does: commands and events in definition order, then every type
-they use, in order of first use. Names of object and enum types are masked as numbers ("0",
-"1", ...) in order of first use, as QEMU does by default: "Clients should examine commands and
+they use, in order of first use. Names of object and enum types are masked as numbers ("0", "1",
+...) in order of first use, as QEMU does by default: "Clients should examine commands and
 events, not types. Hide type names as integers to reduce the temptation." Builtins keep their
 names (``int``, ``str``, ``any``, ...) and an array is named after its element (``[int]``,
-``[3]``). A command without arguments or without a result, and an event without data, refer to
-the empty object type, like QEMU's ``q_empty``. An optional member carries ``"default": null``,
-the only value QEMU 7.2 ever sends; Python defaults are not published. ``dict[str, Any]`` has no
-QAPI equivalent and is published as ``any``, as QEMU does for free-form members (``props`` of
-``CpuModelInfo``). With several unexpected members, the one named is the first in QEMU's QDict
-order (:mod:`qmonitor.core.qdict`), as qobject_input_check_struct does.
+``[3]``); every integer type (``uint8`` ... ``uint64``, ``size``) is published as ``int``, as
+introspect.py's ``_use_type`` does. A command without arguments or without a result, and an
+event without data, refer to the empty object type, like QEMU's ``q_empty``. An optional member
+carries ``"default": null``, the only value QEMU 7.2 ever sends; Python defaults are not
+published. ``dict[str, Any]`` has no QAPI equivalent and is published as ``any``, as QEMU does
+for free-form members (``props`` of ``CpuModelInfo``). With several unexpected members, the one
+named is the first in QEMU's QDict order (:mod:`qmonitor.core.qdict`), as
+qobject_input_check_struct does.
 
 Deliberate differences from QEMU
 ================================
-- Of QAPI's integer types only ``int`` (int64), ``uint64`` and ``size`` exist; the smaller sized
-  ones (``uint8``, ... and their ``Parameter 'x' expects uint8_t``) are left to handlers, and so
-  are alternates: a Python union may only be ``T | None`` (unions with a discriminator are
-  ``Variants``, above).
+- Of QAPI's integer types ``int`` (int64), ``uint8/16/32/64`` and ``size`` exist; the signed
+  sized ones (``int8``, ...) are left to handlers. The one alternate is ``StrOrNull``; unions
+  with a discriminator are ``Variants`` (above); otherwise a Python union may only be
+  ``T | None``.
 - No ``features`` on types or members, only on commands and events.
 """
 
@@ -121,11 +128,16 @@ from qmonitor.core.errors import QMPError
 from qmonitor.core.qdict import member_order
 
 __all__ = [
+    "JSON_NULL",
     "MISSING",
     "CommandSignature",
     "Parameter",
     "QMPName",
     "SchemaBuilder",
+    "StrOrNull",
+    "UInt8",
+    "UInt16",
+    "UInt32",
     "Variants",
     "compile_signature",
     "encode_value",
@@ -183,7 +195,39 @@ class _IntegerKind:
 UInt64: TypeAlias = Annotated[int, _IntegerKind("uint64")]
 """QAPI ``uint64``: 0 to 2**64-1; like QEMU, a negative int64 is accepted modulo 2**64."""
 Size: TypeAlias = Annotated[int, _IntegerKind("size")]
-"""QAPI ``size`` (a byte count): checked as ``uint64``, published as ``size``."""
+"""QAPI ``size`` (a byte count): checked as ``uint64``."""
+UInt8: TypeAlias = Annotated[int, _IntegerKind("uint8")]
+"""QAPI ``uint8``: read as ``uint64``, then ``Parameter 'x' expects uint8_t`` above 255."""
+UInt16: TypeAlias = Annotated[int, _IntegerKind("uint16")]
+"""QAPI ``uint16``, likewise (``uint16_t``)."""
+UInt32: TypeAlias = Annotated[int, _IntegerKind("uint32")]
+"""QAPI ``uint32``, likewise (``uint32_t``)."""
+
+_UNSIGNED_MAXIMA: Final = {"uint8": 2**8 - 1, "uint16": 2**16 - 1, "uint32": 2**32 - 1}
+
+
+class _JsonNull:
+    """The type of :data:`JSON_NULL`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL: Final = _JsonNull()
+"""An explicit JSON ``null`` given for a ``StrOrNull`` member (absent members get ``None``)."""
+
+
+class _Alternate:
+    """Annotated marker for the alternate ``StrOrNull`` (see :data:`StrOrNull`)."""
+
+    __slots__ = ()
+
+
+StrOrNull: TypeAlias = Annotated[str | _JsonNull, _Alternate()]
+"""QAPI's alternate ``StrOrNull`` (qapi/common.json): a string or ``null``; ``null`` arrives as
+:data:`JSON_NULL`, so that an optional member can tell it from absence."""
 
 
 class Variants:
@@ -357,6 +401,16 @@ class _Member:
     omit_if_none: bool  # when encoding: a None value leaves the member out
 
 
+class _AlternateType(_Type):
+    """An alternate of builtins (only ``StrOrNull`` exists): a value of one of ``members``."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, name: str, convert: _Converter, members: tuple[_Builtin, ...]) -> None:
+        super().__init__(convert, _encode_json_null, name)
+        self.members = members
+
+
 class _Object(_Type):
     """A dataclass or TypedDict. ``members`` is filled after creation, for recursive types."""
 
@@ -420,6 +474,29 @@ def _convert_uint64(value: object) -> object:
         if _INT64_MIN <= value < 0:
             return value + _UINT64_MAX + 1
     raise _ArgumentError("Parameter '", "' expects uint64")
+
+
+def _sized_unsigned_converter(type_name: str, maximum: int) -> _Converter:
+    # qapi/qapi-visit-core.c visit_type_uintN: the uint64 visit first, then the range, named
+    # bare (name ? name : "null").
+    def convert(value: object) -> object:
+        number = _convert_uint64(value)
+        assert isinstance(number, int)
+        if number > maximum:
+            raise _ArgumentError("Parameter '", f"' expects {type_name}_t", bare_name=True)
+        return number
+
+    return convert
+
+
+def _convert_str_or_null(value: object) -> object:
+    # The generated visit_type_StrOrNull: a QString or a QNull, else QERR_INVALID_PARAMETER_TYPE
+    # with the bare member name.
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return JSON_NULL
+    raise _ArgumentError("Invalid parameter type for '", "', expected: StrOrNull", bare_name=True)
 
 
 def _convert_int(value: object) -> object:
@@ -562,6 +639,10 @@ def _encode_enum(value: object) -> object:
     return value.value if isinstance(value, enum.Enum) else value
 
 
+def _encode_json_null(value: object) -> object:
+    return None if value is JSON_NULL else value
+
+
 def _encode_nothing(value: object) -> object:
     return {}  # QEMU answers {"return": {}} for a command without a result
 
@@ -641,9 +722,15 @@ def encode_value(value: object) -> object:
 _INT: Final = _Builtin("int", "int", _convert_int, None)
 _UINT64: Final = _Builtin("uint64", "int", _convert_uint64, None)
 _SIZE: Final = _Builtin("size", "int", _convert_uint64, None)
+_SIZED_UNSIGNED: Final = {
+    name: _Builtin(name, "int", _sized_unsigned_converter(name, maximum), None)
+    for name, maximum in _UNSIGNED_MAXIMA.items()
+}
+_NULL: Final = _Builtin("null", "null", _identity, None)
 _NUMBER: Final = _Builtin("number", "number", _convert_number, None, passthrough=float)
 _BOOL: Final = _Builtin("bool", "boolean", _convert_bool, None, passthrough=bool)
 _STR: Final = _Builtin("str", "string", _convert_str, None, passthrough=str)
+_STR_OR_NULL: Final = _AlternateType("StrOrNull", _convert_str_or_null, (_STR, _NULL))
 _ANY: Final = _Builtin("any", "value", _identity, encode_value)
 _ANY_OBJECT: Final = _Builtin("any", "value", _convert_any_object, encode_value)
 
@@ -660,8 +747,10 @@ def _split_member_hint(hint: object) -> tuple[object, bool, list[QMPName]]:
         if origin is Annotated:
             hint, *metadata = typing.get_args(hint)
             names += [item for item in metadata if isinstance(item, QMPName)]
-            kinds = [item for item in metadata if isinstance(item, _IntegerKind | Variants)]
-            if kinds:  # the type itself (UInt64, Size, a union): type_of reads it
+            kinds = [
+                item for item in metadata if isinstance(item, _IntegerKind | _Alternate | Variants)
+            ]
+            if kinds:  # the type itself (UInt64, Size, StrOrNull, a union): type_of reads it
                 return Annotated[hint, kinds[-1]], optional, names
         elif origin in (Union, types.UnionType) and type(None) in typing.get_args(hint):
             optional = True
@@ -705,9 +794,13 @@ class _Compiler:
             if any(isinstance(item, QMPName) for item in metadata):
                 raise TypeError(f"{where}: QMPName only names a function parameter")
             for item in metadata:
+                if isinstance(item, _Alternate):
+                    return _STR_OR_NULL
                 if isinstance(item, _IntegerKind):
                     if base is not int:
                         raise TypeError(f"{where}: {item.name} annotates int, not {base!r}")
+                    if item.name in _SIZED_UNSIGNED:
+                        return _SIZED_UNSIGNED[item.name]
                     return _UINT64 if item.name == "uint64" else _SIZE
                 if isinstance(item, Variants):
                     return self.union_type(base, item, where)
@@ -1202,6 +1295,9 @@ class _SchemaLayout:
             index += 1
 
     def _use(self, node: _Type | _Arguments) -> str:
+        if isinstance(node, _Builtin) and node.json_type == "int":
+            # introspect.py _use_type: "Map the various integer types to plain int".
+            node = _INT
         key = node.schema_key
         if key not in self._used_keys:
             self._used_keys.add(key)
@@ -1219,6 +1315,9 @@ class _SchemaLayout:
             element = self._use(node.element)
             return {"name": f"[{element}]", "meta-type": "array", "element-type": element}
         name = self._use(node)
+        if isinstance(node, _AlternateType):
+            variants = [{"type": self._use(member)} for member in node.members]
+            return {"name": name, "meta-type": "alternate", "members": variants}
         if isinstance(node, _Enum):
             return {
                 "name": name,
