@@ -17,10 +17,13 @@ as an ordinary user, as that user.
 Where libvirt keeps things under the temporary directory (libvirt 9.0, session mode):
 
 - ``run/libvirt/libvirt-sock``: the daemon's socket (``$XDG_RUNTIME_DIR``);
-- ``cache/libvirt/qemu/cache/capabilities/<sha256>.xml``: the probed capabilities of each
-  emulator binary, reused while the binary's path, ctime and size, libvirt's own version and the
-  ``libvirtd`` binary's ctime stay the same (src/qemu/qemu_capabilities.c
-  ``virQEMUCapsIsValid``); a changed stand-in binary is probed again;
+- ``cache/libvirt/qemu/cache/capabilities/<sha256 of the emulator's path>.xml``: the probed
+  capabilities of each emulator binary. The file records what they are valid for, and libvirt
+  probes again when one changes: ``<emulator>`` (the path), ``<qemuctime>`` (the binary's
+  ctime), ``<qemumoddirmtime>`` (QEMU's module directory), ``<selfctime>`` and ``<selfvers>``
+  (``libvirtd``'s own ctime and version). A stand-in rebuilt in place (new ctime) is probed
+  again; one whose Python code changes behind an unchanged script is not, within a session,
+  which is why each test session starts with an empty cache;
 - ``cache/libvirt/qemu/log/<domain>.log``: the emulator's command line and standard error;
 - ``config/libvirt/qemu/<domain>.xml``: defined domains; ``config/libvirt/qemu/lib/domain-*``:
   a running domain's monitor socket and master key.
