@@ -116,13 +116,7 @@ QMONITOR_NOT_YET: dict[str, str] = {
     "raw.Getfd(no fd)": _GETFD,
     "Domain.Supported(getfd)": _GETFD,
     "raw.QueryUUID": "query-uuid is random without -uuid, QEMU's is all zeros (issue 12 item 1)",
-    "raw.QueryTarget": "query-target comes with the capability profile (issue 12 item 4)",
-    "raw.QueryKVM": "query-kvm comes with the capability profile (issue 12 item 4)",
-    "raw.QueryChardev": "query-chardev is not implemented yet (issue 12 item 5)",
-    "Domain.BlockDevices": "query-block is not implemented yet (issue 12 item 5)",
-    "Domain.BlockJobs": "query-block-jobs is not implemented yet (issue 12 item 5)",
     "Domain.BlockStats": "query-blockstats is not implemented (not in issue 12's list)",
-    "Domain.PCIDevices": "query-pci is not implemented yet (issue 12 item 5)",
 }
 """Calls qmonitor does not answer as QEMU does yet, and why. Remove an entry when it passes."""
 
