@@ -28,18 +28,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+REAL_PROGRAM_MARKERS = ("qemu", "libvirt", "go_qemu")
+"""Markers of tests that need real programs (QEMU, libvirt, go-qemu): they skip where those
+are not installed, but CI installs them all (.ci/run), so there a skip is a failure."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """In CI (QMONITOR_REQUIRE_QEMU), a skipped test that needs real QEMU is a failure."""
+    """In CI (QMONITOR_REQUIRE_QEMU), a skipped test that needs a real program is a failure."""
     report = yield
+    needs = [marker for marker in REAL_PROGRAM_MARKERS if marker in item.keywords]
     if (
         os.environ.get("QMONITOR_REQUIRE_QEMU")
-        and "qemu" in item.keywords
+        and needs
         and report.skipped  # type: ignore[attr-defined]
         and not hasattr(report, "wasxfail")
     ):
         report.outcome = "failed"  # type: ignore[attr-defined]
-        report.longrepr = f"test needing real QEMU was skipped in CI: {report.longrepr}"  # type: ignore[attr-defined]
+        report.longrepr = f"test needing {'/'.join(needs)} was skipped in CI: {report.longrepr}"  # type: ignore[attr-defined]
     return report
 
 

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import pytest
 import pytest_asyncio
 
-from qmonitor.testing import RawQMPClient, start_qemu, start_qmonitor
+from qmonitor.testing import RawQMPClient, command_shape, start_qemu, start_qmonitor
 
 pytestmark = pytest.mark.qemu
 module_loop = pytest.mark.asyncio(loop_scope="module")  # the servers live for the module
@@ -309,6 +309,25 @@ NEGOTIATION = [
         negotiate=False,
     ),
     case("neg-exec-oob", b'{"exec-oob":"qmp_capabilities","id":1}', negotiate=False),
+    # With oob on, only QEMU's allow-oob commands run out of band (yank, query-yank here).
+    case(
+        "oob-only-where-qemu-allows-it",
+        b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}',
+        b'{"exec-oob":"query-version","id":1}',
+        b'{"exec-oob":"qmp_capabilities","id":2}',
+        b'{"exec-oob":"query-commands","id":3}',
+        b'{"exec-oob":"query-qmp-schema","id":4}',
+        b'{"exec-oob":"query-version"}',
+        b'{"exec-oob":"qmp_capabilities","arguments":{"enable":["oob"]}}',
+        b'{"exec-oob":"query-version","arguments":{"bogus":1},"id":5}',
+        b'{"exec-oob":"query-status","id":6}',
+        b'{"exec-oob":"nope","id":7}',
+        b'{"exec-oob":"query-yank","id":8}',
+        b'{"exec-oob":"query-yank","arguments":{"bogus":1},"id":9}',
+        b'{"exec-oob":"yank","arguments":{"instances":[]},"id":10}',
+        b'{"exec-oob":"yank","arguments":{"instances":[{"type":"migration"}]},"id":11}',
+        negotiate=False,
+    ),
     case(
         "neg-capabilities-twice",
         b'{"execute":"qmp_capabilities"}',
@@ -463,6 +482,31 @@ SHARED_COMMANDS = [
         "uint64-argument-negative",
         b'{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":-1}}',
     ),
+    # Both have the QMP socket's chardev, compat_monitor0, and no migration.
+    case("query-yank", q("query-yank"), q("query-yank", "y")),
+    case("yank-nothing", q("yank", instances=[])),
+    case(
+        "yank-unknown-instances",
+        q("yank", "m", instances=[{"type": "migration"}]),
+        q("yank", instances=[{"type": "chardev", "id": "nope"}]),
+        q("yank", instances=[{"type": "block-node", "node-name": "nbd0"}]),
+        q("yank", instances=[{"type": "chardev", "id": "compat_monitor1"}]),
+    ),
+    # All or nothing: this connection's own chardev is not yanked, so the sentinel is answered.
+    case(
+        "yank-one-unknown-yanks-nothing",
+        q("yank", instances=[{"type": "chardev", "id": "compat_monitor0"}, {"type": "migration"}]),
+    ),
+    case(
+        "yank-bad-arguments",
+        q("yank"),
+        q("yank", instances={}),
+        q("yank", instances=[{"id": "compat_monitor0"}]),
+        q("yank", instances=[{"type": "bogus"}]),
+        q("yank", instances=[{"type": "chardev"}]),
+        q("yank", instances=[{"type": "migration", "id": "x"}]),
+        q("yank", instances=[{"type": "chardev", "id": "compat_monitor0", "node-name": "n"}]),
+    ),
 ]
 
 
@@ -504,18 +548,13 @@ MALFORMED = [
         b'{"execute":"query-name","arguments":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}",
     ),
     case("capabilities-in-command-mode", b'{"execute":"qmp_capabilities","id":1}'),
-    # QEMU dispatches qmp_capabilities in command mode like any command: bad arguments first
+    # In command mode qmp_capabilities is an ordinary command: its arguments are checked first.
     case(
-        "capabilities-in-command-mode-extra-argument",
+        "capabilities-in-command-mode-bad-arguments",
         b'{"execute":"qmp_capabilities","arguments":{"foo":1},"id":1}',
-    ),
-    case(
-        "capabilities-in-command-mode-enable-not-array",
-        b'{"execute":"qmp_capabilities","arguments":{"enable":"oob"},"id":2}',
-    ),
-    case(
-        "capabilities-in-command-mode-enable-unknown",
-        b'{"execute":"qmp_capabilities","arguments":{"enable":["foo"]}}',
+        b'{"execute":"qmp_capabilities","arguments":{"enable":"oob"}}',
+        b'{"execute":"qmp_capabilities","arguments":{"enable":["bogus"]},"id":2}',
+        b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":3}',
     ),
 ]
 
@@ -843,6 +882,67 @@ async def test_byte_by_byte(servers: Servers, stream: str) -> None:
     )
     check_line_format(ours, "qmonitor")
     assert [normalize(line) for line in ours] == [normalize(line) for line in theirs]
+
+
+# -- introspection -------------------------------------------------------------------------
+
+
+async def schema_of(server: Server) -> list[dict[str, Any]]:
+    client, _ = await open_client(server, True)
+    try:
+        await client.send_raw(b'{"execute":"query-qmp-schema"}')
+        entries: list[dict[str, Any]] = json.loads(await client.receive_line(READ_TIMEOUT))[
+            "return"
+        ]
+        return entries
+    finally:
+        await client.close()
+
+
+@module_loop
+async def test_allow_oob_exactly_where_qemu_has_it(servers: Servers) -> None:
+    """Of the commands both have, the same ones allow OOB; of ours, only our extensions
+    (``__io.github.qmonitor_*``) besides; and yank's types are QEMU's."""
+    theirs, ours = await schema_of(servers.qemu), await schema_of(servers.ours)
+
+    def oob_commands(entries: list[dict[str, Any]]) -> set[str]:
+        return {e["name"] for e in entries if e["meta-type"] == "command" and e.get("allow-oob")}
+
+    shared = servers.commands["qemu"] & servers.commands["qmonitor"]
+    assert {"yank", "query-yank"} <= shared
+    assert oob_commands(ours) & shared == oob_commands(theirs) & shared == {"yank", "query-yank"}
+    assert all(name.startswith("__") for name in oob_commands(ours) - shared)
+    for command in ("yank", "query-yank"):
+        assert command_shape(ours, command) == command_shape(theirs, command)
+
+
+async def test_query_yank_names_the_monitors_as_qemu(short_tmp: Path) -> None:
+    """Chardevs are counted in command-line order, ``-monitor none`` not, ``stdio`` without a
+    yank instance; the same options give the same ``query-yank`` from both."""
+    replies = []
+    for name, start in (("qemu", start_qemu), ("qmonitor", start_qmonitor)):
+        path = str(short_tmp / f"{name}.qmp")
+        extra = (
+            "-monitor", "stdio",
+            "-monitor", f"unix:{short_tmp}/{name}.hmp,server=on,wait=off",
+            "-qmp", f"unix:{short_tmp}/{name}-2.qmp,server=on,wait=off",
+        )  # fmt: skip
+        async with start(path, *extra):
+            client = await RawQMPClient.connect_unix(path)
+            await client.negotiate()
+            replies.append(await client.execute("query-yank"))
+            await client.close()
+    assert (
+        replies[0]
+        == replies[1]
+        == {
+            "return": [
+                {"type": "chardev", "id": "compat_monitor0"},
+                {"type": "chardev", "id": "compat_monitor2"},
+                {"type": "chardev", "id": "compat_monitor3"},
+            ]
+        }
+    )
 
 
 _EXECUTE = re.compile(rb"""["']exec(?:ute|-oob)["']\s*:\s*["']([a-z_-]+)["']""")

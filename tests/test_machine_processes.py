@@ -36,12 +36,27 @@ class Client:
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def connect(cls, path: str) -> Client:
+    async def connect(cls, path: str, *, oob: bool = False) -> Client:
         reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
         client = cls(reader, writer)
         await client.receive()  # greeting
-        assert await client.execute("qmp_capabilities") == {}
+        enable = {"enable": ["oob"]} if oob else {}
+        assert await client.execute("qmp_capabilities", **enable) == {}
         return client
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(json.dumps(message).encode())
+
+    async def reply_to(self, request_id: str) -> dict[str, Any]:
+        """The reply whose id is ``request_id`` (events read meanwhile are kept; no other
+        reply may come first)."""
+        while True:
+            message = await self.receive()
+            if "event" in message:
+                self.events.append(message)
+                continue
+            assert message.get("id") == request_id, message
+            return message
 
     async def receive(self) -> dict[str, Any]:
         line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), 30)
@@ -400,6 +415,8 @@ async def _migrate_with_dirtying(launcher: Launcher, uri: str, listen: str) -> N
     await wait_migration(dst, "completed")
     assert (await dst.execute("query-status"))["status"] == "paused"
     assert await digest(dst) == await digest(src)
+    for client in (src, dst):  # the migration's yank instance went with it
+        assert await client.execute("query-yank") == [{"type": "chardev", "id": "compat_monitor0"}]
     await dst.execute("cont")
     assert (await dst.execute("query-status"))["status"] == "running"
 
@@ -628,6 +645,101 @@ async def test_migrate_cancel_in_stop_and_copy_leaves_a_paused_source_paused(
         assert event_log(src) == [("RESUME", None)]
     finally:
         destination.close()
+
+
+YANK_MIGRATION = {"instances": [{"type": "migration"}]}
+
+
+async def test_exec_oob_yank_unsticks_a_migration_to_a_destination_that_never_reads(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    """A migration to a destination that accepts and never reads can never end; ``exec-oob
+    yank`` shuts its connection down: the migration fails with QEMU's socket error, the yank
+    instance goes away, and the source runs on, as after any failed migration."""
+    source = await launcher.start("src", "-m", "4M", "--dirty-rate", "16M")
+    client = await Client.connect(source.qmp_path, oob=True)
+    while (await digest(client))[1] < 1024:  # all 4 MiB hold data: more than sockets buffer
+        await asyncio.sleep(0.05)
+    assert await client.execute("query-yank") == [{"type": "chardev", "id": "compat_monitor0"}]
+    path = str(short_tmp / "never-reads.sock")
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        listener.setblocking(False)
+        assert await client.execute("migrate", uri=f"unix:{path}") == {}
+        connection, _ = await loop.sock_accept(listener)
+        with connection:
+            client.send({"exec-oob": "query-yank", "id": "q"})
+            assert (await client.reply_to("q"))["return"] == [
+                {"type": "chardev", "id": "compat_monitor0"},
+                {"type": "migration"},
+            ]
+            await wait_migration(client, "active")  # sending: its connection is yankable
+            client.send({"exec-oob": "yank", "arguments": YANK_MIGRATION, "id": "y"})
+            assert await client.reply_to("y") == {"return": {}, "id": "y"}
+            while await loop.sock_recv(connection, 1 << 16):
+                pass  # what the source had sent, then the end: its socket was shut down
+    info = await wait_migration(client, "failed", "cancelled", "completed")
+    assert info == {"status": "failed", "error-desc": "Unable to write to socket: Broken pipe"}
+    assert await client.execute("query-yank") == [{"type": "chardev", "id": "compat_monitor0"}]
+    await _keeps_running(client, 1024)
+
+
+async def test_yank_on_the_destination_fails_its_load(launcher: Launcher, short_tmp: Path) -> None:
+    """A destination whose source stops sending: ``yank`` cuts the connection and the load
+    fails (the process exits, as QEMU's does), instead of waiting for ever."""
+    path = str(short_tmp / "m.sock")
+    destination = await launcher.start("dst", "-m", "4M", "-incoming", f"unix:{path}")
+    client = await Client.connect(destination.qmp_path, oob=True)
+    await wait_migration(client, "setup")  # listening (it starts after the monitors)
+    yank_instances = [{"type": "chardev", "id": "compat_monitor0"}, {"type": "migration"}]
+    assert await client.execute("query-yank") == yank_instances
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"QMMIGR")  # a source that hangs in the middle of the header
+    await writer.drain()
+    await wait_migration(client, "active")  # reading: its connection is yankable
+    client.send({"exec-oob": "yank", "arguments": YANK_MIGRATION, "id": "y"})
+    assert await client.reply_to("y") == {"return": {}, "id": "y"}
+    assert await destination.exited() == 1
+    assert await reader.read() == b""
+    writer.close()
+
+
+async def test_yank_of_a_monitor_chardev_hangs_up_its_clients_only(
+    launcher: Launcher, short_tmp: Path
+) -> None:
+    """Socket monitors are yank instances named as QEMU names them, in command-line order;
+    yanking one shuts down its connections, and its listener keeps accepting."""
+    hmp_path, qmp_path = short_tmp / "vm0.hmp", short_tmp / "second.qmp"
+    vm = await launcher.start(
+        "vm0",
+        "-monitor", "stdio",  # compat_monitor1: counted, not a socket
+        "-monitor", f"unix:{hmp_path},server=on,wait=off",  # compat_monitor2
+        "-qmp", f"unix:{qmp_path},server=on,wait=off",  # compat_monitor3
+    )  # fmt: skip
+    client = await vm.client()
+    assert await client.execute("query-yank") == [
+        {"type": "chardev", "id": "compat_monitor0"},
+        {"type": "chardev", "id": "compat_monitor2"},
+        {"type": "chardev", "id": "compat_monitor3"},
+    ]
+    human_reader, human_writer = await asyncio.open_unix_connection(str(hmp_path))
+    await asyncio.wait_for(human_reader.readuntil(b"(qemu) "), 10)
+    second = await Client.connect(str(qmp_path))
+    instance = {"type": "chardev", "id": "compat_monitor2"}
+    assert await client.execute("yank", instances=[instance]) == {}
+    assert await asyncio.wait_for(human_reader.read(), 10) == b""  # hung up
+    human_writer.close()
+    assert (await second.execute("query-status"))["status"] == "running"
+    human_reader, human_writer = await asyncio.open_unix_connection(str(hmp_path))
+    await asyncio.wait_for(human_reader.readuntil(b"(qemu) "), 10)  # still listening
+    human_writer.close()
+    instance = {"type": "chardev", "id": "compat_monitor3"}
+    assert await client.execute("yank", instances=[instance]) == {}
+    assert await asyncio.wait_for(second.reader.read(), 10) == b""
+    await second.close()
+    assert await client.execute("query-name") == {"name": "vm0"}
 
 
 async def test_qemu_qmp_client_drives_a_whole_scenario(launcher: Launcher, short_tmp: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import Gate, TestServer, build_test_monitor
+from qmonitor import Monitor
 from qmonitor.testing import RawQMPClient
 
 NEGOTIATION_REQUIRED = (
@@ -195,6 +196,40 @@ async def test_qmp_protocol(server: TestServer) -> None:
         assert json.loads(line)["id"] == 2
     finally:
         await client.close()
+
+
+async def test_enabling_a_capability_not_offered_is_refused(short_tmp: Path) -> None:
+    """qmp_caps_accept (monitor/qmp-cmds-control.c): a capability the server did not offer
+    is a GenericError naming each one asked for (``oob, oob`` when asked twice), and the
+    connection stays in negotiation mode."""
+    monitor = Monitor(capabilities=())
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path, read_greeting=False)
+    try:
+        line = await client.receive_line()
+        version = version_json(monitor.version)
+        assert line == ('{"QMP": {"version": ' + version + ', "capabilities": []}}\r\n').encode()
+        enable_oob = "{ 'execute': 'qmp_capabilities', 'arguments': { 'enable': [ 'oob' ] } }"
+        assert await command(client, enable_oob) == (
+            b'{"error": {"class": "GenericError", "desc": "Capability oob not available"}}\r\n'
+        )
+        line = await command(
+            client,
+            "{ 'execute': 'qmp_capabilities', 'arguments': { 'enable': [ 'oob' ] }, 'id': 1 }",
+        )
+        assert line == generic_error("Capability oob not available", 1, has_id=True)
+        line = await command(
+            client, "{ 'execute': 'qmp_capabilities', 'arguments': { 'enable': [ 'oob', 'oob' ] } }"
+        )
+        assert line == generic_error("Capability oob, oob not available")
+        assert await command(client, "{ 'execute': 'query-version' }") == NEGOTIATION_REQUIRED
+        assert await command(client, "{ 'execute': 'qmp_capabilities' }") == b'{"return": {}}\r\n'
+        line = await command(client, "{ 'exec-oob': 'echo', 'arguments': { 'value': 1 } }")
+        assert line == generic_error("QMP input member 'exec-oob' is unexpected")
+    finally:
+        await client.close()
+        await monitor.close()
 
 
 @pytest.fixture(params=["strict", "default"])

@@ -28,10 +28,11 @@ from qmonitor.core.schema import (
     SchemaBuilder,
     Size,
     UInt64,
+    Variants,
     compile_signature,
     encode_value,
 )
-from qmonitor.testing import RawQMPClient, start_qemu
+from qmonitor.testing import RawQMPClient, command_shape, start_qemu
 
 # --- Sample commands: Python copies of QEMU 7.2 QAPI definitions -------------------------------
 
@@ -171,6 +172,47 @@ def x_exit_preconfig() -> None:
     raise AssertionError("never called")
 
 
+class YankInstanceType(StrEnum):
+    BLOCK_NODE = "block-node"
+    CHARDEV = "chardev"
+    MIGRATION = "migration"
+
+
+@dataclass(frozen=True)
+class YankInstance:
+    type: YankInstanceType
+
+
+@dataclass(frozen=True)
+class YankInstanceBlockNode(YankInstance):
+    node_name: str
+
+
+@dataclass(frozen=True)
+class YankInstanceChardev(YankInstance):
+    id: str
+
+
+AnyYankInstance = Annotated[
+    YankInstance,
+    Variants(
+        "type",
+        {
+            YankInstanceType.BLOCK_NODE: YankInstanceBlockNode,
+            YankInstanceType.CHARDEV: YankInstanceChardev,
+        },
+    ),
+]
+
+
+def yank(instances: list[AnyYankInstance]) -> None:
+    raise AssertionError("never called")
+
+
+def query_yank() -> list[AnyYankInstance]:
+    raise AssertionError("never called")
+
+
 QEMU_COMMANDS: dict[str, Callable[..., object]] = {
     "qmp_capabilities": qmp_capabilities,
     "human-monitor-command": human_monitor_command,
@@ -183,6 +225,8 @@ QEMU_COMMANDS: dict[str, Callable[..., object]] = {
     "query-version": query_version,
     "qom-list": qom_list,
     "x-exit-preconfig": x_exit_preconfig,
+    "yank": yank,
+    "query-yank": query_yank,
 }
 SIGNATURES = {name: compile_signature(func) for name, func in QEMU_COMMANDS.items()}
 
@@ -261,6 +305,31 @@ QEMU_ERRORS = [
     ("set-action", '{"reboot": "bogus"}', "Parameter 'reboot' does not accept value 'bogus'"),
     ("set-action", '{"reboot": 1}', "Invalid parameter type for 'reboot', expected: string"),
     ("qom-list", '{"path": true}', "Invalid parameter type for 'path', expected: string"),
+    # A union (qapi/yank.json YankInstance): base members, the variant's, then unexpected ones.
+    ("yank", "{}", "Parameter 'instances' is missing"),
+    ("yank", '{"instances": {}}', "Invalid parameter type for 'instances', expected: array"),
+    ("yank", '{"instances": [1]}', "Invalid parameter type for 'instances[0]', expected: object"),
+    ("yank", '{"instances": [{}]}', "Parameter 'instances[0].type' is missing"),
+    ("yank", '{"instances": [{"id": "x"}]}', "Parameter 'instances[0].type' is missing"),
+    ("yank", '{"instances": [{"type": 1}]}',
+     "Invalid parameter type for 'instances[0].type', expected: string"),
+    ("yank", '{"instances": [{"type": "bogus"}]}',
+     "Parameter 'type' does not accept value 'bogus'"),
+    ("yank", '{"instances": [{"type": "chardev"}], "x": 1}',
+     "Parameter 'instances[0].id' is missing"),
+    ("yank", '{"instances": [{"type": "chardev", "id": "x", "node-name": "y"}]}',
+     "Parameter 'instances[0].node-name' is unexpected"),
+    ("yank", '{"instances": [{"type": "block-node", "node-name": 1}]}',
+     "Invalid parameter type for 'instances[0].node-name', expected: string"),
+    ("yank", '{"instances": [{"type": "migration"}, {"type": "chardev", "id": 2}]}',
+     "Invalid parameter type for 'instances[1].id', expected: string"),
+    ("yank", '{"instances": [{"type": "migration", "id": "x"}]}',
+     "Parameter 'instances[0].id' is unexpected"),
+    ("yank", '{"instances": [{"type": "migration", "zz": 1, "id": 2}]}',
+     "Parameter 'instances[0].zz' is unexpected"),
+    ("yank", '{"instances": [{"type": "block-node", "node-name": "n", "id": 1, "foo": 2}]}',
+     "Parameter 'instances[0].id' is unexpected"),
+    ("query-yank", '{"bogus": 1}', "Parameter 'bogus' is unexpected"),
     ("query-status", '{"a": 1}', "Parameter 'a' is unexpected"),
     ("x-exit-preconfig", '{"a": 1}', "Parameter 'a' is unexpected"),
 ]  # fmt: skip
@@ -696,43 +765,21 @@ def build_schema(commands: dict[str, Callable[..., object]]) -> list[dict[str, o
     return builder.entries()
 
 
-def expand(entries: list[dict[str, Any]], name: str) -> object:
-    """A type as a nested structure, independent of the masked numbering."""
-    by_name = {entry["name"]: entry for entry in entries}
-    entry = by_name[name]
-    meta_type = entry["meta-type"]
-    if meta_type == "builtin":
-        return name
-    if meta_type == "array":
-        return [expand(entries, entry["element-type"])]
-    if meta_type == "enum":
-        assert [member["name"] for member in entry["members"]] == entry["values"]
-        return {"enum": entry["values"]}
-    assert meta_type == "object" and "variants" not in entry
-    return {
-        "members": [
-            [member["name"] + ("?" if "default" in member else ""), expand(entries, member["type"])]
-            for member in entry["members"]
-        ]
-    }
-
-
-def expand_command(entries: list[dict[str, Any]], name: str) -> dict[str, object]:
-    (entry,) = [e for e in entries if e["name"] == name and e["meta-type"] == "command"]
-    return {
-        "arg-type": expand(entries, entry["arg-type"]),
-        "ret-type": expand(entries, entry["ret-type"]),
-        "allow-oob": entry.get("allow-oob", False),
-        "features": entry.get("features", []),
-    }
-
-
 QEMU_FEATURES = {
     "human-monitor-command": ["savevm-monitor-nodes"],
     "x-exit-preconfig": ["unstable"],
 }
 NO_MEMBERS = {"members": []}
 CPU_MODEL_INFO = {"members": [["name", "str"], ["props?", "any"]]}
+YANK_INSTANCE = {
+    "members": [["type", {"enum": ["block-node", "chardev", "migration"]}]],
+    "tag": "type",
+    "variants": [
+        ["block-node", {"members": [["node-name", "str"]]}],
+        ["chardev", {"members": [["id", "str"]]}],
+        ["migration", NO_MEMBERS],
+    ],
+}
 # Recorded from QEMU 7.2.22's query-qmp-schema.
 QEMU_COMMAND_SHAPES: dict[str, dict[str, object]] = {
     "qmp_capabilities": {
@@ -780,13 +827,127 @@ QEMU_COMMAND_SHAPES: dict[str, dict[str, object]] = {
         "arg-type": NO_MEMBERS, "ret-type": NO_MEMBERS, "allow-oob": False,
         "features": ["unstable"],
     },
+    "yank": {
+        "arg-type": {"members": [["instances", [YANK_INSTANCE]]]},
+        "ret-type": NO_MEMBERS, "allow-oob": True, "features": [],
+    },
+    "query-yank": {
+        "arg-type": NO_MEMBERS, "ret-type": [YANK_INSTANCE], "allow-oob": True, "features": [],
+    },
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("command", sorted(QEMU_COMMAND_SHAPES))
 def test_schema_entries_have_qemus_shape(command: str) -> None:
-    entries = build_schema({command: QEMU_COMMANDS[command]})
-    assert expand_command(entries, command) == QEMU_COMMAND_SHAPES[command]
+    builder = SchemaBuilder()
+    builder.add_command(
+        command,
+        compile_signature(QEMU_COMMANDS[command]),
+        allow_oob=command in ("yank", "query-yank"),
+        features=QEMU_FEATURES.get(command, ()),
+    )
+    assert command_shape(builder.entries(), command) == QEMU_COMMAND_SHAPES[command]
+
+
+def test_union_layout_follows_qemus_introspect_generator() -> None:
+    """QEMU 7.2: the union, then its tag's enum and the variants' types in that order; an
+    enum value without a variant gets the empty object, and two commands share the union."""
+    builder = SchemaBuilder()
+    builder.add_command("yank", SIGNATURES["yank"], allow_oob=True)
+    builder.add_command("query-yank", SIGNATURES["query-yank"], allow_oob=True)
+    entries = builder.entries()
+    check_schema_integrity(entries)
+    assert entries == [
+        {"name": "yank", "meta-type": "command", "arg-type": "0", "ret-type": "1",
+         "allow-oob": True},
+        {"name": "query-yank", "meta-type": "command", "arg-type": "1", "ret-type": "[2]",
+         "allow-oob": True},
+        {"name": "0", "meta-type": "object", "members": [{"name": "instances", "type": "[2]"}]},
+        {"name": "1", "meta-type": "object", "members": []},
+        {"name": "[2]", "meta-type": "array", "element-type": "2"},
+        {"name": "2", "meta-type": "object", "members": [{"name": "type", "type": "3"}],
+         "tag": "type", "variants": [{"case": "block-node", "type": "4"},
+                                     {"case": "chardev", "type": "5"},
+                                     {"case": "migration", "type": "1"}]},
+        {"name": "3", "meta-type": "enum",
+         "members": [{"name": "block-node"}, {"name": "chardev"}, {"name": "migration"}],
+         "values": ["block-node", "chardev", "migration"]},
+        {"name": "4", "meta-type": "object", "members": [{"name": "node-name", "type": "str"}]},
+        {"name": "5", "meta-type": "object", "members": [{"name": "id", "type": "str"}]},
+        {"name": "str", "meta-type": "builtin", "json-type": "string"},
+    ]  # fmt: skip
+
+
+def test_union_builds_the_variant_the_tag_picks_and_encodes_it_back() -> None:
+    instances = [
+        {"type": "chardev", "id": "compat_monitor0"},
+        {"node-name": "nbd0", "type": "block-node"},
+        {"type": "migration"},
+    ]
+    converted = convert("yank", json.dumps({"instances": instances}))
+    assert converted == {
+        "instances": [
+            YankInstanceChardev(YankInstanceType.CHARDEV, "compat_monitor0"),
+            YankInstanceBlockNode(YankInstanceType.BLOCK_NODE, "nbd0"),
+            YankInstance(YankInstanceType.MIGRATION),
+        ]
+    }
+    assert type(converted["instances"][2]) is YankInstance  # type: ignore[index]
+    encoded = SIGNATURES["query-yank"].encode_return(converted["instances"])
+    assert encoded == [
+        {"type": "chardev", "id": "compat_monitor0"},
+        {"type": "block-node", "node-name": "nbd0"},
+        {"type": "migration"},
+    ]
+    assert encode_value(converted["instances"]) == encoded
+
+    @dataclass(frozen=True)
+    class Stranger(YankInstance):
+        other: int
+
+    with pytest.raises(TypeError, match="Stranger is not a variant"):
+        SIGNATURES["query-yank"].encode_return([Stranger(YankInstanceType.CHARDEV, 1)])
+
+
+@dataclass
+class UntaggedBase:
+    name: str
+
+
+@dataclass
+class OptionalTag:
+    type: YankInstanceType | None = None
+
+
+@dataclass
+class NotASubclass:
+    type: YankInstanceType
+    id: str
+
+
+def union_of(base: object, cases: dict[Any, type], tag: str = "type") -> Callable[..., None]:
+    def command(value: Annotated[base, Variants(tag, cases)]) -> None: ...  # type: ignore[valid-type]
+
+    return command
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (union_of(int, {}), r"needs a dataclass base, not <class 'int'>"),
+        (union_of(UntaggedBase, {}), r"the tag 'type' must be a required enum member"),
+        (union_of(OptionalTag, {}), r"the tag 'type' must be a required enum member"),
+        (union_of(YankInstance, {}, tag="kind"), r"the tag 'kind' must be a required enum"),
+        (union_of(YankInstance, {"chardev": YankInstanceChardev}), r"'chardev' is not a distinct"),
+        (union_of(YankInstance, {YankInstanceType.CHARDEV: NotASubclass}),
+         r"NotASubclass'> is not a dataclass subclass"),
+    ],
+)  # fmt: skip
+def test_unions_that_qapi_could_not_express_are_refused(
+    command: Callable[..., None], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        compile_signature(command)
 
 
 ENTRY_KEYS = {
@@ -949,7 +1110,7 @@ async def test_qemu_schema_has_the_recorded_shapes() -> None:
             entries = (await client.execute("query-qmp-schema"))["return"]
             await client.close()
     for command, shape in QEMU_COMMAND_SHAPES.items():
-        assert expand_command(entries, command) == shape, command
+        assert command_shape(entries, command) == shape, command
     # QEMU keeps a few types whose only users are compiled out (the Cocoa display options).
     check_schema_integrity(entries, all_used=False)
 
@@ -958,7 +1119,7 @@ def test_dataclass_fields_without_init_are_not_members() -> None:
     def command(node: Renamed) -> None: ...
 
     entries = build_schema({"command": command})
-    assert expand_command(entries, "command")["arg-type"] == {
+    assert command_shape(entries, "command")["arg-type"] == {
         "members": [
             [
                 "node",
@@ -1004,5 +1165,5 @@ def test_uint64_and_size_follow_qobject_input_type_uint64() -> None:
         for entry in builder.entries()
         if entry["meta-type"] == "builtin"
     }
-    assert builtins["uint64"] == "int"
-    assert builtins["size"] == "int"
+    # QEMU publishes every integer type as plain int (scripts/qapi/introspect.py _use_type).
+    assert builtins == {"int": "int"}

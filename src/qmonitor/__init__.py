@@ -15,9 +15,23 @@ from qmonitor.core.commands import (
     Progress,
 )
 from qmonitor.core.errors import ErrorClass, QMonitorError, QMPError, StateError
-from qmonitor.core.schema import QMPName, Size, UInt64
+from qmonitor.core.ghash import iteration_order as ghash_iteration_order
+from qmonitor.core.jobs import JobStatus
+from qmonitor.core.qdict import qdict_bucket
+from qmonitor.core.schema import (
+    JSON_NULL,
+    QMPName,
+    Size,
+    StrOrNull,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Variants,
+)
 from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import Tracer
+from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
 from qmonitor.hmp.sizes import SizeError, strtosz
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
@@ -26,8 +40,11 @@ from qmonitor.server.listen import Address, AddressError, parse_address
 from qmonitor.server.monitor import Monitor
 
 __all__ = [
+    "JSON_NULL",
+    "MIGRATION_INSTANCE",
     "Address",
     "AddressError",
+    "AnyYankInstance",
     "Authorizer",
     "Clock",
     "Completion",
@@ -38,6 +55,7 @@ __all__ = [
     "HumanSyntax",
     "Job",
     "JobManager",
+    "JobStatus",
     "Monitor",
     "Progress",
     "QMPError",
@@ -48,9 +66,17 @@ __all__ = [
     "Size",
     "SizeError",
     "StateError",
+    "StrOrNull",
     "Tracer",
+    "UInt8",
+    "UInt16",
+    "UInt32",
     "UInt64",
+    "Variants",
+    "YankRegistry",
+    "ghash_iteration_order",
     "parse_address",
+    "qdict_bucket",
     "register_human_monitor_command",
     "report_error",
     "serve_human",

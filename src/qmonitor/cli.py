@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from qmonitor.core.errors import QMPError
 from qmonitor.machine.commands import register_machine_commands
+from qmonitor.machine.config import MachineConfig, monitor_chardevs
 from qmonitor.machine.machine import Machine, parse_size
+from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.snapshots import SnapshotStore
 from qmonitor.server.human import register_human_monitor_command, serve_human
 from qmonitor.server.listen import AddressError, parse_address
@@ -49,6 +51,23 @@ def _rate(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _MonitorAddress(argparse.Action):
+    """``-qmp``/``-monitor``: kept with their kind, in command-line order, in ``monitors``.
+
+    QEMU names the monitors' chardevs ``compat_monitorN`` in that order (softmmu/vl.c
+    ``monitor_parse``), which ``query-yank`` shows, so they are served in that order.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.monitors = [*namespace.monitors, (self.dest, values)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,25 +109,69 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="bytes of guest RAM the workload writes per second while running (K/M/G)",
     )
+    run.set_defaults(monitors=[])
     run.add_argument(
         "-qmp",
         dest="qmp",
-        action="append",
-        default=[],
+        action=_MonitorAddress,
         metavar="ADDR",
         help="QMP monitor address (QEMU syntax, repeatable)",
     )
     run.add_argument(
         "-monitor",
         dest="monitor",
-        action="append",
-        default=[],
+        action=_MonitorAddress,
         metavar="ADDR",
         help="human monitor address (QEMU syntax, repeatable)",
     )
     run.add_argument("--strict-order", action="store_true", help="QEMU's one-at-a-time order")
+    run.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="capability profile answering the probe queries (default: the QEMU 7.2 one)",
+    )
     run.add_argument("-v", "--verbose", action="count", default=0)
+    add_profile_parser(verbs)
     return parser
+
+
+def add_profile_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qmonitor profile capture``: record a real QEMU's answers (machine/capture.py)."""
+    profile = verbs.add_parser("profile", help="capability profiles captured from a real QEMU")
+    actions = profile.add_subparsers(dest="profile_action", required=True)
+    capture = actions.add_parser(
+        "capture", help="run a QEMU binary, send it the probe queries, write its replies"
+    )
+    capture.add_argument("--qemu", required=True, metavar="BINARY", help="QEMU to capture")
+    capture.add_argument("-o", "--output", required=True, metavar="FILE", help="profile to write")
+    capture.add_argument(
+        "--accel", default="tcg", help="accelerator QEMU runs with (default tcg: host-neutral)"
+    )
+    capture.add_argument(
+        "--machine",
+        action="append",
+        metavar="TYPE",
+        help="machine type to capture besides the probe's 'none' (repeatable; default pc, q35)",
+    )
+
+
+def profile_command(options: argparse.Namespace) -> int:
+    """Run ``qmonitor profile capture``; a failure is one line on stderr and status 1."""
+    from qmonitor.machine.capture import CaptureError, capture, write_profile
+    from qmonitor.machine.profile import CAPTURED_MACHINES
+
+    machines = options.machine or list(CAPTURED_MACHINES)
+    try:
+        profile = asyncio.run(capture(options.qemu, accel=options.accel, machines=machines))
+        write_profile(profile, options.output)
+    except (CaptureError, OSError) as exc:
+        print(f"qmonitor: profile capture: {exc}", file=sys.stderr)
+        return 1
+    replies = len(profile["probe"]["replies"]) + sum(
+        len(entry["replies"]) for entry in profile["machines"].values()
+    )
+    print(f"qmonitor: wrote {options.output} ({replies} replies)", file=sys.stderr)
+    return 0
 
 
 async def run_machine(options: argparse.Namespace) -> int:
@@ -135,33 +198,47 @@ async def run_machine(options: argparse.Namespace) -> int:
         monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-signal"})
         exit_machine(0)
 
-    services = register_machine_commands(
-        monitor, machine, snapshots, on_exit=exit_machine, no_shutdown=options.no_shutdown
-    )
-    qmp_addresses = list(options.qmp)
+    try:
+        profile = Profile.file(options.profile).load() if options.profile else Profile.default()
+    except ProfileError as exc:
+        print(f"qmonitor: {exc}", file=sys.stderr)
+        return 1
+    monitors: list[tuple[str, str]] = list(options.monitors)
+    qmp_addresses = [text for kind, text in monitors if kind == "qmp"]
     if not qmp_addresses:
         directory = default_socket_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        qmp_addresses.append(f"unix:{directory}/{options.name}.qmp,server=on,wait=off")
-    # Every command is registered before any monitor serves: a stdio client's first requests
-    # may be read as soon as its session starts.
-    register_human_monitor_command(monitor)
+        monitors.append(("qmp", f"unix:{directory}/{options.name}.qmp,server=on,wait=off"))
+    if all(kind != "monitor" for kind, _ in monitors) and "stdio" not in qmp_addresses:
+        monitors.append(("monitor", "stdio"))
+    config = MachineConfig(
+        ram_size=options.ram_size, chardevs=monitor_chardevs([text for _, text in monitors])
+    )
+    services = register_machine_commands(
+        monitor,
+        machine,
+        snapshots,
+        on_exit=exit_machine,
+        no_shutdown=options.no_shutdown,
+        config=config,
+        profile=profile,
+    )
     try:
+        # Every command is registered before any monitor serves: a stdio client's first
+        # requests may be read as soon as its session starts.
+        register_human_monitor_command(monitor)
         snapshots.open()
-        for text in qmp_addresses:
+        for kind, text in monitors:
             address = parse_address(text)
-            await monitor.serve(address)
+            if kind == "qmp":
+                await monitor.serve(address)
+            else:
+                stdio = address.transport == "stdio"
+                await serve_human(monitor, address, interactive=stdio and sys.stdin.isatty())
             if address.transport in ("unix", "tcp") and address.server:
                 shown = monitor.listeners[-1].bound_address
-                print(f"qmonitor: QMP on {shown}", file=sys.stderr, flush=True)
-        human_addresses = options.monitor or (["stdio"] if "stdio" not in qmp_addresses else [])
-        for text in human_addresses:
-            address = parse_address(text)
-            stdio = address.transport == "stdio"
-            await serve_human(monitor, address, interactive=stdio and sys.stdin.isatty())
-            if address.transport in ("unix", "tcp") and address.server:
-                shown = monitor.listeners[-1].bound_address
-                print(f"qmonitor: HMP on {shown}", file=sys.stderr, flush=True)
+                label = "QMP" if kind == "qmp" else "HMP"
+                print(f"qmonitor: {label} on {shown}", file=sys.stderr, flush=True)
         if options.incoming not in (None, "defer"):
             await services.migration.start_incoming(options.incoming)
     except (AddressError, OSError, QMPError) as exc:
@@ -209,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor`` console script."""
     _ensure_standard_streams()
     options = build_parser().parse_args(argv)
+    if options.verb == "profile":
+        return profile_command(options)
     logging.basicConfig(
         level=logging.DEBUG
         if options.verbose > 1

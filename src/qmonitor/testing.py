@@ -2,7 +2,8 @@
 
 :class:`RawQMPClient` sends exact bytes and reads exact reply lines, so tests (and anyone
 checking their own server) can pin the wire format. :func:`start_qemu` runs real QEMU with a
-QMP unix socket for differential tests.
+QMP unix socket for differential tests; :func:`schema_shape` compares ``query-qmp-schema``
+entries across servers whatever their numbering of types.
 
 :class:`FakeClock` is a :class:`~qmonitor.core.clock.Clock` whose time moves only when the test
 moves it (trio's ``MockClock``): give it to a monitor (``Monitor(clock=FakeClock())``) and a
@@ -172,6 +173,52 @@ def start_qmonitor(
     command = [sys.executable, "-m", "qmonitor", "run", "-name", "vm0"]
     command += ["-qmp", f"unix:{socket_path},server=on,wait=off", "-monitor", "none"]
     return start_server([*command, *extra_args], socket_path, stderr_path=stderr_path)
+
+
+def schema_shape(entries: list[dict[str, Any]], name: str) -> object:
+    """The type ``name`` of ``query-qmp-schema`` as a nested structure, free of the numbers
+    QEMU (and qmonitor) give types: builtins by name, ``[T]`` for an array, ``{"enum":
+    values}``, ``{"members": [[name, type], ...]}`` with ``?`` after an optional member's name,
+    plus ``tag`` and ``variants`` (``[[case, type], ...]``) for a union."""
+    by_name = {entry["name"]: entry for entry in entries}
+    entry = by_name[name]
+    meta_type = entry["meta-type"]
+    if meta_type == "builtin":
+        return name
+    if meta_type == "array":
+        return [schema_shape(entries, entry["element-type"])]
+    if meta_type == "enum":
+        assert [member["name"] for member in entry["members"]] == entry["values"]
+        return {"enum": entry["values"]}
+    assert meta_type == "object", entry
+    shape: dict[str, object] = {
+        "members": [
+            [
+                member["name"] + ("?" if "default" in member else ""),
+                schema_shape(entries, member["type"]),
+            ]
+            for member in entry["members"]
+        ]
+    }
+    if "variants" in entry:
+        shape["tag"] = entry["tag"]
+        shape["variants"] = [
+            [variant["case"], schema_shape(entries, variant["type"])]
+            for variant in entry["variants"]
+        ]
+    return shape
+
+
+def command_shape(entries: list[dict[str, Any]], name: str) -> dict[str, object]:
+    """The command ``name`` of ``query-qmp-schema``: its argument and result shapes
+    (:func:`schema_shape`), ``allow-oob`` and features."""
+    (entry,) = [e for e in entries if e["name"] == name and e["meta-type"] == "command"]
+    return {
+        "arg-type": schema_shape(entries, entry["arg-type"]),
+        "ret-type": schema_shape(entries, entry["ret-type"]),
+        "allow-oob": entry.get("allow-oob", False),
+        "features": entry.get("features", []),
+    }
 
 
 # -- fake time ------------------------------------------------------------------------------

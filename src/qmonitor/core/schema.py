@@ -13,10 +13,12 @@ registration, and builds from them
 Types
 =====
 =========================  ===================  =========================================
-Python                     QAPI (schema name)   accepts
+Python                     QAPI type            accepts
 =========================  ===================  =========================================
 ``int``                    ``int``              a JSON integer in int64 range, not a bool
 ``UInt64``, ``Size``       ``uint64``/``size``  0 to 2**64-1 (a negative int64 wraps)
+``UInt8/16/32``            ``uint8/16/32``      as ``uint64``, then at most 2**N-1
+``StrOrNull``              ``StrOrNull``        a string, or ``null`` (as :data:`JSON_NULL`)
 ``float``                  ``number``           any JSON number (an integer becomes float)
 ``bool``                   ``bool``             ``true`` / ``false``
 ``str``                    ``str``              a string
@@ -24,6 +26,7 @@ Python                     QAPI (schema name)   accepts
 ``list[T]``                ``[T]``              an array of T
 ``tuple[T, ...]``          ``[T]``              an array of T, given as a tuple
 ``@dataclass``, TypedDict  an object type       an object with exactly those members
+``Annotated[B, Variants]``  a union              an object whose tag member picks its members
 ``typing.Any``             ``any``              any JSON value, ``null`` included
 ``dict[str, Any]``         ``any``              any JSON object
 =========================  ===================  =========================================
@@ -48,6 +51,9 @@ reported before any unexpected one. The texts come from ``qapi/qobject-input-vis
   ``string``, ``object``, ``array``; ``QERR_INVALID_PARAMETER_TYPE``). An integer outside int64
   is "not an integer" there too: QEMU's parser makes it a uint64 or a double.
 - ``Parameter 'NAME' is unexpected`` (``qobject_input_check_struct``)
+- ``Parameter 'NAME' expects uint8_t`` (also ``uint16_t``, ``uint32_t``: ``visit_type_uintN``
+  after the ``uint64`` check) and ``Invalid parameter type for 'NAME', expected: StrOrNull``
+  (the generated visitor of an alternate): both name the member bare, as the enum text does.
 
 NAME is the full name built by ``full_name_nth``: ``model.name`` inside an object, ``enable[0]``
 for an array element, ``capabilities[0].state`` for both. The enum text comes from
@@ -59,6 +65,19 @@ Speed: a validation error deep inside nested objects is a :class:`QMPError` whos
 it propagates out (``_ArgumentError.enclose``), so the success path never builds names. A
 command without parameters gets a precomputed converter that only checks that the arguments are
 empty; ``str``, ``bool`` and ``float`` members are accepted without a call.
+
+Unions
+======
+QAPI's unions with a discriminator (``{'union': ..., 'base': ..., 'discriminator': ...}``) are
+written ``Annotated[Base, Variants("type", {Kind.A: BaseA, ...})]``: ``Base`` is a dataclass
+whose member named by the discriminator is a required enum, and each variant is a dataclass
+subclass of ``Base`` adding the members of that case. A tag value without a variant has the base
+members only (QAPI's implicit empty branch). Checking follows the generated ``visit_type_*``:
+the base members in order, then the chosen variant's, then unexpected members against both; the
+value built is the variant's class (the base's for an empty branch). In ``query-qmp-schema`` the
+union is an object with ``tag`` and ``variants`` (the listed cases in order, then the other enum
+values with the empty object type), each variant type holding only its own members, as
+``scripts/qapi/introspect.py`` lays it out (qapi/yank.json ``YankInstance``).
 
 Encoding results
 ================
@@ -72,22 +91,25 @@ Introspection (``query-qmp-schema``)
 ====================================
 Entries have the ``SchemaInfo`` shape of ``qapi/introspect.json`` and are laid out as
 ``scripts/qapi/introspect.py`` does: commands and events in definition order, then every type
-they use, in order of first use. Names of object and enum types are masked as numbers ("0",
-"1", ...) in order of first use, as QEMU does by default: "Clients should examine commands and
+they use, in order of first use. Names of object and enum types are masked as numbers ("0", "1",
+...) in order of first use, as QEMU does by default: "Clients should examine commands and
 events, not types. Hide type names as integers to reduce the temptation." Builtins keep their
 names (``int``, ``str``, ``any``, ...) and an array is named after its element (``[int]``,
-``[3]``). A command without arguments or without a result, and an event without data, refer to
-the empty object type, like QEMU's ``q_empty``. An optional member carries ``"default": null``,
-the only value QEMU 7.2 ever sends; Python defaults are not published. ``dict[str, Any]`` has no
-QAPI equivalent and is published as ``any``, as QEMU does for free-form members (``props`` of
-``CpuModelInfo``). With several unexpected members, the one named is the first in QEMU's QDict
-order (:mod:`qmonitor.core.qdict`), as qobject_input_check_struct does.
+``[3]``); every integer type (``uint8`` ... ``uint64``, ``size``) is published as ``int``, as
+introspect.py's ``_use_type`` does. A command without arguments or without a result, and an
+event without data, refer to the empty object type, like QEMU's ``q_empty``. An optional member
+carries ``"default": null``, the only value QEMU 7.2 ever sends; Python defaults are not
+published. ``dict[str, Any]`` has no QAPI equivalent and is published as ``any``, as QEMU does
+for free-form members (``props`` of ``CpuModelInfo``). With several unexpected members, the one
+named is the first in QEMU's QDict order (:mod:`qmonitor.core.qdict`), as
+qobject_input_check_struct does.
 
 Deliberate differences from QEMU
 ================================
-- Of QAPI's integer types only ``int`` (int64), ``uint64`` and ``size`` exist; the smaller sized
-  ones (``uint8``, ... and their ``Parameter 'x' expects uint8_t``) are left to handlers, and so
-  are alternates and unions with a discriminator: a Python union may only be ``T | None``.
+- Of QAPI's integer types ``int`` (int64), ``uint8/16/32/64`` and ``size`` exist; the signed
+  sized ones (``int8``, ...) are left to handlers. The one alternate is ``StrOrNull``; unions
+  with a discriminator are ``Variants`` (above); otherwise a Python union may only be
+  ``T | None``.
 - No ``features`` on types or members, only on commands and events.
 """
 
@@ -106,11 +128,17 @@ from qmonitor.core.errors import QMPError
 from qmonitor.core.qdict import member_order
 
 __all__ = [
+    "JSON_NULL",
     "MISSING",
     "CommandSignature",
     "Parameter",
     "QMPName",
     "SchemaBuilder",
+    "StrOrNull",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "Variants",
     "compile_signature",
     "encode_value",
 ]
@@ -167,7 +195,62 @@ class _IntegerKind:
 UInt64: TypeAlias = Annotated[int, _IntegerKind("uint64")]
 """QAPI ``uint64``: 0 to 2**64-1; like QEMU, a negative int64 is accepted modulo 2**64."""
 Size: TypeAlias = Annotated[int, _IntegerKind("size")]
-"""QAPI ``size`` (a byte count): checked as ``uint64``, published as ``size``."""
+"""QAPI ``size`` (a byte count): checked as ``uint64``."""
+UInt8: TypeAlias = Annotated[int, _IntegerKind("uint8")]
+"""QAPI ``uint8``: read as ``uint64``, then ``Parameter 'x' expects uint8_t`` above 255."""
+UInt16: TypeAlias = Annotated[int, _IntegerKind("uint16")]
+"""QAPI ``uint16``, likewise (``uint16_t``)."""
+UInt32: TypeAlias = Annotated[int, _IntegerKind("uint32")]
+"""QAPI ``uint32``, likewise (``uint32_t``)."""
+
+_UNSIGNED_MAXIMA: Final = {"uint8": 2**8 - 1, "uint16": 2**16 - 1, "uint32": 2**32 - 1}
+
+
+class _JsonNull:
+    """The type of :data:`JSON_NULL`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL: Final = _JsonNull()
+"""An explicit JSON ``null`` given for a ``StrOrNull`` member (absent members get ``None``)."""
+
+
+class _Alternate:
+    """Annotated marker for the alternate ``StrOrNull`` (see :data:`StrOrNull`)."""
+
+    __slots__ = ()
+
+
+StrOrNull: TypeAlias = Annotated[str | _JsonNull, _Alternate()]
+"""QAPI's alternate ``StrOrNull`` (qapi/common.json): a string or ``null``; ``null`` arrives as
+:data:`JSON_NULL`, so that an optional member can tell it from absence."""
+
+
+class Variants:
+    """``Annotated[Base, Variants(tag, cases)]``: a QAPI union with a discriminator.
+
+    ``tag`` is the QMP name of ``Base``'s enum member that picks the variant; ``cases`` maps
+    enum members to dataclass subclasses of ``Base`` (see "Unions" in the module docstring).
+    """
+
+    __slots__ = ("cases", "tag")
+
+    def __init__(self, tag: str, cases: Mapping[enum.Enum, type]) -> None:
+        self.tag = tag
+        self.cases = tuple(cases.items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Variants) and (self.tag, self.cases) == (other.tag, other.cases)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.cases))
+
+    def __repr__(self) -> str:
+        return f"Variants({self.tag!r}, {dict(self.cases)!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +401,16 @@ class _Member:
     omit_if_none: bool  # when encoding: a None value leaves the member out
 
 
+class _AlternateType(_Type):
+    """An alternate of builtins (only ``StrOrNull`` exists): a value of one of ``members``."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, name: str, convert: _Converter, members: tuple[_Builtin, ...]) -> None:
+        super().__init__(convert, _encode_json_null, name)
+        self.members = members
+
+
 class _Object(_Type):
     """A dataclass or TypedDict. ``members`` is filled after creation, for recursive types."""
 
@@ -332,13 +425,34 @@ class _Object(_Type):
 
 
 class _Arguments:
-    """The implicit object type of a command's arguments (QEMU's ``q_obj_NAME-arg``)."""
+    """An object type known by its members alone: a command's arguments (QEMU's
+    ``q_obj_NAME-arg``), or a union variant's own members (keyed by the variant's class)."""
 
     __slots__ = ("members", "schema_key")
 
-    def __init__(self, members: Sequence[_Member]) -> None:
+    def __init__(self, members: Sequence[_Member], schema_key: object = None) -> None:
         self.members = members
-        self.schema_key = self
+        self.schema_key = self if schema_key is None else schema_key
+
+
+class _Union(_Type):
+    """A union with a discriminator: the base's members, the tag, a type per tag value."""
+
+    __slots__ = ("base", "tag", "variants")
+
+    def __init__(
+        self,
+        convert: _Converter,
+        encode: _Encoder,
+        schema_key: object,
+        base: _Object,
+        tag: str,
+        variants: list[tuple[str, _Arguments]],
+    ) -> None:
+        super().__init__(convert, encode, schema_key)
+        self.base = base
+        self.tag = tag
+        self.variants = variants  # (case, the variant's own members) in introspection order
 
 
 _EMPTY: Final = _Arguments(())  # QEMU's q_empty: no arguments, no result, no event data
@@ -360,6 +474,29 @@ def _convert_uint64(value: object) -> object:
         if _INT64_MIN <= value < 0:
             return value + _UINT64_MAX + 1
     raise _ArgumentError("Parameter '", "' expects uint64")
+
+
+def _sized_unsigned_converter(type_name: str, maximum: int) -> _Converter:
+    # qapi/qapi-visit-core.c visit_type_uintN: the uint64 visit first, then the range, named
+    # bare (name ? name : "null").
+    def convert(value: object) -> object:
+        number = _convert_uint64(value)
+        assert isinstance(number, int)
+        if number > maximum:
+            raise _ArgumentError("Parameter '", f"' expects {type_name}_t", bare_name=True)
+        return number
+
+    return convert
+
+
+def _convert_str_or_null(value: object) -> object:
+    # The generated visit_type_StrOrNull: a QString or a QNull, else QERR_INVALID_PARAMETER_TYPE
+    # with the bare member name.
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return JSON_NULL
+    raise _ArgumentError("Invalid parameter type for '", "', expected: StrOrNull", bare_name=True)
 
 
 def _convert_int(value: object) -> object:
@@ -418,6 +555,32 @@ def _array_converter(
 _Step: TypeAlias = tuple[str, str, type | None, _Converter, object]
 
 
+def _convert_into(
+    steps: list[_Step], arguments: Mapping[str, object], kwargs: dict[str, object]
+) -> int:
+    """Check the members ``steps`` describe, in order, into ``kwargs``; return how many of
+    them were present (the caller compares that with the number of members sent)."""
+    present = 0
+    for qmp_name, python_name, passthrough, convert, if_absent in steps:
+        value = arguments.get(qmp_name, _ABSENT)
+        if value is _ABSENT:
+            if if_absent is _REQUIRED:
+                raise _ArgumentError.missing(qmp_name)
+            if if_absent is not _SKIP:
+                kwargs[python_name] = if_absent
+            continue
+        present += 1
+        if type(value) is passthrough:
+            kwargs[python_name] = value
+            continue
+        try:
+            kwargs[python_name] = convert(value)
+        except _ArgumentError as error:
+            error.enclose(qmp_name)
+            raise
+    return present
+
+
 def _members_converter(steps: list[_Step], known: Collection[str]) -> _ArgumentsConverter:
     """Check an object's members in declaration order, then reject any other member.
 
@@ -426,29 +589,34 @@ def _members_converter(steps: list[_Step], known: Collection[str]) -> _Arguments
 
     def convert_members(arguments: Mapping[str, object]) -> dict[str, object]:
         kwargs: dict[str, object] = {}
-        present = 0
-        for qmp_name, python_name, passthrough, convert, if_absent in steps:
-            value = arguments.get(qmp_name, _ABSENT)
-            if value is _ABSENT:
-                if if_absent is _REQUIRED:
-                    raise _ArgumentError.missing(qmp_name)
-                if if_absent is not _SKIP:
-                    kwargs[python_name] = if_absent
-                continue
-            present += 1
-            if type(value) is passthrough:
-                kwargs[python_name] = value
-                continue
-            try:
-                kwargs[python_name] = convert(value)
-            except _ArgumentError as error:
-                error.enclose(qmp_name)
-                raise
-        if present != len(arguments):
+        if _convert_into(steps, arguments, kwargs) != len(arguments):
             raise _ArgumentError.unexpected(first_in_qdict_order(arguments, known))
         return kwargs
 
     return convert_members
+
+
+_Branch: TypeAlias = tuple[type, list[_Step], frozenset[str]]
+
+
+def _union_converter(
+    base_steps: list[_Step], tag_python_name: str, branches: Mapping[object, _Branch]
+) -> _Converter:
+    """QAPI's generated ``visit_type_UNION``: the base members, then those of the variant the
+    tag picks, then any other member is unexpected."""
+
+    def convert(value: object) -> object:
+        if not isinstance(value, dict):
+            raise _ArgumentError.invalid_type("object")
+        kwargs: dict[str, object] = {}
+        present = _convert_into(base_steps, value, kwargs)
+        variant_class, variant_steps, known = branches[kwargs[tag_python_name]]
+        present += _convert_into(variant_steps, value, kwargs)
+        if present != len(value):
+            raise _ArgumentError.unexpected(first_in_qdict_order(value, known))
+        return variant_class(**kwargs)
+
+    return convert
 
 
 def _convert_no_arguments(arguments: Mapping[str, object]) -> dict[str, object]:
@@ -469,6 +637,10 @@ def first_in_qdict_order(arguments: Mapping[str, object], known: Collection[str]
 
 def _encode_enum(value: object) -> object:
     return value.value if isinstance(value, enum.Enum) else value
+
+
+def _encode_json_null(value: object) -> object:
+    return None if value is JSON_NULL else value
 
 
 def _encode_nothing(value: object) -> object:
@@ -550,9 +722,15 @@ def encode_value(value: object) -> object:
 _INT: Final = _Builtin("int", "int", _convert_int, None)
 _UINT64: Final = _Builtin("uint64", "int", _convert_uint64, None)
 _SIZE: Final = _Builtin("size", "int", _convert_uint64, None)
+_SIZED_UNSIGNED: Final = {
+    name: _Builtin(name, "int", _sized_unsigned_converter(name, maximum), None)
+    for name, maximum in _UNSIGNED_MAXIMA.items()
+}
+_NULL: Final = _Builtin("null", "null", _identity, None)
 _NUMBER: Final = _Builtin("number", "number", _convert_number, None, passthrough=float)
 _BOOL: Final = _Builtin("bool", "boolean", _convert_bool, None, passthrough=bool)
 _STR: Final = _Builtin("str", "string", _convert_str, None, passthrough=str)
+_STR_OR_NULL: Final = _AlternateType("StrOrNull", _convert_str_or_null, (_STR, _NULL))
 _ANY: Final = _Builtin("any", "value", _identity, encode_value)
 _ANY_OBJECT: Final = _Builtin("any", "value", _convert_any_object, encode_value)
 
@@ -569,8 +747,10 @@ def _split_member_hint(hint: object) -> tuple[object, bool, list[QMPName]]:
         if origin is Annotated:
             hint, *metadata = typing.get_args(hint)
             names += [item for item in metadata if isinstance(item, QMPName)]
-            kinds = [item for item in metadata if isinstance(item, _IntegerKind)]
-            if kinds:  # the type itself (UInt64, Size): type_of reads it
+            kinds = [
+                item for item in metadata if isinstance(item, _IntegerKind | _Alternate | Variants)
+            ]
+            if kinds:  # the type itself (UInt64, Size, StrOrNull, a union): type_of reads it
                 return Annotated[hint, kinds[-1]], optional, names
         elif origin in (Union, types.UnionType) and type(None) in typing.get_args(hint):
             optional = True
@@ -606,6 +786,7 @@ class _Compiler:
 
     def __init__(self) -> None:
         self._objects: dict[type, _Object] = {}
+        self._unions: dict[object, _Union] = {}
 
     def type_of(self, hint: object, where: str) -> _Type:
         if typing.get_origin(hint) is Annotated:
@@ -613,10 +794,16 @@ class _Compiler:
             if any(isinstance(item, QMPName) for item in metadata):
                 raise TypeError(f"{where}: QMPName only names a function parameter")
             for item in metadata:
+                if isinstance(item, _Alternate):
+                    return _STR_OR_NULL
                 if isinstance(item, _IntegerKind):
                     if base is not int:
                         raise TypeError(f"{where}: {item.name} annotates int, not {base!r}")
+                    if item.name in _SIZED_UNSIGNED:
+                        return _SIZED_UNSIGNED[item.name]
                     return _UINT64 if item.name == "uint64" else _SIZE
+                if isinstance(item, Variants):
+                    return self.union_type(base, item, where)
             return self.type_of(base, where)
         if hint is bool:
             return _BOOL
@@ -706,6 +893,61 @@ class _Compiler:
         _check_unique(members, where)
         steps += _conversion_steps(members)
         known.update(member.qmp_name for member in members)
+        return node
+
+    def union_type(self, base_class: object, variants: Variants, where: str) -> _Union:
+        """The node of ``Annotated[base_class, variants]`` (see "Unions" above)."""
+        key = ("union", base_class, variants)
+        node = self._unions.get(key)
+        if node is not None:
+            return node
+        if not (isinstance(base_class, type) and dataclasses.is_dataclass(base_class)):
+            raise TypeError(f"{where}: {variants!r} needs a dataclass base, not {base_class!r}")
+        where = f"{where}: union {base_class.__qualname__}"
+        base = self.object_type(base_class, where)
+        tags = [member for member in base.members if member.qmp_name == variants.tag]
+        if len(tags) != 1 or not isinstance(tags[0].type, _Enum) or tags[0].optional:
+            raise TypeError(f"{where}: the tag {variants.tag!r} must be a required enum member")
+        tag = tags[0]
+        enum_class = typing.cast("type[enum.Enum]", tag.type.schema_key)
+        base_names = [member.qmp_name for member in base.members]
+        cases: dict[object, type] = {}
+        for case, variant_class in variants.cases:
+            if not isinstance(case, enum_class) or case in cases:
+                raise TypeError(f"{where}: {case!r} is not a distinct {enum_class.__qualname__}")
+            if not (
+                isinstance(variant_class, type)
+                and issubclass(variant_class, base_class)
+                and dataclasses.is_dataclass(variant_class)
+            ):
+                raise TypeError(f"{where}: {variant_class!r} is not a dataclass subclass of it")
+            cases[case] = variant_class
+        listed = [case for case, _ in variants.cases]
+        encoders: dict[type, _Encoder] = {base_class: base.encode}
+        branches: dict[object, _Branch] = {}
+        layout: list[tuple[str, _Arguments]] = []
+        for case in listed + [member for member in enum_class if member not in cases]:
+            variant_class = cases.get(case, base_class)
+            if variant_class is base_class:
+                own: list[_Member] = []
+                layout.append((case.value, _EMPTY))
+            else:
+                full = self.object_type(variant_class, where)
+                own = full.members[len(base_names) :]  # a dataclass lists inherited fields first
+                encoders[variant_class] = full.encode
+                layout.append((case.value, _Arguments(own, ("variant", variant_class))))
+            known = frozenset(base_names + [member.qmp_name for member in own])
+            branches[case] = (variant_class, _conversion_steps(own), known)
+
+        def encode(value: object) -> object:
+            encode_variant = encoders.get(type(value))
+            if encode_variant is None:
+                raise TypeError(f"{type(value).__qualname__} is not a variant of {where}")
+            return encode_variant(value)
+
+        convert = _union_converter(_conversion_steps(base.members), tag.python_name, branches)
+        node = _Union(convert, encode, key, base, variants.tag, layout)
+        self._unions[key] = node
         return node
 
     def _dataclass_members(self, python_class: type, where: str) -> list[_Member]:
@@ -1053,6 +1295,9 @@ class _SchemaLayout:
             index += 1
 
     def _use(self, node: _Type | _Arguments) -> str:
+        if isinstance(node, _Builtin) and node.json_type == "int":
+            # introspect.py _use_type: "Map the various integer types to plain int".
+            node = _INT
         key = node.schema_key
         if key not in self._used_keys:
             self._used_keys.add(key)
@@ -1070,6 +1315,9 @@ class _SchemaLayout:
             element = self._use(node.element)
             return {"name": f"[{element}]", "meta-type": "array", "element-type": element}
         name = self._use(node)
+        if isinstance(node, _AlternateType):
+            variants = [{"type": self._use(member)} for member in node.members]
+            return {"name": name, "meta-type": "alternate", "members": variants}
         if isinstance(node, _Enum):
             return {
                 "name": name,
@@ -1077,11 +1325,21 @@ class _SchemaLayout:
                 "members": [{"name": value} for value in node.values],
                 "values": list(node.values),
             }
+        if isinstance(node, _Union):
+            entry = self._object_entry(name, node.base.members)
+            entry["tag"] = node.tag
+            entry["variants"] = [
+                {"case": case, "type": self._use(variant)} for case, variant in node.variants
+            ]
+            return entry
         assert isinstance(node, _Object | _Arguments)
-        members: list[dict[str, object]] = []
-        for member in node.members:
+        return self._object_entry(name, node.members)
+
+    def _object_entry(self, name: str, members: Sequence[_Member]) -> dict[str, object]:
+        infos: list[dict[str, object]] = []
+        for member in members:
             info: dict[str, object] = {"name": member.qmp_name, "type": self._use(member.type)}
             if member.optional:
                 info["default"] = None
-            members.append(info)
-        return {"name": name, "meta-type": "object", "members": members}
+            infos.append(info)
+        return {"name": name, "meta-type": "object", "members": infos}

@@ -2,9 +2,10 @@
 
 Run control (qapi/run-state.json, qapi/machine.json, qapi/misc.json), snapshots
 (qapi/migration.json ``snapshot-*`` jobs; HMP ``savevm``/``loadvm``/``delvm``/``info
-snapshots``), migration (qapi/migration.json) and our ``x-query-ram-digest``. HMP renderers get
-the command's result as JSON data (QMP member names) and print what QEMU's ``hmp_info_*``
-functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
+snapshots``), migration (qapi/migration.json), yank (qapi/yank.json: the monitors' socket
+chardevs and the migration, :mod:`qmonitor.core.yank`) and our ``x-query-ram-digest``. HMP
+renderers get the command's result as JSON data (QMP member names) and print what QEMU's
+``hmp_info_*`` functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
 
 Run state changes are reported by one listener: leaving ``running`` sends STOP, entering it
 sends RESUME, which is when QEMU's ``vm_stop``/``vm_start`` send them; because the change
@@ -17,10 +18,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any
 
 from qmonitor import (
+    AnyYankInstance,
     Context,
     HumanSession,
     HumanSyntax,
@@ -29,20 +30,26 @@ from qmonitor import (
     Monitor,
     QMPError,
     QMPName,
-    Size,
     SizeError,
-    UInt64,
     report_error,
     strtosz,
 )
+from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import NEEDS_RESET, Machine, RunState
 from qmonitor.machine.migration import (
-    MAX_DOWNTIME_MS,
     MigrationInfo,
     MigrationManager,
     MigrationStatus,
     OutgoingMigration,
 )
+from qmonitor.machine.migration_settings import (
+    MigrationCapability,
+    MigrationCapabilityStatus,
+    MigrationParametersInfo,
+    MigrationSettings,
+    register_migrate_set_parameters,
+)
+from qmonitor.machine.profile import Profile
 from qmonitor.machine.snapshots import (
     SnapshotStore,
     human_size,
@@ -50,6 +57,7 @@ from qmonitor.machine.snapshots import (
     save_snapshot,
     snapshot_missing,
 )
+from qmonitor.machine.state_commands import register_machine_state
 
 SNAPSHOT_NODE = "disk0"
 """The one block node snapshots can name in ``vmstate`` and ``devices``: the state directory
@@ -160,28 +168,6 @@ class MigrationPassData:
     """The MIGRATION_PASS event's data."""
 
     pass_: int = field(metadata={"qmp_name": "pass"})
-
-
-@dataclass(frozen=True, slots=True)
-class MigrationParametersInfo:
-    """qapi/migration.json ``MigrationParameters``, the members this machine implements."""
-
-    max_bandwidth: int
-    downtime_limit: int
-
-
-class MigrationCapability(StrEnum):
-    """qapi/migration.json ``MigrationCapability``, the members this machine implements."""
-
-    EVENTS = "events"
-
-
-@dataclass(frozen=True, slots=True)
-class MigrationCapabilityStatus:
-    """qapi/migration.json ``MigrationCapabilityStatus``."""
-
-    capability: MigrationCapability
-    state: bool
 
 
 # -- human renderers (the result as JSON data in, QEMU's text out) ----------------------------
@@ -363,11 +349,15 @@ def register_machine_commands(
     *,
     on_exit: Callable[[int], None],
     no_shutdown: bool = False,
+    config: MachineConfig | None = None,
+    profile: Profile | None = None,
 ) -> MachineServices:
     """Register every command and event of ``machine`` on ``monitor``.
 
     ``on_exit(status)`` is called when the machine must go away: ``quit``, a guest shutdown
-    without ``-no-shutdown``, or a failed incoming migration (status 1).
+    without ``-no-shutdown``, or a failed incoming migration (status 1). ``config`` describes
+    what the machine is made of (default: QEMU's default machine, one CPU) and ``profile``
+    answers the probe queries (default: the QEMU 7.2 one shipped with qmonitor).
     """
 
     def incoming_failed(reason: str) -> None:
@@ -377,12 +367,17 @@ def register_machine_commands(
     services = MachineServices(
         machine,
         snapshots,
-        MigrationManager(machine, monitor.emit, incoming_failed),
+        MigrationManager(machine, monitor.emit, incoming_failed, monitor.yank),
         JobManager(monitor),
     )
     _register_run_control(monitor, machine, on_exit, no_shutdown)
     _register_snapshots(monitor, services)
     _register_migration(monitor, services)
+    _register_yank(monitor)
+    config = config or MachineConfig()
+    if config.uuid is not None:
+        machine.uuid = config.uuid
+    register_machine_state(monitor, config, profile or Profile.default())
     return services
 
 
@@ -728,24 +723,9 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         """Return information about the current migration."""
         return migration.info()
 
-    @command(name="migrate-set-parameters")
-    def migrate_set_parameters(
-        max_bandwidth: Size | None = None, downtime_limit: UInt64 | None = None
-    ) -> None:
-        """Set migration parameters (migration.c ``migrate_params_check`` texts).
-
-        Both are unsigned in QAPI, so a negative value arrives modulo 2**64, as in QEMU; a
-        max-bandwidth can then never exceed SIZE_MAX, and QEMU's check for that never fires.
-        """
-        if downtime_limit is not None and not 0 <= downtime_limit <= MAX_DOWNTIME_MS:
-            raise QMPError(
-                "Parameter 'downtime_limit' expects an integer in the range of 0 to "
-                "(2000 * 1000) ms"
-            )
-        if max_bandwidth is not None:
-            migration.parameters.max_bandwidth = max_bandwidth
-        if downtime_limit is not None:
-            migration.parameters.downtime_limit = downtime_limit
+    settings = MigrationSettings(migration)
+    register_migrate_set_parameters(monitor, settings)
+    migrate_set_parameters = settings.set_parameters
 
     @command(
         name="migrate_set_parameter",
@@ -807,18 +787,13 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         human=render_migrate_parameters,
     )
     def query_migrate_parameters() -> MigrationParametersInfo:
-        """Return the current migration parameters."""
-        parameters = migration.parameters
-        return MigrationParametersInfo(parameters.max_bandwidth, parameters.downtime_limit)
+        """Return the current migration parameters (all of QEMU 7.2's)."""
+        return settings.parameters()
 
     @command(name="migrate-set-capabilities")
     def migrate_set_capabilities(capabilities: list[MigrationCapabilityStatus]) -> None:
-        """Enable or disable migration capabilities (only ``events`` exists here)."""
-        outgoing = migration.outgoing
-        if outgoing is not None and outgoing.in_progress:
-            raise QMPError("There's a migration process in progress")
-        for capability in capabilities:
-            migration.events = capability.state
+        """Enable or disable migration capabilities (only ``events`` can be on here)."""
+        settings.set_capabilities(capabilities)
 
     @command(
         name="migrate_set_capability",
@@ -852,5 +827,25 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         human=render_migrate_capabilities,
     )
     def query_migrate_capabilities() -> list[MigrationCapabilityStatus]:
-        """Return the migration capabilities and whether they are on."""
-        return [MigrationCapabilityStatus(MigrationCapability.EVENTS, migration.events)]
+        """Return the migration capabilities and whether they are on (all of QEMU 7.2's)."""
+        return settings.capabilities()
+
+
+def _register_yank(monitor: Monitor) -> None:
+    """QEMU's ``yank`` and ``query-yank`` (util/yank.c), out-of-band as in QEMU; no HMP
+    command, as QEMU 7.2 has none."""
+    registry = monitor.yank
+
+    @monitor.command(name="yank", allow_oob=True)
+    def yank(instances: list[AnyYankInstance]) -> None:
+        """Recover from a hang by shutting down the connections of the given instances.
+
+        All must exist (else DeviceNotFound ``Instance not found`` and nothing is yanked).
+        Yanking ``migration`` fails the migration rather than cancelling it.
+        """
+        registry.yank(instances)
+
+    @monitor.command(name="query-yank", allow_oob=True)
+    def query_yank() -> list[AnyYankInstance]:
+        """The yank instances, in the order they appeared."""
+        return registry.instances()

@@ -17,6 +17,15 @@ Source (QEMU migration/migration.c ``migration_thread`` and migration/ram.c):
 If anything fails, or ``migrate_cancel`` is called, the connection is closed and the guest goes
 back to the state it had (running: RESUME), its RAM untouched: the source only ever reads it.
 
+While a migration exists, source or destination, it is QEMU's yank instance ``{"type":
+"migration"}`` (:mod:`qmonitor.core.yank`; migration/migration.c registers it in
+``qmp_migrate`` and ``qemu_start_incoming_migration`` and unregisters it when the migration
+ends). Yanking it shuts the connection down without telling the migration (a ``file:`` stream
+has nothing to shut down), so blocked I/O fails at once: the source's status is then ``failed``
+with the socket error, as QEMU's (``Unable to write to socket: Broken pipe``), not
+``cancelled``, and the destination fails its load. A destination still waiting for its
+connection has nothing to yank yet, as in QEMU (the yank function comes with the channel).
+
 Destination (``-incoming URI`` or ``migrate-incoming``): the run state is ``inmigrate`` and the
 guest never runs until the stream's end record has been received and applied; pages are read
 straight into guest RAM (the guest is not running, so nothing else writes it). A broken stream
@@ -58,7 +67,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, BinaryIO, Final, Literal
 
-from qmonitor import QMonitorError, QMPError
+from qmonitor import MIGRATION_INSTANCE, QMonitorError, QMPError, YankRegistry
 from qmonitor.machine.machine import (
     PAGE_SIZE,
     Machine,
@@ -352,10 +361,12 @@ class OutgoingMigration:
         address: MigrationAddress,
         parameters: MigrationParameters,
         notify: Notify,
+        yank: YankRegistry,
     ) -> None:
         self.machine = machine
         self.address = address
         self.parameters = parameters
+        self._yank = yank
         self.status = MigrationStatus.NONE
         self.stats = MigrationStats(total=len(machine.ram))
         self.error_desc: str | None = None
@@ -381,9 +392,16 @@ class OutgoingMigration:
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin (status ``setup``); the work goes on in a task."""
+        """Begin (status ``setup``); the work goes on in a task, which is the yank instance's
+        until it ends."""
+        self._yank.register(MIGRATION_INSTANCE, self.yank)
         self._set_status(MigrationStatus.SETUP)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="migration")
+
+    def yank(self) -> None:
+        """``yank``: shut the connection down, leaving the migration to fail on it."""
+        if self._channel is not None:
+            self._channel.interrupt()
 
     def cancel(self) -> None:
         """``migrate_cancel``: stop as soon as possible, leaving the source as it was."""
@@ -461,6 +479,7 @@ class OutgoingMigration:
         finally:
             if self._channel is not None:
                 self._channel.close()
+            self._yank.unregister(MIGRATION_INSTANCE)
             if not self.done.done():
                 self.done.set_result(None)
 
@@ -665,9 +684,11 @@ class IncomingMigration:
         address: MigrationAddress,
         notify: Notify,
         on_failure: Callable[[str], None],
+        yank: YankRegistry,
     ) -> None:
         self.machine = machine
         self.address = address
+        self._yank = yank
         self.status = MigrationStatus.NONE
         self.error_desc: str | None = None
         self.socket_address: list[SocketAddress] | None = None
@@ -705,8 +726,18 @@ class IncomingMigration:
         if self._listener is not None:
             self._listener.listen(1)
             self._listener.setblocking(False)
+        self._yank.register(MIGRATION_INSTANCE, self.yank)
         self._set_status(MigrationStatus.SETUP)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="incoming")
+
+    def yank(self) -> None:
+        """``yank``: shut the accepted connection down (nothing while still listening)."""
+        if self._channel is not None:
+            self._channel.interrupt()
+
+    def _release_yank_instance(self) -> None:
+        if MIGRATION_INSTANCE in self._yank:
+            self._yank.unregister(MIGRATION_INSTANCE)
 
     def info(self) -> MigrationInfo:
         """``query-migrate`` on the destination (QEMU ``fill_destination_migration_info``)."""
@@ -730,6 +761,7 @@ class IncomingMigration:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._close_listener()
+        self._release_yank_instance()  # also when the task was cancelled before it ran
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -770,6 +802,7 @@ class IncomingMigration:
         finally:
             if self._channel is not None:
                 self._channel.close()
+            self._release_yank_instance()
             if not self.done.done():
                 self.done.set_result(None)
 
@@ -827,6 +860,7 @@ class MigrationManager:
     machine: Machine
     emit: Callable[[str, dict[str, Any]], None]
     on_incoming_failure: Callable[[str], None]
+    yank: YankRegistry = field(default_factory=YankRegistry)  # the monitor's, to be yankable
     parameters: MigrationParameters = field(default_factory=MigrationParameters)
     events: bool = False  # the "events" capability
     outgoing: OutgoingMigration | None = None
@@ -851,7 +885,9 @@ class MigrationManager:
             self._notify("MIGRATION", {"status": MigrationStatus.SETUP.value})
             self._notify("MIGRATION", {"status": MigrationStatus.FAILED.value})
             raise
-        self.outgoing = OutgoingMigration(self.machine, address, self.parameters, self._notify)
+        self.outgoing = OutgoingMigration(
+            self.machine, address, self.parameters, self._notify, self.yank
+        )
         self.outgoing.start()
         return self.outgoing
 
@@ -867,7 +903,7 @@ class MigrationManager:
         if self.machine.run_state is not RunState.INMIGRATE:
             raise QMPError("'-incoming' was not specified on the command line")
         incoming = IncomingMigration(
-            self.machine, parse_uri(uri), self._notify, self.on_incoming_failure
+            self.machine, parse_uri(uri), self._notify, self.on_incoming_failure, self.yank
         )
         await incoming.start()
         self.incoming = incoming

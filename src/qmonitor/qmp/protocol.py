@@ -177,9 +177,10 @@ class QMPServerConnection:
         """A request in negotiation mode: run it if it is ``qmp_capabilities``, else refuse it.
 
         The arguments are checked with the same converter as any command's (QEMU's texts), then
-        each capability against those offered: ``Capability X not available``
-        (monitor/qmp-cmds-control.c ``qmp_caps_accept``). A refused negotiation leaves the
-        connection in negotiation mode.
+        the capabilities against those offered: ``Capability X not available``
+        (monitor/qmp-cmds-control.c ``qmp_caps_accept``), X listing every one asked for that
+        the server did not offer, as often as asked (``oob, oob``). A refused negotiation
+        leaves the connection in negotiation mode.
         """
         if request.command != CAPABILITIES_COMMAND or request.oob:
             error = QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
@@ -187,9 +188,9 @@ class QMPServerConnection:
         try:
             arguments = _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
             enable = typing.cast(list[QMPCapability], arguments["enable"] or [])
-            for capability in enable:
-                if capability not in self.capabilities:
-                    raise QMPError(f"Capability {capability.value} not available")
+            unavailable = [c.value for c in enable if c not in self.capabilities]
+            if unavailable:
+                raise QMPError(f"Capability {', '.join(unavailable)} not available")
         except QMPError as error:
             return InvalidRequest(error, request.request_id, request.has_id)
         self._transition(Trigger.CAPABILITIES_ACCEPTED)

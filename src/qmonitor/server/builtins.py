@@ -1,4 +1,11 @@
-"""The commands every monitor has: negotiation, version, introspection, cancellation."""
+"""The commands every monitor has: negotiation, version, introspection, cancellation.
+
+Which may run with ``exec-oob`` is QEMU's choice, not ours: none of QEMU's own here does
+(qapi/control.json and qapi/introspect.json mark none ``allow-oob``; QEMU 7.2 marks only
+``migrate-recover``, ``migrate-pause``, ``yank`` and ``query-yank``), so ``exec-oob`` of them gets
+QEMU's ``The command NAME does not support OOB``. Our extension :data:`CANCEL_COMMAND` does, since
+overtaking a blocked queue is what it is for.
+"""
 
 from __future__ import annotations
 
@@ -54,27 +61,28 @@ def register_builtins(monitor: BuiltinsHost) -> None:
     """Add the built-in commands to ``monitor``'s registry."""
     command = monitor.registry.command
 
-    @command(name="qmp_capabilities", allow_oob=True, hmp=None)
+    @command(name="qmp_capabilities", hmp=None)
     def qmp_capabilities(enable: list[QMPCapability] | None = None) -> None:
         """Enable QMP capabilities and leave capabilities negotiation mode.
 
         In negotiation mode the connection runs this itself (qmonitor.qmp.protocol); once
-        negotiated, QEMU checks its arguments and answers CommandNotFound
-        (monitor/qmp-cmds-control.c), and so does this command.
+        negotiated it is an ordinary command (its arguments are checked first), and QEMU's
+        handler answers it with CommandNotFound (monitor/qmp-cmds-control.c
+        ``qmp_qmp_capabilities``), as this one does.
         """
         raise QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
 
-    @command(name="query-version", allow_oob=True)
+    @command(name="query-version")
     def query_version() -> VersionInfo:
         """Return the version of the monitor (the same object as the greeting's)."""
         return monitor.version_info
 
-    @command(name="query-commands", allow_oob=True)
+    @command(name="query-commands")
     def query_commands() -> list[CommandInfo]:
         """Return the list of commands this monitor supports."""
         return [CommandInfo(c.name) for c in monitor.registry.qmp_commands()]
 
-    @command(name="query-qmp-schema", allow_oob=True)
+    @command(name="query-qmp-schema")
     def query_qmp_schema() -> list[dict[str, Any]]:
         """Return the QMP schema (QAPI SchemaInfo entries) generated from the registry."""
         return monitor.schema()

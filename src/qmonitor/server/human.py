@@ -14,7 +14,8 @@
 ``interactive`` also asks socket sessions for the extras of the console (progress lines,
 events, outcome of detached commands); without it they behave exactly as QEMU's.
 
-Human sessions end when the monitor closes (:meth:`Monitor.close`).
+Human sessions end when the monitor closes (:meth:`Monitor.close`). Each address served is a
+chardev named as QEMU names it (:mod:`qmonitor.server.chardev`), in one count with QMP's.
 
 :func:`register_human_monitor_command` adds QMP's ``human-monitor-command`` (qapi/misc.json),
 which runs one line and returns its text with ``\\r\\n`` line ends; a command's error is part of
@@ -75,19 +76,24 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
 
     if parsed.transport == "none":
         return
-    if parsed.transport == "stdio":
-        if interactive and sys.stdin.isatty() and sys.stdout.isatty():
-            from qmonitor.server.console import start_console
+    chardev = monitor.open_chardev(parsed)  # counted like QEMU's -monitor, stdio included
+    try:
+        if parsed.transport == "stdio":
+            if interactive and sys.stdin.isatty() and sys.stdout.isatty():
+                from qmonitor.server.console import start_console
 
-            start_console(monitor, monitor.human_sessions.add, monitor.human_sessions.discard)
+                start_console(monitor, monitor.human_sessions.add, monitor.human_sessions.discard)
+            else:
+                await _serve_stdio_plain(monitor)
+        elif parsed.server:
+            monitor.listeners.append(await start_listener(parsed, chardev.track(factory)))
+        elif parsed.transport in ("unix", "tcp"):
+            await connect_out(parsed, chardev.track(factory))
         else:
-            await _serve_stdio_plain(monitor)
-    elif parsed.server:
-        monitor.listeners.append(await start_listener(parsed, factory))
-    elif parsed.transport in ("unix", "tcp"):
-        await connect_out(parsed, factory)
-    else:
-        raise AddressError(f"cannot serve the human monitor on '{address}'")
+            raise AddressError(f"cannot serve the human monitor on '{address}'")
+    except BaseException:
+        monitor.close_chardev(chardev)
+        raise
 
 
 CPU_INDEX_ERROR = "Parameter 'cpu-index' expects a CPU number"

@@ -38,8 +38,10 @@ from qmonitor.core.schema import SchemaBuilder, encode_value
 from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.core.trace import log as trace_log
+from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
+from qmonitor.server.chardev import Chardev
 from qmonitor.server.host import EventListener, HostedSession
 from qmonitor.server.listen import (
     Address,
@@ -116,6 +118,11 @@ class Monitor:
         # Human sessions (qmonitor.server.human registers them); closed by close().
         self.human_sessions: set[Closable] = set()
         self.listeners: list[Listener] = []
+        # The chardevs sessions are served on, named as QEMU's (qmonitor.server.chardev), and
+        # the yank instances of the monitor and of what the program adds (a migration).
+        self.chardevs: list[Chardev] = []
+        self._chardevs_opened = 0
+        self.yank = YankRegistry()
         self._event_listeners: list[EventListener] = []
         self._throttle = EventThrottle()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -337,13 +344,39 @@ class Monitor:
         """A new QMP session of this monitor (an ``asyncio.Protocol``)."""
         return QMPSession(self)
 
+    def open_chardev(self, address: Address) -> Chardev:
+        """The chardev of the next monitor served, on ``address`` (not ``none``).
+
+        Labelled ``compat_monitorN`` in the order monitors are served (QEMU: command-line
+        order); a socket one is registered as a yank instance.
+        """
+        chardev = Chardev(f"compat_monitor{self._chardevs_opened}", address)
+        self._chardevs_opened += 1
+        self.chardevs.append(chardev)
+        instance = chardev.yank_instance
+        if instance is not None:
+            self.yank.register(instance, chardev.yank)
+        return chardev
+
+    def close_chardev(self, chardev: Chardev) -> None:
+        """Forget ``chardev`` (its monitor could not be served after all)."""
+        self.chardevs.remove(chardev)
+        instance = chardev.yank_instance
+        if instance is not None:
+            self.yank.unregister(instance)
+
     async def listen(self, address: str | Address) -> Listener:
         """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``)."""
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
         if parsed.transport not in ("unix", "tcp") or not parsed.server:
             raise AddressError(f"cannot listen on '{address}'; use connect() or serve_stdio()")
-        listener = await start_listener(parsed, self.qmp_session_factory)
+        chardev = self.open_chardev(parsed)
+        try:
+            listener = await start_listener(parsed, chardev.track(self.qmp_session_factory))
+        except BaseException:
+            self.close_chardev(chardev)
+            raise
         self.listeners.append(listener)
         return listener
 
@@ -363,7 +396,12 @@ class Monitor:
         """Reverse mode: connect to a client listening on ``address`` and serve it."""
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
-        transport = await connect_out(parsed, self.qmp_session_factory)
+        chardev = self.open_chardev(parsed)
+        try:
+            transport = await connect_out(parsed, chardev.track(self.qmp_session_factory))
+        except BaseException:
+            self.close_chardev(chardev)
+            raise
         protocol = transport.get_protocol()
         assert isinstance(protocol, QMPSession)
         return protocol
@@ -375,6 +413,7 @@ class Monitor:
         answered, and events go on to standard output until the monitor closes.
         """
         self._bind_loop()
+        self.open_chardev(Address("stdio"))  # counted, never yanked
         session = QMPSession(self, close_at_eof=False)
         await connect_stdio(session)
         return session
