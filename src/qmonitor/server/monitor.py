@@ -69,6 +69,8 @@ class Closable(Protocol):
 
 _QMP: Final = SessionKind.QMP  # hot path: a global is read in a tenth of an enum member's time
 _SYNC: Final = HandlerStyle.SYNC
+_tracing_to_log: Final = trace_log.isEnabledFor  # bound once: it still reads the level anew
+_DEBUG: Final = logging.DEBUG
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long :meth:`Monitor.close` waits for cancelled commands to deliver their replies."""
@@ -199,9 +201,10 @@ class Monitor:
         Every request leaves ``command.started`` and then one ``command.complete`` or
         ``command.failed`` on the trace path (refused ones too), with the session's peer.
         """
-        trace = self._trace
-        if trace.tracers or trace_log.isEnabledFor(logging.DEBUG):  # Trace.active(), inlined
-            record: CommandTrace | None = CommandTrace(trace, command_name, request_id, session)
+        if self._trace.tracers or _tracing_to_log(_DEBUG):  # Trace.active(), inlined
+            record: CommandTrace | None = CommandTrace(
+                self._trace, command_name, request_id, session
+            )
         else:
             record = None
         try:
