@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,17 @@ from qmonitor.core.authz import (
     ListRule,
 )
 from qmonitor.core.policy import Identity
+from qmonitor.core.qom import ObjectError
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.listen import Listener
 from qmonitor.server.peer import connection_identity, tls_authz_gate
-from qmonitor.server.tls import TlsCredsX509, TlsEndpoint, client_context
+from qmonitor.server.tls import (
+    TlsCredsX509,
+    TlsEndpoint,
+    client_context,
+    server_context,
+    tls_creds_from_properties,
+)
 from tls_util import (
     ALICE_SUBJECT,
     BOB_SUBJECT,
@@ -243,7 +251,61 @@ async def test_authz_list_file_without_refresh_keeps_what_it_read(
     assert await admitted(pki, authorizer, "auth0", [alice, bob]) == [True, False]
 
 
-def test_server_creds_load_without_error(pki: Pki) -> None:
-    from qmonitor.server.tls import server_context
+async def test_a_certificate_in_ca_crl_pem_is_refused(pki: Pki, tmp_path: Path) -> None:
+    alice = pki.authority.issue(ALICE_SUBJECT, server=False)
+    bob = pki.authority.issue(BOB_SUBJECT, server=False)
+    directory = tmp_path / "tls"
+    shutil.copytree(pki.server_dir, directory)
+    (directory / "ca-crl.pem").write_bytes(pki.authority.crl(bob))
+    revoking = Pki(pki.authority, tmp_path, directory)
+    async with tls_monitor(revoking) as (_, listener):
+        port = port_of(listener)
+        alice_greeting = await greeting_or_eof(port, revoking.client_context("alice", alice))
+        bob_greeting = await greeting_or_eof(port, revoking.client_context("bob", bob))
+    assert alice_greeting.startswith(b'{"QMP"')
+    assert bob_greeting == b""
 
+
+@pytest.mark.parametrize(
+    ("filename", "message"),
+    [
+        ("ca-crl.pem", "Cannot load CRL '{dir}/ca-crl.pem': "),
+        ("dh-params.pem", "Unable to load DH parameters from {dir}/dh-params.pem: "),
+        (
+            "server-key.pem",
+            "Cannot load certificate '{dir}/server-cert.pem' & key '{dir}/server-key.pem': ",
+        ),
+    ],
+)
+def test_unreadable_optional_files_get_qemus_lead_in(
+    pki: Pki, tmp_path: Path, filename: str, message: str
+) -> None:
+    """QEMU's text up to the reason; the reason is OpenSSL's (QEMU's is GnuTLS's)."""
+    directory = tmp_path / "tls"
+    shutil.copytree(pki.server_dir, directory)
+    (directory / filename).write_text("garbage\n")
+    with pytest.raises(ObjectError) as raised:
+        server_context(TlsCredsX509("t", str(directory), TlsEndpoint.SERVER))
+    assert raised.value.message.startswith(message.format(dir=directory))
+    assert not raised.value.located
+
+
+def test_verify_peer_decides_whether_a_certificate_is_required(pki: Pki) -> None:
     assert server_context(server_creds(pki)).verify_mode is ssl.CERT_REQUIRED
+    assert server_context(server_creds(pki, verify_peer=False)).verify_mode is ssl.CERT_NONE
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("priority=NORMAL", "priority: GnuTLS priority strings are not supported by qmonitor"),
+        ("passwordid=sec0", "passwordid: encrypted keys are not supported by qmonitor"),
+    ],
+)
+def test_gnutls_only_properties_are_refused(option: str, message: str) -> None:
+    with pytest.raises(ObjectError) as raised:
+        tls_creds_from_properties(
+            {"qom-type": "tls-creds-x509", "id": "t", "dir": "/d", option.split("=")[0]: "x"},
+            keyval=True,
+        )
+    assert raised.value.message == message

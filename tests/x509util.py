@@ -120,6 +120,25 @@ class CertificateAuthority:
         certificate = builder.sign(self._key, hashes.SHA256())
         return Issued(certificate.public_bytes(serialization.Encoding.PEM), _pem_key(key))
 
+    def crl(self, *revoked: Issued) -> bytes:
+        """A PEM CRL (``ca-crl.pem``) revoking ``revoked``."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.name)
+            .last_update(now - _ONE_DAY)
+            .next_update(now + _ONE_DAY)
+        )
+        for issued in revoked:
+            serial = x509.load_pem_x509_certificate(issued.certificate).serial_number
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - _ONE_DAY)
+                .build()
+            )
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def server_directory(self, directory: Path) -> Path:
         """QEMU's tls-creds-x509 server files in ``directory``: ca-cert, server-cert, -key."""
         directory.mkdir(parents=True, exist_ok=True)
