@@ -23,11 +23,12 @@ How it writes, and why:
 - **Never on the event loop.** The caller only builds the record and appends it to a queue; a
   writer thread does the I/O, so a slow or stuck disk cannot stall the monitor.
 - **Bounded.** The queue holds at most :data:`AUDIT_QUEUE_RECORDS` records. A record that
-  finds it full is dropped and counted, with one warning logged when dropping starts; when a
-  record is next accepted an ``audit.dropped`` record carrying the count goes first, so the
-  file says where records are missing and how many. Records whose write fails (a full disk)
-  are counted the same way and reported by an ``audit.dropped`` record once a write works
-  again. Nothing is lost without a trace in the file and in the log.
+  finds it full is dropped and counted, with one warning logged when dropping starts; as soon
+  as the writer has caught up (or when a record is next accepted, whichever comes first) an
+  ``audit.dropped`` record carrying the count is written where the records went missing.
+  Records whose write fails (a full disk) are counted the same way and reported by an
+  ``audit.dropped`` record once a write works again. Nothing is lost without a trace in the
+  file and in the log.
 - **Flushed per record.** Each record is one ``write()`` on a descriptor opened with
   ``O_APPEND``, so it is in the kernel's hands when the write returns (not ``fsync``-ed).
 - **Rotation.** Before each batch the writer compares the path's inode with the open file's
@@ -233,6 +234,11 @@ class AuditLog:
                     self._report_dropped(item.count, item.reason)
                 else:
                     self._write(item)
+            with self._condition:  # caught up: report the drops now, where they happened
+                dropped = 0 if self._queue else self._dropped_in_queue
+                self._dropped_in_queue -= dropped
+            if dropped:
+                self._report_dropped(dropped, "queue full")
         if self._write_failed:
             log.error(
                 "audit log %s: %d records could not be written before it closed",
