@@ -150,6 +150,13 @@ def test_any_subject_reads_as_gnutls_reads_it(
     assert ours(certificate) == expected
 
 
+@pytest.mark.parametrize("rdns", [[], [[]], [[], []]], ids=["no RDN", "empty RDN", "two empty"])
+def test_a_subject_without_attributes_is_refused(rdns: list[list[tuple[str, bytes]]]) -> None:
+    """GnuTLS fails on no RDN and aborts on empty ones: QEMU never admits either."""
+    with pytest.raises(DistinguishedNameError):
+        distinguished_name(with_subject(_TEMPLATE, subject_der(rdns)))
+
+
 def test_bytes_that_are_not_a_certificate_are_refused_with_a_reason() -> None:
     with pytest.raises(DistinguishedNameError, match="not a DER certificate"):
         distinguished_name(b"\x30\x03\x02\x01")

@@ -17,7 +17,8 @@ QEMU checks a TLS client against its ``tls-authz`` object with the string GnuTLS
   ``#`` and the lowercase hex of the value's whole DER encoding, not escaped.
 
 A subject GnuTLS cannot write (no RDN at all, an empty DirectoryString, a NUL in an
-OCTET STRING value) makes QEMU refuse the client ("Cannot get client distinguished name"):
+OCTET STRING value) makes QEMU refuse the client (and one whose RDNs are all empty makes it
+abort) ("Cannot get client distinguished name"):
 :func:`distinguished_name` raises :class:`DistinguishedNameError` for it.
 
 This is a small DER reader for the subject only, so that qmonitor needs no X.509 library; the
@@ -328,6 +329,8 @@ def distinguished_name(certificate_der: bytes) -> str:
                     out.append("+")
                 elif index < len(rdns) - 1:
                     out.append(",")
+        if not out:  # RDNs without attributes: GnuTLS aborts on them (an assert in 3.7.9)
+            raise DistinguishedNameError("the subject has no attribute")
         return "".join(out)
     except (_DerError, IndexError) as error:
         raise DistinguishedNameError(f"not a DER certificate: {error}") from None
