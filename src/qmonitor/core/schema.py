@@ -180,6 +180,34 @@ class QMPName:
         return f"QMPName({self.name!r})"
 
 
+class Secret:
+    """``Annotated[str, Secret()]``: a parameter whose value the audit trail never writes.
+
+    A password or key: :mod:`qmonitor.server.audit` writes ``"***"`` in its place. It changes
+    nothing else (validation, the schema).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret()"
+
+
+def _is_secret(hint: object) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(hint)
+        return any(isinstance(item, Secret) for item in metadata) or _is_secret(base)
+    if origin in (Union, types.UnionType):
+        return any(_is_secret(argument) for argument in typing.get_args(hint))
+    return False
+
+
+def secret_parameters(parameters: Sequence[Parameter]) -> frozenset[str]:
+    """The QMP names of the parameters declared :class:`Secret`."""
+    return frozenset(p.qmp_name for p in parameters if _is_secret(p.annotation))
+
+
 class _IntegerKind:
     """Annotated marker for QAPI's unsigned integer types (see :data:`UInt64`, :data:`Size`)."""
 

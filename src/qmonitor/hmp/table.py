@@ -232,6 +232,13 @@ def _derived_params(specs: Sequence[ArgSpec]) -> str:
     return " ".join(words)
 
 
+def human_name(command: Command) -> str | None:
+    """The name ``command`` is typed by in HMP (``info status``), None if it has none."""
+    if command.human is None and command.qmp:
+        return None
+    return (command.human and command.human.name) or _default_name(command.name)
+
+
 def human_entry(command: Command) -> HumanEntry:
     """The HMP entry of ``command``, filling what its HumanSyntax leaves out."""
     syntax = command.human or HumanSyntax()

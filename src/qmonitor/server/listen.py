@@ -23,10 +23,13 @@ import errno
 import os
 import select
 import socket
+import ssl
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
 
 from qmonitor.core.errors import QMonitorError
 
@@ -155,9 +158,23 @@ class Listener:
                 os.unlink(self.address.path)
 
 
-async def start_listener(address: Address, factory: ProtocolFactory) -> Listener:
-    """Listen on ``address`` (unix or tcp, server mode) with sessions from ``factory``."""
+async def start_listener(
+    address: Address,
+    factory: ProtocolFactory,
+    *,
+    tls: ssl.SSLContext | None = None,
+    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+) -> Listener:
+    """Listen on ``address`` (unix or tcp, server mode) with sessions from ``factory``.
+
+    With ``tls`` (a server context, :mod:`qmonitor.server.tls`) every connection is TLS: the
+    handshake runs in the loop's SSL protocol, never blocking it, and one not done within
+    ``tls_handshake_timeout`` seconds is dropped; sessions are made once the handshake is done.
+    """
     loop = asyncio.get_running_loop()
+    tls_options: dict[str, Any] = {}
+    if tls is not None:
+        tls_options = {"ssl": tls, "ssl_handshake_timeout": tls_handshake_timeout}
     if address.transport == "unix":
         _prepare_unix_path(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,10 +184,10 @@ async def start_listener(address: Address, factory: ProtocolFactory) -> Listener
         finally:
             os.umask(old_umask)
         os.chmod(address.path, 0o600)
-        server = await loop.create_unix_server(factory, sock=sock, backlog=1024)
+        server = await loop.create_unix_server(factory, sock=sock, backlog=1024, **tls_options)
     elif address.transport == "tcp":
         server = await loop.create_server(
-            factory, address.host, address.port, reuse_address=True, backlog=1024
+            factory, address.host, address.port, reuse_address=True, backlog=1024, **tls_options
         )
     else:
         raise AddressError(f"cannot listen on {address.transport}")

@@ -1,0 +1,187 @@
+"""Who is on the other end of a connection, and refusing them before the greeting.
+
+:func:`connection_identity` reads what a transport knows about its peer into a
+:class:`~qmonitor.core.policy.Identity`: the remote address, the verified TLS client
+certificate's distinguished name (as QEMU writes it), and on a unix socket the peer's
+credentials (``SO_PEERCRED``, socket(7): the pid, uid and gid of the process that connected,
+as the kernel recorded them at ``connect()``; the peer cannot forge them).
+
+:func:`gated` wraps a session factory so that each new connection is first offered to a
+decision function; a refused connection is closed before any session exists, so it never sees
+a greeting (QEMU closes a client its ``tls-authz`` refuses after the handshake, before the
+monitor starts). :func:`tls_authz_gate` is that decision for a ``tls-authz=ID`` listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pwd
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from qmonitor.core.policy import Identity
+from qmonitor.core.x509dn import DistinguishedNameError
+from qmonitor.server.authorize import Authorizer
+from qmonitor.server.tls import peer_distinguished_name
+
+log = logging.getLogger("qmonitor.peer")
+
+_UCRED: Final = struct.Struct("3i")
+"""``struct ucred`` (socket(7)): pid, uid, gid, three C ints."""
+
+
+class _HasSockopt(Protocol):
+    family: int
+
+    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    """A unix socket peer's ``struct ucred``."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: _HasSockopt) -> PeerCredentials | None:
+    """``SO_PEERCRED`` of a connected unix socket; None for other sockets or platforms.
+
+    Takes a ``socket.socket`` or the ``TransportSocket`` of an asyncio transport
+    (``transport.get_extra_info("socket")``).
+    """
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    except OSError:
+        return None
+    return PeerCredentials(pid, uid, gid)
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _address_text(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address or "")
+
+
+def connection_identity(transport: asyncio.BaseTransport) -> Identity:
+    """The identity of a connection's peer (see the module docstring).
+
+    ``peer`` is the remote ``HOST:PORT`` on TCP and the listening socket's path on a unix
+    socket (its peers have no address of their own). Raises
+    :class:`~qmonitor.core.x509dn.DistinguishedNameError` for a client certificate whose
+    subject QEMU cannot write either.
+    """
+    sock = transport.get_extra_info("socket")
+    ssl_object = transport.get_extra_info("ssl_object")
+    tls_dn = peer_distinguished_name(ssl_object) if ssl_object is not None else None
+    family = getattr(sock, "family", None)
+    if family == socket.AF_UNIX:
+        credentials = peer_credentials(sock)
+        path = transport.get_extra_info("sockname") or transport.get_extra_info("peername")
+        peer = path.decode("utf-8", "replace") if isinstance(path, bytes) else str(path or "")
+        if credentials is None:
+            return Identity("unix", peer, tls_dn=tls_dn)
+        return Identity(
+            "unix",
+            peer,
+            tls_dn=tls_dn,
+            uid=credentials.uid,
+            gid=credentials.gid,
+            pid=credentials.pid,
+            user=_user_name(credentials.uid),
+        )
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return Identity("tcp", _address_text(transport.get_extra_info("peername")), tls_dn=tls_dn)
+    return Identity("stdio", "stdio")
+
+
+Admit = Callable[[asyncio.BaseTransport], bool]
+"""Decides whether a new connection may have a session; called once the TLS handshake is done."""
+
+
+class _Gate(asyncio.Protocol):
+    """A connection waiting for its admission; hands the transport over once admitted."""
+
+    def __init__(self, factory: Callable[[], asyncio.BaseProtocol], admit: Admit) -> None:
+        self._factory = factory
+        self._admit = admit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        try:
+            admitted = self._admit(transport)
+        except Exception:
+            log.exception("admission check failed; refusing the connection")
+            admitted = False
+        if not admitted:
+            transport.close()
+            return
+        session = self._factory()
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+
+def gated(
+    factory: Callable[[], asyncio.BaseProtocol], admit: Admit
+) -> Callable[[], asyncio.Protocol]:
+    """A protocol factory that admits each connection with ``admit`` before ``factory()``.
+
+    The admitted session gets the transport as if it had been made directly (the transport's
+    protocol becomes the session); a refused connection is closed and no session is made.
+    """
+    return lambda: _Gate(factory, admit)
+
+
+def tls_authz_gate(
+    authorizer: Authorizer,
+    authz_id: str,
+    on_refused: Callable[[Identity], None] | None = None,
+) -> Admit:
+    """The admission of a ``tls-creds=...,tls-authz=AUTHZ_ID`` listener.
+
+    The client's distinguished name is asked of the authz object; a client without one (the
+    credentials have ``verify-peer=off``) is admitted, as QEMU admits it without asking
+    (crypto/tlssession.c checks the peer only with ``verify-peer``). A subject QEMU cannot
+    write, or an authz id that does not exist, refuses the client (QEMU: "Cannot get client
+    distinguished name", "Cannot find QAuthZ object ID"). ``on_refused`` hears of each refusal
+    (for the audit trail's ``auth.refused``).
+    """
+
+    def admit(transport: asyncio.BaseTransport) -> bool:
+        try:
+            identity = connection_identity(transport)
+        except DistinguishedNameError as error:
+            log.warning("TLS client refused: cannot get its distinguished name: %s", error)
+            refused = Identity("tcp", _address_text(transport.get_extra_info("peername")))
+            if on_refused is not None:
+                on_refused(refused)
+            return False
+        if identity.tls_dn is None:
+            return True
+        if authz_id not in authorizer:
+            log.warning("TLS client refused: Cannot find QAuthZ object ID %s", authz_id)
+            allowed = False
+        else:
+            allowed = authorizer.is_allowed(authz_id, identity.tls_dn)
+        if not allowed:
+            log.info("TLS x509 authz check for %s is denied", identity.tls_dn)
+            if on_refused is not None:
+                on_refused(identity)
+        return allowed
+
+    return admit
