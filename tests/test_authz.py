@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qmonitor.cmdline import CommandLineError, parse_command_line
-from qmonitor.core.authz import (
+from qmonitor.cmdline.objects import ObjectError
+from qmonitor.security.authz import (
     AuthzList,
     AuthzListFile,
     AuthzSimple,
@@ -23,7 +24,6 @@ from qmonitor.core.authz import (
     glob_match,
     parse_list_file,
 )
-from qmonitor.core.qom import ObjectError
 from qmonitor.server.authorize import Authorizer, read_like_glib
 
 

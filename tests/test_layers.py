@@ -26,8 +26,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "qmp": frozenset({"core", "qmp"}),
     "hmp": frozenset({"core", "hmp"}),
     "cmdline": frozenset({"core", "qmp", "cmdline"}),  # QEMU's JSON parser for -object/-qmp
+    # who may do what, sans I/O: authz objects from -object options, roles over HMP lines too
+    "security": frozenset({"core", "hmp", "cmdline", "security"}),
     # asyncio: sockets, sessions, the Monitor
-    "server": frozenset({"core", "qmp", "hmp", "server"}),
+    "server": frozenset({"core", "qmp", "hmp", "cmdline", "security", "server"}),
     # the public API re-exports the layers below the applications
     PUBLIC_API: frozenset({"core", "qmp", "hmp", "server"}),
     # the reference machine is an application of the public API, as an embedder's would be

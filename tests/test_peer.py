@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qmonitor import Monitor
-from qmonitor.core.policy import Identity, parse_policy
+from qmonitor.security.policy import Identity, parse_policy
 from qmonitor.server.listen import Address, start_listener
 from qmonitor.server.peer import PeerCredentials, connection_identity, gated, peer_credentials
 

@@ -15,17 +15,17 @@ from hypothesis import strategies as st
 
 from qmonitor import Monitor
 from qmonitor.core.commands import Command
-from qmonitor.core.policy import (
+from qmonitor.hmp.table import command_table
+from qmonitor.machine.commands import register_machine_commands
+from qmonitor.machine.machine import Machine
+from qmonitor.machine.snapshots import SnapshotStore
+from qmonitor.security.policy import (
     Identity,
     Policy,
     PolicyError,
     command_names,
     parse_policy,
 )
-from qmonitor.hmp.table import command_table
-from qmonitor.machine.commands import register_machine_commands
-from qmonitor.machine.machine import Machine
-from qmonitor.machine.snapshots import SnapshotStore
 from qmonitor.server.human import register_human_commands, register_human_monitor_command
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "policy.toml"

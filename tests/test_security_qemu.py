@@ -4,7 +4,7 @@ The same certificates and the same ``-object``/``-chardev`` options are given to
 ``qemu-system-x86_64`` and to qmonitor:
 
 - the distinguished name QEMU hands its authz object (``-trace qauthz_simple_is_allowed``)
-  is :func:`~qmonitor.core.x509dn.distinguished_name` of the client certificate, for subjects
+  is :func:`~qmonitor.security.x509dn.distinguished_name` of the client certificate, for subjects
   with several RDNs, a multi-valued RDN, escaped characters, non-ASCII text, BMPString;
 - which clients QEMU admits (the QMP greeting) and which it refuses (the connection closes)
   is what a qmonitor TLS listener with the same authz object admits and refuses;
@@ -28,7 +28,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from qmonitor.cmdline import CommandLineError, parse_command_line
-from qmonitor.core.x509dn import distinguished_name
+from qmonitor.security.x509dn import distinguished_name
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.peer import tls_authz_gate
 from qmonitor.server.tls import tls_credentials_from_command_line

@@ -17,7 +17,8 @@ import pytest
 from cryptography.x509.oid import NameOID
 from qemu.qmp import QMPClient
 
-from qmonitor.core.authz import (
+from qmonitor.cmdline.objects import ObjectError
+from qmonitor.security.authz import (
     AuthzList,
     AuthzListFile,
     AuthzSimple,
@@ -25,8 +26,7 @@ from qmonitor.core.authz import (
     ListPolicy,
     ListRule,
 )
-from qmonitor.core.policy import Identity
-from qmonitor.core.qom import ObjectError
+from qmonitor.security.policy import Identity
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.listen import Listener
 from qmonitor.server.peer import connection_identity, tls_authz_gate

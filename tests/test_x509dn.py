@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gnutls_oracle import GnuTLSOracle, load_gnutls
-from qmonitor.core.x509dn import DistinguishedNameError, distinguished_name
+from qmonitor.security.x509dn import DistinguishedNameError, distinguished_name
 from x509util import CertificateAuthority, der, name, subject_der, with_subject
 
 _GNUTLS_INSTALLED = load_gnutls() is not None

@@ -13,7 +13,7 @@ The record is built from ``info`` in this order: ``time`` (UTC, ISO 8601, millis
 ``event``, then ``identity``, ``transport``, ``peer``, ``role``, ``command``, ``id`` (only
 when the request had one: ``info`` holds the key), ``arguments``, ``duration_ms``,
 ``error_class``, ``error``, then any other keys of ``info`` as given. An ``identity`` given as
-an :class:`~qmonitor.core.policy.Identity` is written as its label, with its transport and
+an :class:`~qmonitor.security.policy.Identity` is written as its label, with its transport and
 peer. ``arguments`` are copied with the parameters the command declares secret (the
 ``secret_parameters`` lookup, by command name) replaced by ``"***"``; values that are not
 JSON are written as their ``str()``.
@@ -52,8 +52,8 @@ from typing import Final
 import orjson
 
 from qmonitor.core.commands import CommandRegistry
-from qmonitor.core.policy import Identity
 from qmonitor.core.schema import secret_parameters
+from qmonitor.security.policy import Identity
 
 log = logging.getLogger("qmonitor.audit")
 

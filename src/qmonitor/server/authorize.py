@@ -1,6 +1,6 @@
 """The authz objects of a command line, ready to answer "may this identity connect?".
 
-:mod:`qmonitor.core.authz` decides; this module owns the I/O the decisions need: reading an
+:mod:`qmonitor.security.authz` decides; this module owns the I/O the decisions need: reading an
 ``authz-list-file`` at start (with QEMU's errors, GLib's texts inside them) and again when
 the file has changed. QEMU watches the file with inotify and reloads on its ``CREATED`` and
 ``MODIFIED`` events (util/filemonitor-inotify.c: a write, or a file renamed over it); here the
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmonitor.cmdline import QemuCommandLine
-from qmonitor.core.authz import (
+from qmonitor.cmdline.objects import ObjectError, command_line_error, objects_with_options
+from qmonitor.security.authz import (
     AUTHZ_TYPES,
     Authz,
     AuthzList,
@@ -34,8 +35,7 @@ from qmonitor.core.authz import (
     read_error,
     watch_error,
 )
-from qmonitor.core.policy import Policy, PolicyError, parse_policy
-from qmonitor.core.qom import ObjectError, command_line_error, objects_with_options
+from qmonitor.security.policy import Policy, PolicyError, parse_policy
 
 log = logging.getLogger("qmonitor.authz")
 

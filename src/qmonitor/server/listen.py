@@ -29,9 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
-
 from qmonitor.core.errors import QMonitorError
+from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
 
 Transport = Literal["unix", "tcp", "stdio", "none"]
 

@@ -1,7 +1,7 @@
 """Who is on the other end of a connection, and refusing them before the greeting.
 
 :func:`connection_identity` reads what a transport knows about its peer into a
-:class:`~qmonitor.core.policy.Identity`: the remote address, the verified TLS client
+:class:`~qmonitor.security.policy.Identity`: the remote address, the verified TLS client
 certificate's distinguished name (as QEMU writes it), and on a unix socket the peer's
 credentials (``SO_PEERCRED``, socket(7): the pid, uid and gid of the process that connected,
 as the kernel recorded them at ``connect()``; the peer cannot forge them).
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from qmonitor.core.policy import Identity
-from qmonitor.core.x509dn import DistinguishedNameError
+from qmonitor.security.policy import Identity
+from qmonitor.security.x509dn import DistinguishedNameError
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.tls import peer_distinguished_name
 
@@ -84,7 +84,7 @@ def connection_identity(transport: asyncio.BaseTransport) -> Identity:
 
     ``peer`` is the remote ``HOST:PORT`` on TCP and the listening socket's path on a unix
     socket (its peers have no address of their own). Raises
-    :class:`~qmonitor.core.x509dn.DistinguishedNameError` for a client certificate whose
+    :class:`~qmonitor.security.x509dn.DistinguishedNameError` for a client certificate whose
     subject QEMU cannot write either.
     """
     sock = transport.get_extra_info("socket")

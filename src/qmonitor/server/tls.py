@@ -41,14 +41,14 @@ from enum import StrEnum
 from typing import Final
 
 from qmonitor.cmdline import QemuCommandLine
-from qmonitor.core.qom import (
+from qmonitor.cmdline.objects import (
     ObjectError,
     PropertyVisitor,
     command_line_error,
     members_of,
     objects_with_options,
 )
-from qmonitor.core.x509dn import distinguished_name
+from qmonitor.security.x509dn import distinguished_name
 
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a client has to complete the TLS handshake before it is dropped.
@@ -278,7 +278,7 @@ def peer_distinguished_name(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | 
     """The verified client certificate's subject as QEMU writes it; None without one.
 
     ``getpeercert(binary_form=True)`` gives the DER even where the parsed form is empty.
-    Raises :class:`~qmonitor.core.x509dn.DistinguishedNameError` for a subject QEMU cannot
+    Raises :class:`~qmonitor.security.x509dn.DistinguishedNameError` for a subject QEMU cannot
     write either (QEMU refuses that client).
     """
     certificate = ssl_object.getpeercert(binary_form=True)

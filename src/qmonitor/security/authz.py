@@ -1,7 +1,7 @@
 """QEMU's authorization objects: which identities a TLS listener admits (sans I/O).
 
 A chardev with ``tls-authz=ID`` asks the object ``ID`` whether the client certificate's
-distinguished name (:mod:`qmonitor.core.x509dn`) may connect; a refused client is disconnected
+distinguished name (:mod:`qmonitor.security.x509dn`) may connect; a refused client is disconnected
 before the greeting. The objects are QEMU 7.2's (authz/simple.c, authz/list.c,
 authz/listfile.c, qapi/authz.json):
 
@@ -18,7 +18,7 @@ authz/listfile.c, qapi/authz.json):
   here :meth:`AuthzListFile.is_allowed` takes the rules last loaded.
 
 Objects are built from the ``-object`` properties :mod:`qmonitor.cmdline` parsed, with QEMU's
-errors (:class:`~qmonitor.core.qom.ObjectError`). Where we differ on purpose:
+errors (:class:`~qmonitor.cmdline.objects.ObjectError`). Where we differ on purpose:
 
 - QEMU 7.2's QAPI names the file type ``authz-listfile`` but QOM registers it as
   ``authz-list-file``, so QEMU 7.2 can create neither; both names work here.
@@ -39,8 +39,8 @@ from enum import StrEnum
 from typing import Final
 
 from qmonitor.cmdline.keyval import KeyvalError, keyval_parse
+from qmonitor.cmdline.objects import ObjectError, PropertyVisitor, members_of
 from qmonitor.cmdline.qjson import JSONValueError, parse_json_value
-from qmonitor.core.qom import ObjectError, PropertyVisitor, members_of
 
 AUTHZ_SIMPLE: Final = "authz-simple"
 AUTHZ_LIST: Final = "authz-list"

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from qmonitor.core.commands import Command
-from qmonitor.core.errors import QMPError
+from qmonitor.core.errors import QMonitorError, QMPError
 from qmonitor.hmp.parse import ArgumentError, find_command, parse_arguments
 from qmonitor.hmp.table import INFO, CommandTable, human_name
 
@@ -73,7 +73,7 @@ _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 _SCHEME_CHARS: Final = _NAME_CHARS | {"+"}
 
 
-class PolicyError(ValueError):
+class PolicyError(QMonitorError, ValueError):
     """A policy file that cannot be used; ``str()`` is one line naming the file and the place."""
 
 
@@ -83,7 +83,7 @@ class Identity:
 
     ``transport`` is ``unix``, ``tcp`` or ``stdio``; ``peer`` the remote address
     (``127.0.0.1:51234``, or the unix socket's path). ``tls_dn`` is the client certificate's
-    distinguished name (:mod:`qmonitor.core.x509dn`) on a TLS connection that verified one;
+    distinguished name (:mod:`qmonitor.security.x509dn`) on a TLS connection that verified one;
     ``uid``/``gid``/``pid`` are a unix peer's credentials (SO_PEERCRED), ``user`` its user
     name where it has one.
     """

@@ -20,11 +20,12 @@ from typing import TypeVar
 
 from qmonitor.cmdline import CommandLineError, QemuCommandLine
 from qmonitor.cmdline.cutils import qapi_bool_parse
+from qmonitor.core.errors import QMonitorError
 
 _E = TypeVar("_E", bound=StrEnum)
 
 
-class ObjectError(ValueError):
+class ObjectError(QMonitorError, ValueError):
     """An object QEMU refuses; ``str()`` is QEMU's message.
 
     ``located`` is true for an error QEMU prints after the ``-object`` option (found while the

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from qmonitor.core.errors import QMonitorError
+
 _SEQUENCE: Final = 0x30
 _SET: Final = 0x31
 _OID: Final = 0x06
@@ -123,11 +125,11 @@ _KNOWN_OIDS: Final[dict[str, _Attribute]] = {
 _ESCAPED: Final = frozenset(',+"\\<>;')
 
 
-class DistinguishedNameError(ValueError):
+class DistinguishedNameError(QMonitorError, ValueError):
     """The certificate's subject cannot be written (QEMU refuses such a client)."""
 
 
-class _DerError(ValueError):
+class _DerError(QMonitorError, ValueError):
     """Bytes that are not the DER the reader expected."""
 
 
