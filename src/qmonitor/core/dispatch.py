@@ -24,7 +24,9 @@ from qmonitor.core.errors import QMPError
 log = logging.getLogger("qmonitor.dispatch")
 
 Tracer = Callable[[str, Mapping[str, object]], None]
-"""``tracer(event_name, info)``: ``command.started``, ``command.complete``, ``command.failed``."""
+"""``tracer(event_name, info)``: ``command.started``, ``command.complete``, ``command.failed``
+(``info``: ``command``, ``id``, ``error``); the monitor also traces ``session.opened``,
+``session.closed`` (``protocol``, ``peer``) and ``event.dropped``."""
 
 CANCELLED_BY_CLIENT: Final = "cancelled"
 TIMED_OUT: Final = "timed out"

@@ -46,11 +46,38 @@ from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
 from qmonitor.server.stdio import connect_stdio
 
 log = logging.getLogger("qmonitor")
+trace_log = logging.getLogger("qmonitor.trace")
 
 DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
 """We speak QEMU 7.2's QMP; clients pick features by ``qemu.major/minor``."""
 
 EventListener = Callable[[Event], None]
+
+TRACE_LOG_LEVELS: Mapping[str, int] = {
+    "session.opened": logging.INFO,
+    "session.closed": logging.INFO,
+    "command.failed": logging.INFO,
+}
+"""Traces a person running the monitor wants at ``INFO`` (``qmonitor run -v``): who connects,
+and what fails. Every other trace (each command's start and end) is ``DEBUG``."""
+
+
+def log_trace(name: str, info: Mapping[str, object]) -> None:
+    """Write a trace to the ``qmonitor.trace`` log as a sentence (level: TRACE_LOG_LEVELS)."""
+    level = TRACE_LOG_LEVELS.get(name, logging.DEBUG)
+    if not trace_log.isEnabledFor(level):
+        return
+    kind, _, what = name.partition(".")
+    if kind == "session":
+        trace_log.log(level, "%s session %s: %s", info["protocol"], what, info["peer"])
+    elif kind == "command":
+        request_id, error = info.get("id"), info.get("error")
+        label = (
+            f"{info['command']}" if request_id is None else f"{info['command']} (id {request_id!r})"
+        )
+        trace_log.log(level, "%s %s%s", label, what, f": {error}" if error else "")
+    else:
+        trace_log.log(level, "%s %s", name, dict(info))
 
 
 class Closable(Protocol):
@@ -106,6 +133,7 @@ class Monitor:
         self._schema_key = (-1, -1)
         self._events_generation = 0
         self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
+        self._session_peers: dict[object, tuple[str, str]] = {}
         register_builtins(self)
 
     # -- identity --------------------------------------------------------------------------
@@ -131,9 +159,25 @@ class Monitor:
         return entry[1]
 
     def _trace(self, name: str, info: Mapping[str, object]) -> None:
-        log.debug("%s %s", name, dict(info))
+        """Report a trace to the log (:func:`log_trace`) and to the tracer.
+
+        Command traces do not pass here: the dispatcher hands them to the tracer alone, so that
+        a monitor without one pays nothing per command; to log them, install a tracer that
+        passes ``command.*`` traces to :func:`log_trace` (as ``qmonitor run -v`` does).
+        """
+        log_trace(name, info)
         if self.tracer is not None:
             self.tracer(name, info)
+
+    def _trace_session_opened(self, protocol: str, session: object, peer: str) -> None:
+        """Trace a new session (``peer`` from :func:`describe_peer`); the peer is kept for the
+        trace of its end, as a closed socket can no longer be asked."""
+        self._session_peers[session] = (protocol, peer)
+        self._trace("session.opened", {"protocol": protocol, "peer": peer})
+
+    def _trace_session_closed(self, session: object) -> None:
+        protocol, peer = self._session_peers.pop(session, ("?", "?"))
+        self._trace("session.closed", {"protocol": protocol, "peer": peer})
 
     # -- events ----------------------------------------------------------------------------
 
@@ -215,9 +259,11 @@ class Monitor:
     def _session_opened(self, session: QMPSession) -> None:
         self._bind_loop()
         self.qmp_sessions.add(session)
+        self._trace_session_opened("QMP", session, session.peer)
 
     def _session_closed(self, session: QMPSession) -> None:
         self.qmp_sessions.discard(session)
+        self._trace_session_closed(session)
 
     def qmp_session_factory(self) -> QMPSession:
         """A new QMP session of this monitor (an ``asyncio.Protocol``)."""

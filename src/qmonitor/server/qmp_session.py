@@ -37,6 +37,7 @@ from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.qmp.messages import InvalidRequest, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
+from qmonitor.server.listen import describe_peer
 
 if TYPE_CHECKING:
     from qmonitor.server.monitor import Monitor
@@ -78,7 +79,7 @@ class QMPSession(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         if not self.peer:
-            self.peer = _describe_peer(transport)
+            self.peer = describe_peer(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.monitor._session_opened(self)
         transport.write(self.connection.greeting())
@@ -299,12 +300,3 @@ class QMPSession(asyncio.Protocol):
             ):
                 return invocation.cancel("cancelled by the client")
         return False
-
-
-def _describe_peer(transport: asyncio.BaseTransport) -> str:
-    """A short name for log lines: the TCP peer, or the unix socket path."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    sockname = transport.get_extra_info("sockname")
-    return str(peer or sockname or "stdio")
