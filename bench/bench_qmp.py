@@ -258,7 +258,7 @@ uvloop.run(main())
 
 def qmonitor_command(path: str, profile: str | None = None, clock: str = "wall") -> list[str]:
     arguments = ["run", "-name", "vm0", "-qmp", f"unix:{path},server=on,wait=off"]
-    arguments += ["-monitor", "none"]
+    arguments += ["-monitor", "none", "--dirty-rate", "0"]  # an idle guest, as QEMU's
     if profile is not None:
         return [sys.executable, "-c", PROFILED_SERVER, profile, clock, *arguments]
     return [sys.executable, "-m", "qmonitor", *arguments]
