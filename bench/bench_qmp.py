@@ -2,7 +2,8 @@
 
 Both servers are started once and kept for the whole run:
 
-* ``python -m qmonitor run -name vm0 -qmp unix:...,server=on,wait=off -monitor none``
+* ``python -m qmonitor run -name vm0 -qmp unix:...,server=on,wait=off -monitor none
+  --dirty-rate 0`` (an idle guest, as QEMU's ``-machine none`` has)
 * ``qemu-system-x86_64 -machine none -display none -nodefaults -name vm0 -qmp unix:...``
 
 and every load is run against each of them in turn, several rounds, alternating which one goes
@@ -258,7 +259,7 @@ uvloop.run(main())
 
 def qmonitor_command(path: str, profile: str | None = None, clock: str = "wall") -> list[str]:
     arguments = ["run", "-name", "vm0", "-qmp", f"unix:{path},server=on,wait=off"]
-    arguments += ["-monitor", "none"]
+    arguments += ["-monitor", "none", "--dirty-rate", "0"]  # an idle guest, as QEMU's
     if profile is not None:
         return [sys.executable, "-c", PROFILED_SERVER, profile, clock, *arguments]
     return [sys.executable, "-m", "qmonitor", *arguments]

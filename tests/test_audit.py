@@ -250,9 +250,11 @@ async def test_the_monitors_tracer_feeds_the_audit_log(tmp_path: Path, short_tmp
         await monitor.close()
         log.close()
     events = [(r["event"], r.get("command")) for r in read_records(path)]
-    assert events[-4:] == [
+    assert events == [
+        ("session.opened", None),
         ("command.started", "echo"),
         ("command.complete", "echo"),
         ("command.started", "fail"),
         ("command.failed", "fail"),
+        ("session.closed", None),
     ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,16 +115,17 @@ async def test_a_refusing_hook_stops_qmp_hmp_and_human_monitor_command_alike(
         await hmp.close()
 
     # the hook was asked every time, knowing how and from where each request came
-    qmp_peer = served.qmp_path
+    qmp_peer = f"pid {os.getpid()} on {served.qmp_path}"  # the client is this process
+    hmp_peer = f"pid {os.getpid()} on {served.hmp_path}"
     assert served.policy.asked == [
         ("qmp", qmp_peer, "x-secret"),
         ("qmp", qmp_peer, "x-secret-async"),
-        ("hmp", served.hmp_path, "x-secret"),
-        ("hmp", served.hmp_path, "x-secret-async"),
+        ("hmp", hmp_peer, "x-secret"),
+        ("hmp", hmp_peer, "x-secret-async"),
         ("qmp", qmp_peer, "human-monitor-command"),
         ("human-monitor-command", qmp_peer, "x-secret"),
         ("qmp", qmp_peer, "x-open"),
-        ("hmp", served.hmp_path, "x-open"),
+        ("hmp", hmp_peer, "x-open"),
         ("qmp", qmp_peer, "human-monitor-command"),
         ("human-monitor-command", qmp_peer, "x-open"),
     ]

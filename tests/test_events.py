@@ -279,7 +279,9 @@ async def test_a_throttled_event_before_any_session_does_not_silence_later_ones(
 async def test_the_tracer_sees_sync_and_async_commands(short_tmp: Path) -> None:
     """One hook for command.started/.complete/.failed, whatever the handler style."""
     traces: list[tuple[str, object]] = []
-    monitor = Monitor("traced", tracer=lambda name, info: traces.append((name, info["command"])))
+    monitor = Monitor(
+        "traced", tracer=lambda name, info: traces.append((name, info.get("command")))
+    )
 
     @monitor.command
     def quick() -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,9 +71,10 @@ async def test_every_request_leaves_started_then_one_outcome_with_its_peer(
         await hmp.close()
         await monitor.close()
 
-    qmp = {"session": "qmp", "peer": qmp_path}
-    hmc = {"session": "human-monitor-command", "peer": qmp_path}
-    hmp_peer = {"session": "hmp", "peer": hmp_path}
+    qmp_peer = f"pid {os.getpid()} on {qmp_path}"  # the client is this process
+    qmp = {"session": "qmp", "peer": qmp_peer}
+    hmc = {"session": "human-monitor-command", "peer": qmp_peer}
+    hmp_peer = {"session": "hmp", "peer": f"pid {os.getpid()} on {hmp_path}"}
     assert recorder.named("command.") == [
         ("command.started", {"command": "quick", "id": 1, **qmp}),
         ("command.complete", {"command": "quick", "id": 1, **qmp}),
@@ -125,11 +127,14 @@ async def test_a_raising_tracer_is_logged_and_breaks_nothing(
             assert await client.execute("slow") == {"return": {}}
         assert caplog.text.count("failed on command.") == 4
         assert first.records == last.records
-        assert [name for name, _ in last.records] == ["command.started", "command.complete"] * 2
+        assert [name for name, _ in last.records] == [
+            "session.opened",
+            *["command.started", "command.complete"] * 2,
+        ]
         monitor.remove_tracer(broken)
         monitor.remove_tracer(last)
         assert await client.execute("quick") == {"return": "quick\n"}
-        assert len(first.records) == 6 and len(last.records) == 4
+        assert len(first.records) == 7 and len(last.records) == 5
     finally:
         await client.close()
         await monitor.close()
@@ -154,8 +159,11 @@ async def test_command_records_reach_the_debug_log_without_a_tracer(
         await client.close()
         await monitor.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "qmonitor.trace"]
-    assert [line.split(" ", 1)[0] for line in lines] == ["command.started", "command.complete"]
-    assert "'command': 'quick'" in lines[0] and "'id': 'q'" in lines[0]
+    peer = f"pid {os.getpid()} on {path}"
+    assert lines == [
+        f"quick (id 'q') started from {peer}",
+        f"quick (id 'q') complete from {peer}",
+    ]
 
 
 async def test_every_job_status_change_is_a_job_record() -> None:

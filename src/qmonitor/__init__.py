@@ -36,7 +36,7 @@ from qmonitor.hmp.sizes import SizeError, strtosz
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
 from qmonitor.server.jobs import Job, JobManager
-from qmonitor.server.listen import Address, AddressError, parse_address
+from qmonitor.server.listen import Address, AddressError, AddressInUse, parse_address
 from qmonitor.server.monitor import Monitor
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "MIGRATION_INSTANCE",
     "Address",
     "AddressError",
+    "AddressInUse",
     "AnyYankInstance",
     "Authorizer",
     "Clock",

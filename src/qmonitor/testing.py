@@ -169,8 +169,11 @@ def start_qemu(socket_path: str, *extra_args: str) -> AbstractAsyncContextManage
 def start_qmonitor(
     socket_path: str, *extra_args: str, stderr_path: str | None = None
 ) -> AbstractAsyncContextManager[Any]:
-    """Run ``python -m qmonitor run`` (no human monitor) with QMP on ``socket_path``."""
-    command = [sys.executable, "-m", "qmonitor", "run", "-name", "vm0"]
+    """Run ``python -m qmonitor run`` (no human monitor) with QMP on ``socket_path``.
+
+    The guest is idle (``--dirty-rate 0``), like QEMU's ``-machine none`` it is compared with.
+    """
+    command = [sys.executable, "-m", "qmonitor", "run", "-name", "vm0", "--dirty-rate", "0"]
     command += ["-qmp", f"unix:{socket_path},server=on,wait=off", "-monitor", "none"]
     return start_server([*command, *extra_args], socket_path, stderr_path=stderr_path)
 

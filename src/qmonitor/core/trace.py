@@ -1,18 +1,21 @@
 """The one trace path: named records to the debug log and to every tracer (httpcore's _trace.py).
 
 Everything worth following in a running monitor is recorded here, and only here: the
-``command.started`` / ``command.complete`` / ``command.failed`` of every request (with the
-peer that sent it), a ``job.<status>`` for every move of a job, and ``event.dropped`` when a
-client that does not read is disconnected. Each record goes to the ``qmonitor.trace`` logger at
-DEBUG and to each tracer added with :meth:`Trace.add` (an audit log is one). A tracer that
-raises is logged and skipped: tracing never breaks a request. The records and their fields are
-listed in docs/DESIGN-NOTES.md ("The trace path").
+``session.opened`` / ``session.closed`` of every client, the ``command.started`` /
+``command.complete`` / ``command.failed`` of every request (with the peer that sent it), a
+``job.<status>`` for every move of a job, and ``event.dropped`` when a client that does not
+read is disconnected. Each record goes to the ``qmonitor.trace`` logger as a sentence, at the
+level :data:`LOG_LEVELS` gives it (``qmonitor run -v`` shows who comes and goes and what fails,
+``-vv`` everything), and to each tracer added with :meth:`Trace.add` (an audit log is one). A
+tracer that raises is logged and skipped: tracing never breaks a request. The records and their
+fields are listed in docs/DESIGN-NOTES.md ("The trace path").
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from qmonitor.core.errors import QMPError
 from qmonitor.core.session import Session
@@ -21,6 +24,32 @@ log = logging.getLogger("qmonitor.trace")
 
 Tracer = Callable[[str, Mapping[str, object]], None]
 """``tracer(record_name, info)``, called on the event loop's thread."""
+
+LOG_LEVELS: Final[Mapping[str, int]] = {
+    "session.opened": logging.INFO,
+    "session.closed": logging.INFO,
+    "command.failed": logging.INFO,
+    "event.dropped": logging.INFO,
+}
+"""The records a person running a monitor wants at INFO: who connects, and what fails. Every
+other record (each command's start and end, each job step) is DEBUG."""
+
+
+def log_record(name: str, info: Mapping[str, object]) -> None:
+    """Write a record to the ``qmonitor.trace`` log as a sentence, at its :data:`LOG_LEVELS`."""
+    level = LOG_LEVELS.get(name, logging.DEBUG)
+    if not log.isEnabledFor(level):
+        return
+    kind, _, what = name.partition(".")
+    if kind == "session":
+        log.log(level, "%s session %s: %s", str(info["session"]).upper(), what, info["peer"])
+    elif kind == "command":
+        request_id, error = info.get("id"), info.get("error")
+        label = info["command"] if request_id is None else f"{info['command']} (id {request_id!r})"
+        peer = f" from {info['peer']}" if info.get("peer") else ""
+        log.log(level, "%s %s%s%s", label, what, peer, f": {error}" if error else "")
+    else:
+        log.log(level, "%s %s", name, dict(info))
 
 
 class Trace:
@@ -41,12 +70,12 @@ class Trace:
 
     def active(self) -> bool:
         """Whether a record would reach anyone: callers skip building one when not (a hot
-        path may test ``trace.tracers or log.isEnabledFor(logging.DEBUG)`` itself)."""
-        return bool(self.tracers) or log.isEnabledFor(logging.DEBUG)
+        path may test ``trace.tracers or log.isEnabledFor(logging.INFO)`` itself)."""
+        return bool(self.tracers) or log.isEnabledFor(logging.INFO)
 
     def __call__(self, name: str, info: Mapping[str, object]) -> None:
         """Record ``name`` with ``info``."""
-        log.debug("%s %s", name, info)
+        log_record(name, info)
         for tracer in self.tracers:
             try:
                 tracer(name, info)

@@ -33,25 +33,46 @@ command) on standard error, clear of the console's prompt.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
 from qmonitor.hmp.builtins import register_hmp_builtins
 from qmonitor.hmp.table import command_table
 from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
-from qmonitor.server.listen import Address, AddressError, connect_out, parse_address, start_listener
+from qmonitor.server.listen import (
+    Address,
+    AddressError,
+    connect_out,
+    describe_peer,
+    parse_address,
+    start_listener,
+)
 from qmonitor.server.monitor import Monitor
 from qmonitor.server.stdio import connect_stdio
+
+SessionHook = Callable[[HumanSession], None]
+
+
+def _session_hooks(monitor: Monitor) -> tuple[SessionHook, SessionHook]:
+    """``on_open``/``on_close`` of a human session: the monitor closes it, and traces it."""
+
+    def opened(session: HumanSession) -> None:
+        monitor.human_sessions.add(session)
+        transport = session.transport if isinstance(session, HMPSession) else None
+        monitor.trace_session_opened("hmp", session, describe_peer(transport))
+
+    def closed(session: HumanSession) -> None:
+        monitor.human_sessions.discard(session)
+        monitor.trace_session_closed(session)
+
+    return opened, closed
 
 
 async def _serve_stdio_plain(monitor: Monitor) -> None:
     """QEMU's byte protocol on stdin/stdout (``-monitor stdio`` without a terminal)."""
-    session = HMPSession(
-        monitor,
-        on_open=monitor.human_sessions.add,
-        on_close=monitor.human_sessions.discard,
-        close_at_eof=False,
-    )
+    opened, closed = _session_hooks(monitor)
+    session = HMPSession(monitor, on_open=opened, on_close=closed, close_at_eof=False)
     await connect_stdio(session)
 
 
@@ -65,14 +86,10 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
     register_human_commands(monitor)
     command_table(monitor.registry)
     parsed = parse_address(address) if isinstance(address, str) else address
+    opened, closed = _session_hooks(monitor)
 
     def factory() -> HMPSession:
-        return HMPSession(
-            monitor,
-            interactive=interactive,
-            on_open=monitor.human_sessions.add,
-            on_close=monitor.human_sessions.discard,
-        )
+        return HMPSession(monitor, interactive=interactive, on_open=opened, on_close=closed)
 
     if parsed.transport == "none":
         return
@@ -82,7 +99,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
             if interactive and sys.stdin.isatty() and sys.stdout.isatty():
                 from qmonitor.server.console import start_console
 
-                start_console(monitor, monitor.human_sessions.add, monitor.human_sessions.discard)
+                start_console(monitor, opened, closed)
             else:
                 await _serve_stdio_plain(monitor)
         elif parsed.server:

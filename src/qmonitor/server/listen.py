@@ -25,6 +25,7 @@ import select
 import socket
 import ssl
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -265,11 +266,29 @@ class HangupWatch:
         self._callbacks.clear()
 
 
-def describe_peer(transport: asyncio.BaseTransport) -> str:
-    """A short name for the other end, for logs and traces: the TCP peer, or the unix socket
-    path."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    sockname = transport.get_extra_info("sockname")
-    return str(peer or sockname or "stdio")
+_PEER_CREDENTIALS = struct.Struct("3i")
+"""``struct ucred`` (pid, uid, gid), what ``SO_PEERCRED`` returns on Linux (socket(7))."""
+
+
+def describe_peer(transport: asyncio.BaseTransport | None) -> str:
+    """Who is at the other end of a session, for logs.
+
+    ``127.0.0.1:40312`` for TCP; for a unix socket, which has no peer address, the peer's
+    process id from ``SO_PEERCRED`` and the socket's path; ``stdio``; ``the terminal`` for a
+    session without a transport (the console).
+    """
+    if transport is None:
+        return "the terminal"
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return "stdio"
+    if sock.family == socket.AF_UNIX:
+        path = transport.get_extra_info("sockname") or transport.get_extra_info("peername")
+        with contextlib.suppress(OSError, AttributeError):
+            credentials = sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size
+            )
+            return f"pid {_PEER_CREDENTIALS.unpack(credentials)[0]} on {path}"
+        return f"unix:{path}"
+    host, port = transport.get_extra_info("peername")[:2]
+    return f"{host}:{port}"

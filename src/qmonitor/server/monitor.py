@@ -70,7 +70,7 @@ class Closable(Protocol):
 _QMP: Final = SessionKind.QMP  # hot path: a global is read in a tenth of an enum member's time
 _SYNC: Final = HandlerStyle.SYNC
 _tracing_to_log: Final = trace_log.isEnabledFor  # bound once: it still reads the level anew
-_DEBUG: Final = logging.DEBUG
+_LOGGED: Final = logging.INFO  # the lowest level core/trace.py logs a record at
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long :meth:`Monitor.close` waits for cancelled commands to deliver their replies."""
@@ -136,6 +136,7 @@ class Monitor:
         self._schema_key = (-1, -1)
         self._events_generation = 0
         self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
+        self._session_peers: dict[object, tuple[str, str]] = {}
         register_builtins(self)
 
     # -- identity --------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class Monitor:
         Every request leaves ``command.started`` and then one ``command.complete`` or
         ``command.failed`` on the trace path (refused ones too), with the session's peer.
         """
-        if self._trace.tracers or _tracing_to_log(_DEBUG):  # Trace.active(), inlined
+        if self._trace.tracers or _tracing_to_log(_LOGGED):  # Trace.active(), inlined
             record: CommandTrace | None = CommandTrace(
                 self._trace, command_name, request_id, session
             )
@@ -250,6 +251,18 @@ class Monitor:
             refusal = QMPError(f"Command '{command_name}' refused: the authorization failed")
         if refusal is not None:
             raise refusal
+
+    def trace_session_opened(self, kind: str, session: object, peer: str) -> None:
+        """Record ``session.opened`` for a new session of ``kind`` (``qmp``, ``hmp``) with the
+        ``peer`` :func:`~qmonitor.server.listen.describe_peer` gave; the peer is kept for the
+        ``session.closed`` record, as a closed socket can no longer be asked."""
+        self._session_peers[session] = (kind, peer)
+        self._trace("session.opened", {"session": kind, "peer": peer})
+
+    def trace_session_closed(self, session: object) -> None:
+        """Record ``session.closed`` for a session :meth:`trace_session_opened` recorded."""
+        kind, peer = self._session_peers.pop(session, ("?", "?"))
+        self._trace("session.closed", {"session": kind, "peer": peer})
 
     # -- events ----------------------------------------------------------------------------
 
@@ -331,10 +344,12 @@ class Monitor:
         """A QMP session connected: it gets events, and is closed by :meth:`close`."""
         self._bind_loop()
         self.qmp_sessions.add(session)
+        self.trace_session_opened("qmp", session, session.peer)
 
     def session_closed(self, session: HostedSession) -> None:
         """A QMP session is gone."""
         self.qmp_sessions.discard(session)
+        self.trace_session_closed(session)
 
     @property
     def hangups(self) -> HangupWatch:
