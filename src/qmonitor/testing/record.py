@@ -323,9 +323,9 @@ async def _record(
                 await process.wait()
             raise
         writer.commit()
+    connections = "1 connection" if writer.connections == 1 else f"{writer.connections} connections"
     print(
-        f"qmonitor record: wrote {output} ({writer.connections} connections, "
-        f"{writer.messages} messages)",
+        f"qmonitor record: wrote {output} ({connections}, {writer.messages} messages)",
         file=sys.stderr,
     )
     return status

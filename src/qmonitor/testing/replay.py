@@ -21,10 +21,13 @@ A client connecting to the replay gets what the recorded QEMU sent::
 
 Two modes, as libvirt's test monitor (``tests/qemumonitortestutils.c``) and beyond it:
 
-- **lenient** (the default): requests may come in any order. The Nth time a connection sends a
-  given request it gets the reply to the Nth time it was recorded (on the same connection
-  first, then on any), and the last one once they run out, so ``query-status`` before and
-  after ``stop`` answers ``running`` and then ``paused``.
+- **lenient** (the default): requests may come in any order, and each follows the recorded
+  timeline: a request gets the reply to its first recorded occurrence after the latest request
+  answered so far, or, if it was not asked again later in the recording, to its last
+  occurrence. So ``stop`` then ``query-status`` answers ``paused`` if that is what QEMU
+  answered after ``stop``, a client may leave recorded requests out, and asking the same
+  thing twice walks through its recorded answers. The timeline is the same connection's
+  recording first, then the other connections' in order.
 - **strict** (``--strict``): requests must come in the recorded order, connection by
   connection. A request that is not the next one recorded is answered with an error naming
   both, and reported; so are recorded requests never made, when the replay ends.
@@ -207,8 +210,10 @@ class ReplaySession:
         )
         self._expected = self._conversation.requests() if self._conversation else []
         self.cursor = 0  # strict mode: the next expected request in _expected
-        self._candidates: dict[RequestKey, list[Exchange]] | None = None
-        self._times_asked: dict[RequestKey, int] = {}
+        # Lenient mode: per request, its places in the recorded timeline; and the place of the
+        # latest request answered from it.
+        self._occurrences: dict[RequestKey, list[tuple[int, Exchange]]] | None = None
+        self._position = -1
 
     def greeting(self) -> bytes:
         """The greeting line, as QEMU writes it."""
@@ -272,26 +277,27 @@ class ReplaySession:
                     f"recorded connection), got {describe(request)}"
                 )
             return None, f"{describe(request)} comes after the last recorded request"
-        candidates = self._lenient_candidates().get(key)
-        if not candidates:
+        occurrences = self._lenient_occurrences().get(key)
+        if not occurrences:
             return None, f"no recorded reply to {describe(request)}"
-        times = self._times_asked.get(key, 0)
-        self._times_asked[key] = times + 1
-        return candidates[min(times, len(candidates) - 1)], None
+        later = [entry for entry in occurrences if entry[0] > self._position]
+        position, exchange = later[0] if later else occurrences[-1]
+        self._position = max(self._position, position)
+        return exchange, None
 
-    def _lenient_candidates(self) -> dict[RequestKey, list[Exchange]]:
-        """Per request, the recorded exchanges that answered it: this connection's first."""
-        if self._candidates is None:
+    def _lenient_occurrences(self) -> dict[RequestKey, list[tuple[int, Exchange]]]:
+        """Per request, where it was answered in the recorded timeline: this connection's
+        requests first, then the other connections' in order."""
+        if self._occurrences is None:
             ordered = [self._conversation] if self._conversation else []
             ordered += [c for c in self.script.conversations if c is not self._conversation]
-            self._candidates = {}
-            for conversation in ordered:
-                for exchange in conversation.requests():
-                    if exchange.reply is not None:
-                        recorded = cast(Request, exchange.request)
-                        key = request_key(recorded.command, recorded.arguments)
-                        self._candidates.setdefault(key, []).append(exchange)
-        return self._candidates
+            answered = [e for c in ordered for e in c.requests() if e.reply is not None]
+            self._occurrences = {}
+            for position, exchange in enumerate(answered):
+                recorded = cast(Request, exchange.request)
+                key = request_key(recorded.command, recorded.arguments)
+                self._occurrences.setdefault(key, []).append((position, exchange))
+        return self._occurrences
 
     def _computed_reply(self, request: Request) -> bytes | None:
         """The reply QEMU's protocol and schema decide alone, in QEMU's order of checks."""
