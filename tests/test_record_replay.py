@@ -24,6 +24,7 @@ import pexpect
 import pytest
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient
 
+from conftest import wait_until
 from qmonitor.server.listen import parse_address
 from qmonitor.testing import RawQMPClient, start_qemu, start_server
 from qmonitor.testing.record import RecordingProxy
@@ -305,8 +306,10 @@ async def test_qemu_qmp_sees_the_same_conversation_from_the_replay(short_tmp: Pa
         # QEMU greets a second client only once the first has gone: then QEMU's SHUTDOWN
         # on SIGTERM cannot reach the first.
         await (await RawQMPClient.connect_unix(proxy_socket)).close()
+        (qemu,) = children_of(recorder.pid)
         recorder.terminate()  # the recorder terminates QEMU and writes the transcript
         assert await asyncio.to_thread(recorder.wait, 30) == 0
+        assert not os.path.exists(f"/proc/{qemu}")
     assert from_qemu["status"] == ["running", "paused", "running"]
 
     async with ReplayServer(read_transcript(str(transcript)), strict=True) as replay:
@@ -607,3 +610,31 @@ def test_a_transcript_keeps_bytes_that_are_not_utf8_and_split_messages() -> None
         "message-base64": "/3t9",
     }
     assert parse_transcript(header_line() + "\n" + line, "t").records == (record,)
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+async def test_a_recorder_stopped_while_qemu_starts_leaves_nothing_behind(
+    short_tmp: Path,
+) -> None:
+    """SIGTERM before QEMU's socket exists: one line, status 1, QEMU (here a stand-in that
+    never creates its socket) terminated, no transcript."""
+    proxy_socket = short_tmp / "proxy.sock"
+    command = [*QMONITOR, "record", "--qemu", "sh -c 'exec sleep 60'"]
+    command += ["-qmp", f"unix:{proxy_socket},server=on,wait=off", "-o", str(short_tmp / "t")]
+    recorder = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_until(lambda: bool(children_of(recorder.pid)), timeout=30)
+        (starting,) = children_of(recorder.pid)
+        recorder.terminate()
+        _, stderr = await asyncio.to_thread(recorder.communicate, timeout=30)
+    finally:
+        recorder.kill()
+    assert recorder.returncode == 1
+    assert stderr == "qmonitor record: stopped before sh created its QMP socket\n"
+    assert not os.path.exists(f"/proc/{starting}")
+    assert list(short_tmp.iterdir()) == []

@@ -303,25 +303,33 @@ async def _record(
 ) -> int:
     started = time.monotonic()
     recorded = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    # Signals are handled from the start: a recorder stopped while QEMU starts still stops it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    process: asyncio.subprocess.Process | None = None
+    writer: TranscriptWriter | None = None
     with tempfile.TemporaryDirectory(prefix="qmonitor-record-") as private:
-        process: asyncio.subprocess.Process | None = None
-        if command is not None:
-            socket_path = os.path.join(private, "qmp.sock")
-            process = await _start_qemu(command, socket_path)
-            upstream = Address("unix", path=socket_path, server=False)
-        assert upstream is not None
-        source = shlex.join(command) if command is not None else str(upstream)
-        writer = TranscriptWriter.create(output, recorded=recorded, upstream=source)
-        proxy = RecordingProxy(upstream, writer, started=started)
         try:
+            if command is not None:
+                socket_path = os.path.join(private, "qmp.sock")
+                process = await _start_qemu(command, socket_path, stop)
+                upstream = Address("unix", path=socket_path, server=False)
+            assert upstream is not None
+            source = shlex.join(command) if command is not None else str(upstream)
+            writer = TranscriptWriter.create(output, recorded=recorded, upstream=source)
+            proxy = RecordingProxy(upstream, writer, started=started)
             listener = await proxy.serve(listen)
-            status = await _until_done(proxy, listener, process, output)
+            status = await _until_done(proxy, listener, process, output, stop)
         except BaseException:
-            writer.discard()
+            if writer is not None:
+                writer.discard()
+            raise
+        finally:
             if process is not None and process.returncode is None:
                 process.kill()
                 await process.wait()
-            raise
         writer.commit()
     connections = "1 connection" if writer.connections == 1 else f"{writer.connections} connections"
     print(
@@ -331,8 +339,12 @@ async def _record(
     return status
 
 
-async def _start_qemu(command: list[str], socket_path: str) -> asyncio.subprocess.Process:
-    """Run QEMU with a QMP monitor on ``socket_path``; return once the socket exists."""
+async def _start_qemu(
+    command: list[str], socket_path: str, stop: asyncio.Event
+) -> asyncio.subprocess.Process:
+    """Run QEMU with a QMP monitor on ``socket_path``; return once the socket exists.
+
+    QEMU does not outlive a start that fails (or is stopped)."""
     try:
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -344,18 +356,24 @@ async def _start_qemu(command: list[str], socket_path: str) -> asyncio.subproces
         raise RecordError(f"cannot run {command[0]}: {exc.strerror}") from None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + UPSTREAM_START_SECONDS
-    while not os.path.exists(socket_path):
-        if process.returncode is not None:
-            raise RecordError(
-                f"{command[0]} exited with status {process.returncode} before its QMP "
-                "socket appeared"
-            )
-        if loop.time() > deadline:
+    try:
+        while not os.path.exists(socket_path):
+            if process.returncode is not None:
+                raise RecordError(
+                    f"{command[0]} exited with status {process.returncode} before its QMP "
+                    "socket appeared"
+                )
+            if stop.is_set():
+                raise RecordError(f"stopped before {command[0]} created its QMP socket")
+            if loop.time() > deadline:
+                raise RecordError(f"{command[0]} did not create its QMP socket")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.02)
+    except BaseException:
+        if process.returncode is None:
             process.kill()
             await process.wait()
-            raise RecordError(f"{command[0]} did not create its QMP socket")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 0.02)
+        raise
     return process
 
 
@@ -364,12 +382,9 @@ async def _until_done(
     listener: Listener,
     process: asyncio.subprocess.Process | None,
     output: str,
+    stop: asyncio.Event,
 ) -> int:
-    """Record until QEMU exits or a signal comes; return the exit status to give."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    """Record until QEMU exits or ``stop`` is set; return the exit status to give."""
     print(
         f"qmonitor record: QMP on {listener.bound_address}, recording to {output}",
         file=sys.stderr,
