@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log", metavar="FILE", help="write the log to FILE (appended) instead of stderr"
     )
     add_profile_parser(verbs)
+    add_record_parser(verbs)
+    add_replay_parser(verbs)
+    add_transcript_parser(verbs)
     return parser
 
 
@@ -246,6 +249,43 @@ def add_profile_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser
     )
 
 
+def add_record_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qmonitor record``: a proxy writing a transcript (testing/record.py)."""
+    record = verbs.add_parser(
+        "record", help="proxy a QEMU's QMP socket and write what passes to a transcript"
+    )
+    upstream = record.add_mutually_exclusive_group(required=True)
+    upstream.add_argument(
+        "--qemu", metavar="COMMAND", help="QEMU command line to run (a -qmp of ours is added)"
+    )
+    upstream.add_argument(
+        "--connect", metavar="ADDR", help="QMP socket of a running QEMU (unix:PATH, tcp:H:P)"
+    )
+    record.add_argument(
+        "-qmp", required=True, metavar="ADDR", help="where clients connect (unix:P,server=on,...)"
+    )
+    record.add_argument("-o", "--output", required=True, metavar="FILE", help="transcript")
+    record.add_argument("--force", action="store_true", help="replace an existing FILE")
+
+
+def add_replay_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qmonitor replay``: serve a transcript (testing/replay.py)."""
+    replay = verbs.add_parser("replay", help="serve a transcript as the recorded QEMU")
+    replay.add_argument("file", metavar="FILE", help="transcript, or a libvirt .replies file")
+    replay.add_argument("-qmp", required=True, metavar="ADDR", help="where to listen")
+    replay.add_argument(
+        "--strict", action="store_true", help="requests must come in the recorded order"
+    )
+
+
+def add_transcript_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qmonitor transcript``: show a transcript (testing/transcript_view.py)."""
+    view = verbs.add_parser("transcript", help="print a transcript as a timeline")
+    view.add_argument("file", metavar="FILE", help="transcript, or a libvirt .replies file")
+    view.add_argument("--json", action="store_true", help="print the transcript as JSON lines")
+    view.add_argument("--full", action="store_true", help="do not shorten long messages")
+
+
 def profile_command(options: argparse.Namespace) -> int:
     """Run ``qmonitor profile capture``; a failure is one line on stderr and status 1."""
     from qmonitor.machine.capture import CaptureError, capture, write_profile
@@ -263,6 +303,27 @@ def profile_command(options: argparse.Namespace) -> int:
     )
     print(f"qmonitor: wrote {options.output} ({replies} replies)", file=sys.stderr)
     return 0
+
+
+def testing_command(options: argparse.Namespace) -> int:
+    """Run ``qmonitor record``, ``replay`` or ``transcript`` (the qmonitor.testing package)."""
+    if options.verb == "record":
+        from qmonitor.testing.record import record_command
+
+        return record_command(
+            qemu=options.qemu,
+            connect=options.connect,
+            qmp=options.qmp,
+            output=options.output,
+            force=options.force,
+        )
+    if options.verb == "replay":
+        from qmonitor.testing.replay import replay_command
+
+        return replay_command(options.file, options.qmp, strict=options.strict)
+    from qmonitor.testing.transcript_view import transcript_command
+
+    return transcript_command(options.file, as_json=options.json, full=options.full)
 
 
 def _event_loop_runner() -> asyncio.Runner:
@@ -319,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     if options.verb == "profile":
         return profile_command(options)
+    if options.verb in ("record", "replay", "transcript"):
+        return testing_command(options)
     try:
         _check_options(options)
         _configure_logging(options)

@@ -130,6 +130,7 @@ from qmonitor.core.qdict import member_order
 __all__ = [
     "JSON_NULL",
     "MISSING",
+    "ArgumentError",
     "CommandSignature",
     "Parameter",
     "QMPName",
@@ -353,6 +354,11 @@ class _ArgumentError(QMPError):
             else:
                 name = f"{name}.{segment}" if name else segment
         return name
+
+
+ArgumentError = _ArgumentError
+"""The same error for checkers outside this module (:mod:`qmonitor.core.introspected` checks
+arguments against a ``query-qmp-schema`` reply), so that both build QEMU's texts one way."""
 
 
 # --- The type model: one node per QAPI type ------------------------------------------------------
