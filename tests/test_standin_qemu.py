@@ -281,8 +281,7 @@ STANDIN_COMMANDS = (
 )  # fmt: skip
 
 SCHEMA_DIFFERENCES = {
-    # Unions with a discriminator cannot be declared (core/schema.py): CpuInfoFast's s390x
-    # variant is missing from ours.
+    # CpuInfoFast's s390x variant is not declared (no s390x CPU here; Variants could say it).
     "query-cpus-fast": "ret-type",
     # BlockDeviceInfo is not declared (no drive ever has one): "any" in ours.
     "query-block": "ret-type",
