@@ -175,7 +175,7 @@ def write_greeting(
 def _describe(rule_id: int, rule: FaultRule, info: Mapping[str, object]) -> dict[str, object]:
     target = (
         info.get("command")
-        or (f"on {info['on']}" if "on" in info else None)
+        or ("the greeting" if "on" in info else None)
         or f"machine {info.get('machine')}"
     )
     return {"rule": rule_id, "action": rule.action, "target": target, **info}
