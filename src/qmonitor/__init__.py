@@ -15,6 +15,7 @@ from qmonitor.core.commands import (
     Progress,
 )
 from qmonitor.core.errors import ErrorClass, QMonitorError, QMPError, StateError
+from qmonitor.core.faults import FaultPoint, FaultRule, FaultRuleError, FaultSet, parse_faults
 from qmonitor.core.ghash import iteration_order as ghash_iteration_order
 from qmonitor.core.jobs import JobStatus
 from qmonitor.core.qdict import qdict_bucket
@@ -33,6 +34,7 @@ from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import Tracer
 from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
 from qmonitor.hmp.sizes import SizeError, strtosz
+from qmonitor.server.faults import install_faults
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
 from qmonitor.server.jobs import Job, JobManager
@@ -52,6 +54,10 @@ __all__ = [
     "CompletionError",
     "Context",
     "ErrorClass",
+    "FaultPoint",
+    "FaultRule",
+    "FaultRuleError",
+    "FaultSet",
     "HumanSession",
     "HumanSyntax",
     "Job",
@@ -76,7 +82,9 @@ __all__ = [
     "Variants",
     "YankRegistry",
     "ghash_iteration_order",
+    "install_faults",
     "parse_address",
+    "parse_faults",
     "qdict_bucket",
     "register_human_monitor_command",
     "report_error",

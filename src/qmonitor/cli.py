@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability profile answering the probe queries (default: the QEMU 7.2 one)",
     )
     run.add_argument(
+        "--faults",
+        metavar="FILE",
+        help='inject faults: a JSON file {"faults": [RULE, ...]} (docs/TESTING.md)',
+    )
+    run.add_argument(
         "-v",
         "--verbose",
         action="count",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock, TimerHandle
@@ -262,5 +262,66 @@ def invoke(
                 invocation._settle(None, error)
     else:
         raise ValueError(f"command '{command.name}' is sync: run it with run_sync()")
+    invocation._start_timer()
+    return invocation
+
+
+def invoke_after(
+    wait: Awaitable[None],
+    command: Command,
+    kwargs: dict[str, object],
+    *,
+    request_id: object = None,
+    session: Session | None = None,
+    record: CommandTrace | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Invocation:
+    """Run ``command`` (of any style) once ``wait`` is over: an injected delay or hang.
+
+    The request is in flight meanwhile, so a cancellation (``__io.github.qmonitor_cancel``,
+    the client leaving, the command's timeout, which counts from now) ends the wait, and the
+    request gets its one outcome as any other would (docs/TESTING.md, "Injecting faults").
+    """
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    context = Context(command.name, request_id, session)
+    invocation = Invocation(command, request_id, context, loop, record, clock)
+    if command.context_parameter is not None:
+        kwargs[command.context_parameter] = context
+
+    async def run_when_waited() -> object:
+        await wait
+        if command.style is HandlerStyle.SYNC:
+            return command.handler(**kwargs)
+        if command.style is HandlerStyle.COROUTINE:
+            return await command.handler(**kwargs)
+        assert command.completion_parameter is not None
+        outcome: asyncio.Future[object] = loop.create_future()
+
+        def settle(value: object, error: QMPError | None) -> None:
+            if not outcome.done():
+                if error is None:
+                    outcome.set_result(value)
+                else:
+                    outcome.set_exception(error)
+
+        completion: Completion[Any] = Completion(
+            command.name, lambda value, error: run_on_loop(loop, loop_thread, settle, value, error)
+        )
+        kwargs[command.completion_parameter] = completion
+        try:
+            command.handler(**kwargs)
+        except Exception:
+            if completion._claim_if_pending():
+                raise
+        try:
+            return await outcome
+        except asyncio.CancelledError:
+            completion._run_cancel_callbacks()
+            raise
+
+    task = loop.create_task(run_when_waited(), name=f"qmp:{command.name}")
+    invocation._task = task
+    task.add_done_callback(invocation._task_done)
     invocation._start_timer()
     return invocation

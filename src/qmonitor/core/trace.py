@@ -3,9 +3,10 @@
 Everything worth following in a running monitor is recorded here, and only here: the
 ``session.opened`` / ``session.closed`` of every client, the ``command.started`` /
 ``command.complete`` / ``command.failed`` of every request (with the peer that sent it), a
-``job.<status>`` for every move of a job, and ``event.dropped`` when a client that does not
-read is disconnected. Each record goes to the ``qmonitor.trace`` logger as a sentence, at the
-level :data:`LOG_LEVELS` gives it (``qmonitor run -v`` shows who comes and goes and what fails,
+``job.<status>`` for every move of a job, ``event.dropped`` when a client that does not
+read is disconnected, and ``fault.fired`` for every injected fault (:mod:`qmonitor.core.faults`).
+Each record goes to the ``qmonitor.trace`` logger as a sentence, at the level
+:data:`LOG_LEVELS` gives it (``qmonitor run -v`` shows who comes and goes and what fails,
 ``-vv`` everything), and to each tracer added with :meth:`Trace.add` (an audit log is one). A
 tracer that raises is logged and skipped: tracing never breaks a request. The records and their
 fields are listed in docs/DESIGN-NOTES.md ("The trace path").
@@ -30,9 +31,11 @@ LOG_LEVELS: Final[Mapping[str, int]] = {
     "session.closed": logging.INFO,
     "command.failed": logging.INFO,
     "event.dropped": logging.INFO,
+    "fault.fired": logging.WARNING,
 }
-"""The records a person running a monitor wants at INFO: who connects, and what fails. Every
-other record (each command's start and end, each job step) is DEBUG."""
+"""The records a person running a monitor wants at INFO: who connects, and what fails; an
+injected fault at WARNING, so that a test double never fails silently. Every other record
+(each command's start and end, each job step) is DEBUG."""
 
 
 def log_record(name: str, info: Mapping[str, object]) -> None:
@@ -48,6 +51,16 @@ def log_record(name: str, info: Mapping[str, object]) -> None:
         label = info["command"] if request_id is None else f"{info['command']} (id {request_id!r})"
         peer = f" from {info['peer']}" if info.get("peer") else ""
         log.log(level, "%s %s%s%s", label, what, peer, f": {error}" if error else "")
+    elif kind == "fault":
+        peer = f" from {info['peer']}" if info.get("peer") else ""
+        log.log(
+            level,
+            "fault rule %s fired: %s on %s%s",
+            info["rule"],
+            info["action"],
+            info["target"],
+            peer,
+        )
     else:
         log.log(level, "%s %s", name, dict(info))
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from qmonitor import (
     AnyYankInstance,
     Context,
+    FaultPoint,
     HumanSession,
     HumanSyntax,
     Job,
@@ -340,6 +341,7 @@ class MachineServices:
     snapshots: SnapshotStore
     migration: MigrationManager
     jobs: JobManager
+    faults: FaultPoint | None = None
 
 
 def register_machine_commands(
@@ -351,13 +353,15 @@ def register_machine_commands(
     no_shutdown: bool = False,
     config: MachineConfig | None = None,
     profile: Profile | None = None,
+    faults: FaultPoint | None = None,
 ) -> MachineServices:
     """Register every command and event of ``machine`` on ``monitor``.
 
     ``on_exit(status)`` is called when the machine must go away: ``quit``, a guest shutdown
     without ``-no-shutdown``, or a failed incoming migration (status 1). ``config`` describes
     what the machine is made of (default: QEMU's default machine, one CPU) and ``profile``
-    answers the probe queries (default: the QEMU 7.2 one shipped with qmonitor).
+    answers the probe queries (default: the QEMU 7.2 one shipped with qmonitor). ``faults``
+    may fail migrations and snapshots on purpose (docs/TESTING.md, "Injecting faults").
     """
 
     def incoming_failed(reason: str) -> None:
@@ -367,8 +371,9 @@ def register_machine_commands(
     services = MachineServices(
         machine,
         snapshots,
-        MigrationManager(machine, monitor.emit, incoming_failed, monitor.yank),
+        MigrationManager(machine, monitor.emit, incoming_failed, monitor.yank, faults=faults),
         JobManager(monitor),
+        faults,
     )
     _register_run_control(monitor, machine, on_exit, no_shutdown)
     _register_snapshots(monitor, services)
@@ -549,7 +554,9 @@ def _register_snapshots(monitor: Monitor, services: MachineServices) -> None:
             if store.exists(tag):
                 raise QMPError(f"Snapshot '{tag}' already exists in one or more devices")
             _check_snapshot_nodes(devices, vmstate)
-            await save_snapshot(machine, store, tag, job_progress(job), job.pause_point)
+            await save_snapshot(
+                machine, store, tag, job_progress(job), job.pause_point, services.faults
+            )
 
         jobs.start(job_id, "snapshot-save", run)
 
@@ -593,7 +600,9 @@ def _register_snapshots(monitor: Monitor, services: MachineServices) -> None:
         """Save a VM snapshot, replacing one with the same tag (HMP only, as in QEMU)."""
         _check_snapshot_allowed(services)
         tag = name or time.strftime("vm-%Y%m%d%H%M%S")
-        await save_snapshot(machine, store, tag, context_progress(ctx, "saving"), ctx.checkpoint)
+        await save_snapshot(
+            machine, store, tag, context_progress(ctx, "saving"), ctx.checkpoint, services.faults
+        )
 
     @command(
         name="loadvm",

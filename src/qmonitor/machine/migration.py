@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import io
 import json
@@ -67,7 +68,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, BinaryIO, Final, Literal
 
-from qmonitor import MIGRATION_INSTANCE, QMonitorError, QMPError, YankRegistry
+from qmonitor import (
+    MIGRATION_INSTANCE,
+    FaultPoint,
+    FaultRule,
+    QMonitorError,
+    QMPError,
+    YankRegistry,
+)
 from qmonitor.machine.machine import (
     PAGE_SIZE,
     Machine,
@@ -352,6 +360,12 @@ def _connect(address: MigrationAddress) -> _Channel:
         raise QMPError(f"Failed to {verb} '{address}': {exc.strerror}") from None
 
 
+def _injected_reset() -> OSError:
+    """The error an injected migration failure raises: the peer resetting the connection,
+    so the source takes the path of a real socket failure (``failed``, the guest resumed)."""
+    return OSError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+
+
 class OutgoingMigration:
     """One run of the source side (see the module docstring)."""
 
@@ -362,8 +376,13 @@ class OutgoingMigration:
         parameters: MigrationParameters,
         notify: Notify,
         yank: YankRegistry,
+        fault: FaultRule | None = None,
     ) -> None:
         self.machine = machine
+        # An injected failure (docs/TESTING.md, "Injecting faults"): the socket "resets" at
+        # the start of that pass, or once that many bytes are sent, as a real one would.
+        self._fail_at_pass = fault.at_pass if fault is not None else None
+        self._fail_after_bytes = fault.after_bytes if fault is not None else None
         self.address = address
         self.parameters = parameters
         self._yank = yank
@@ -516,6 +535,8 @@ class OutgoingMigration:
         dirty_map = self.machine.sync_dirty_map()
         self.stats.dirty_sync_count += 1
         self._notify("MIGRATION_PASS", {"pass": self.stats.dirty_sync_count})
+        if self.stats.dirty_sync_count == self._fail_at_pass:
+            raise _injected_reset()
         previous_pages, self._pass_pages = self._pass_pages, dirty_map.count(1)
         if self.stats.dirty_sync_count > 1 and not self._final_stage:
             self.converging = self._pass_pages < previous_pages
@@ -649,6 +670,8 @@ class OutgoingMigration:
 
     def _account(self, sent: int, pages: int) -> None:
         self.stats.transferred += sent
+        if self._fail_after_bytes is not None and self.stats.transferred > self._fail_after_bytes:
+            raise _injected_reset()
         self._window_bytes += sent
         self._window_pages += pages
 
@@ -865,6 +888,7 @@ class MigrationManager:
     events: bool = False  # the "events" capability
     outgoing: OutgoingMigration | None = None
     incoming: IncomingMigration | None = None
+    faults: FaultPoint | None = None  # asked once per outgoing migration
     incoming_started: bool = False
 
     def _notify(self, name: str, data: dict[str, Any]) -> None:
@@ -885,8 +909,9 @@ class MigrationManager:
             self._notify("MIGRATION", {"status": MigrationStatus.SETUP.value})
             self._notify("MIGRATION", {"status": MigrationStatus.FAILED.value})
             raise
+        fault = self.faults.migration_fault() if self.faults is not None else None
         self.outgoing = OutgoingMigration(
-            self.machine, address, self.parameters, self._notify, self.yank
+            self.machine, address, self.parameters, self._notify, self.yank, fault
         )
         self.outgoing.start()
         return self.outgoing

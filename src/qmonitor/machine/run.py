@@ -21,9 +21,13 @@ from qmonitor import (
     Address,
     AddressError,
     AddressInUse,
+    FaultRuleError,
+    FaultSet,
     Monitor,
     QMPError,
+    install_faults,
     parse_address,
+    parse_faults,
     register_human_monitor_command,
     serve_human,
 )
@@ -90,9 +94,31 @@ def _where(protocol: str, address: Address) -> list[str]:
     ]
 
 
+def load_faults(path: str | None) -> FaultSet:
+    """The fault rules of ``--faults FILE`` (none without it): every run has a FaultSet, so
+    that rules can be added at run time (``__io.github.qmonitor_fault-add``). Raises
+    :class:`FaultRuleError` (or ``OSError``) with the file's name."""
+    faults = FaultSet()
+    if path is not None:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        for rule in parse_faults(text, path):
+            faults.add(rule)
+    return faults
+
+
 async def run_machine(options: argparse.Namespace) -> int:
     """Start the machine and its monitors; return the exit status when it goes away."""
+    try:
+        faults = load_faults(options.faults)
+    except OSError as exc:
+        print(f"qmonitor: {options.faults}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except FaultRuleError as exc:
+        print(f"qmonitor: {exc}", file=sys.stderr)
+        return 1
     monitor = Monitor(options.name, strict_order=options.strict_order)
+    install_faults(monitor, faults)
     try:
         machine = Machine(
             options.name,
@@ -146,6 +172,7 @@ async def run_machine(options: argparse.Namespace) -> int:
         no_shutdown=options.no_shutdown,
         config=config,
         profile=profile,
+        faults=faults,
     )
     try:
         # Every command is registered before any monitor serves: a stdio client's first

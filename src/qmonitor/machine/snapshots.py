@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from qmonitor import QMPError
+from qmonitor import FaultPoint, FaultRule, QMPError
 from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, data_page_map, offload
 
 MAGIC: Final = b"QMSNAP\x00\x01"
@@ -530,12 +531,21 @@ async def _yield() -> None:
     await asyncio.sleep(0)
 
 
+def _injected_io_error(fault: FaultRule | None, writer: SnapshotWriter) -> None:
+    """Fail as a disk would (EIO) once ``fault.at_percent`` of the pages are written: checked
+    before each chunk and before the commit, so at the first chunk boundary at or past it."""
+    at_percent = fault.at_percent if fault is not None else None
+    if at_percent is not None and writer.done * 100 >= at_percent * writer.total:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
 async def save_snapshot(
     machine: Machine,
     store: SnapshotStore,
     tag: str,
     progress: Progress,
     checkpoint: Checkpoint | None = None,
+    faults: FaultPoint | None = None,
 ) -> None:
     """Save the machine under ``tag`` (replacing an existing one), as QEMU's ``save_snapshot``.
 
@@ -545,14 +555,18 @@ async def save_snapshot(
     snapshot and the cause (:func:`filesystem_error`).
     """
     check_tag(tag)
+    fault = faults.savevm_fault() if faults is not None else None
     machine.enter_transient(RunState.SAVE_VM)
     writer = SnapshotWriter(store, tag, machine)
     try:
         await offload(writer.begin)
         progress(0, writer.total)
+        _injected_io_error(fault, writer)
         while not await offload(writer.step):
             progress(writer.done, writer.total)
+            _injected_io_error(fault, writer)
             await (checkpoint or _yield)()
+        _injected_io_error(fault, writer)
         await offload(writer.commit)
         progress(writer.total, writer.total)
     except OSError as exc:

@@ -21,6 +21,7 @@ from qmonitor.core.clock import Clock
 from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Invocation, Returned
 from qmonitor.core.events import Event
+from qmonitor.core.faults import FaultSet
 from qmonitor.core.session import Session
 from qmonitor.server.builtins import VersionInfo
 from qmonitor.server.listen import HangupWatch
@@ -76,6 +77,12 @@ class SessionHost(Protocol):
     @property
     def max_requests_in_flight(self) -> int:
         """Requests running per connection before the session stops reading."""
+        ...
+
+    @property
+    def faults(self) -> FaultSet | None:
+        """The fault rules in force, if any (the greeting's and the replies' are applied by
+        the QMP session: qmonitor.server.faults)."""
         ...
 
     @property

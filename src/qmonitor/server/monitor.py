@@ -34,6 +34,7 @@ from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
 from qmonitor.core.dispatch import Invocation, Returned, invoke, run_on_loop, run_sync
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
+from qmonitor.core.faults import COMMAND_ACTIONS, FaultSet
 from qmonitor.core.schema import SchemaBuilder, encode_value
 from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import CommandTrace, Trace, Tracer
@@ -42,6 +43,7 @@ from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.chardev import Chardev
+from qmonitor.server.faults import apply_command_fault
 from qmonitor.server.host import EventListener, HostedSession
 from qmonitor.server.listen import (
     Address,
@@ -113,6 +115,8 @@ class Monitor:
             self._trace.add(tracer)
         self.authorize = authorize
         self.clock = clock
+        # Fault injection (qmonitor.server.faults.install_faults): none by default.
+        self.faults: FaultSet | None = None
         self.registry = CommandRegistry()
         self.command = self.registry.command
         self.events: dict[str, EventSpec] = {}
@@ -193,7 +197,8 @@ class Monitor:
         (``CommandNotFound``; human-only commands exist for human sessions only), ``exec-oob``
         is refused for a command that does not allow it, and the arguments are validated and
         converted with QEMU's texts. Then :attr:`authorize`, if set, may refuse the request
-        (its error is the answer); only then does the handler run. A sync command's result
+        (its error is the answer); then a fault rule in :attr:`faults` may act on it
+        (:mod:`qmonitor.server.faults`); only then does the handler run. A sync command's result
         comes back at once as :data:`~qmonitor.core.dispatch.Returned`; any other command
         gives the :class:`~qmonitor.core.dispatch.Invocation` that will hold its outcome.
         Raises :class:`QMPError` for a request refused before its handler ran, or for a sync
@@ -222,6 +227,22 @@ class Monitor:
             authorize = self.authorize
             if authorize is not None:
                 self._authorize(authorize, session, command_name, arguments)
+            faults = self.faults
+            if faults is not None and faults.has_command_rules:
+                rule = faults.command_fault(command_name, arguments, COMMAND_ACTIONS, session.peer)
+                if rule is not None:
+                    faulty = apply_command_fault(
+                        rule,
+                        command,
+                        kwargs,
+                        request_id=request_id,
+                        session=session,
+                        record=record,
+                        clock=self.clock,
+                        emit=self.emit,
+                    )
+                    if faulty is not None:
+                        return faulty
             if command.style is _SYNC:
                 value = run_sync(command, kwargs, request_id, session)
                 if record is not None:

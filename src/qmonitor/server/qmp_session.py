@@ -44,10 +44,12 @@ from typing import Final, cast
 
 from qmonitor.core.dispatch import Invocation, encode_result, internal_error
 from qmonitor.core.errors import QMPError
+from qmonitor.core.faults import REPLY_ACTIONS, FaultRule
 from qmonitor.core.session import SessionKind
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
+from qmonitor.server.faults import faulty_reply, write_greeting
 from qmonitor.server.host import SessionHost
 from qmonitor.server.listen import HangupWatch, describe_peer
 
@@ -89,6 +91,8 @@ class QMPSession(asyncio.Protocol):
         self._output_batch_bytes = 0
         self._strict_order = host.strict_order
         self._max_in_flight = host.max_requests_in_flight
+        # Reply faults (qmonitor.server.faults) of requests not answered yet, by id(request).
+        self._reply_faults: dict[int, FaultRule] = {}
         self.closed = asyncio.get_running_loop().create_future()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -101,7 +105,13 @@ class QMPSession(asyncio.Protocol):
             self.peer = describe_peer(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.host.session_opened(self)
-        transport.write(self.connection.greeting())
+        greeting = self.connection.greeting()
+        faults = self.host.faults
+        rule = faults.greeting_fault(self.peer) if faults is not None else None
+        if rule is not None:
+            write_greeting(transport, greeting, rule, self.host.clock)
+        else:
+            transport.write(greeting)
 
     def data_received(self, data: bytes) -> None:
         self.connection.receive_data(data)
@@ -144,6 +154,7 @@ class QMPSession(asyncio.Protocol):
         self.host.session_closed(self)
         self.cancel_all("cancelled: the client disconnected")
         self.requests_in_flight.clear()  # nobody to answer
+        self._reply_faults.clear()
         self._drop_held_output()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -226,6 +237,20 @@ class QMPSession(asyncio.Protocol):
     def _reply_error(self, error: QMPError, request_id: object, has_id: bool) -> None:
         self._write(self.connection.send_error(error, request_id, has_id))
 
+    def _write_reply(self, data: bytes, request: Request) -> None:
+        """Write ``request``'s reply, as a reply fault says if one fired for it."""
+        rule = self._reply_faults.pop(id(request), None) if self._reply_faults else None
+        if rule is None:
+            self._write(data)
+        elif rule.action != "disconnect":
+            self._write(faulty_reply(data, rule))
+        else:
+            if rule.when == "after-reply":
+                self._write(data)
+            self._flush_output_batch()
+            if self.transport is not None:
+                self.transport.close()
+
     # -- input -----------------------------------------------------------------------------
 
     def _pause_reading(self) -> None:
@@ -306,6 +331,13 @@ class QMPSession(asyncio.Protocol):
                 self._write(self.connection.send_return({}, event.request_id, event.has_id))
             return
         request = event
+        faults = self.host.faults
+        if faults is not None and faults.has_command_rules:
+            rule = faults.command_fault(
+                request.command, request.arguments, REPLY_ACTIONS, self.peer
+            )
+            if rule is not None:
+                self._reply_faults[id(request)] = rule
         try:
             outcome = self.host.submit(
                 request.command,
@@ -317,12 +349,15 @@ class QMPSession(asyncio.Protocol):
             if isinstance(outcome, tuple):  # Returned: a sync command's result
                 command, value = outcome
                 text = encode_result(command, value, self.host.result_writer(command))
-                self._write(
-                    self.connection.send_return_text(text, request.request_id, request.has_id)
+                self._write_reply(
+                    self.connection.send_return_text(text, request.request_id, request.has_id),
+                    request,
                 )
                 return
         except QMPError as exc:
-            self._reply_error(exc, request.request_id, request.has_id)
+            self._write_reply(
+                self.connection.send_error(exc, request.request_id, request.has_id), request
+            )
             return
         invocation = outcome
         if invocation.done:
@@ -344,10 +379,12 @@ class QMPSession(asyncio.Protocol):
             except Exception as encode_error:  # a result its type hint denies
                 exc = internal_error(invocation.command, encode_error)
             else:
-                self._write(reply)
+                self._write_reply(reply, request)
                 return
         assert isinstance(exc, QMPError)
-        self._reply_error(exc, request.request_id, request.has_id)
+        self._write_reply(
+            self.connection.send_error(exc, request.request_id, request.has_id), request
+        )
 
     def _completed(self, key: int, invocation: Invocation, request: Request) -> None:
         if self.requests_in_flight.pop(key, None) is None:
