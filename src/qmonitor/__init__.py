@@ -33,6 +33,8 @@ from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import Tracer
 from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
 from qmonitor.hmp.sizes import SizeError, strtosz
+from qmonitor.server.authorize import PolicyError, load_policy
+from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
 from qmonitor.server.jobs import Job, JobManager
@@ -58,6 +60,7 @@ __all__ = [
     "JobManager",
     "JobStatus",
     "Monitor",
+    "PolicyError",
     "Progress",
     "QMPError",
     "QMPName",
@@ -76,6 +79,8 @@ __all__ = [
     "Variants",
     "YankRegistry",
     "ghash_iteration_order",
+    "insecure_tcp_error",
+    "load_policy",
     "parse_address",
     "qdict_bucket",
     "register_human_monitor_command",
