@@ -23,7 +23,7 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from qmonitor import Monitor, QMPError
 from qmonitor.core.schema import Secret
-from qmonitor.security.policy import Identity
+from qmonitor.core.session import Identity
 from qmonitor.server.audit import AuditLog, registry_secrets
 
 ALICE = Identity("tcp", "127.0.0.1:40000", tls_dn="O=Example,CN=alice")

@@ -340,7 +340,9 @@ async def test_migration_failing_at_pass_2_leaves_the_source_running_with_its_di
     short_tmp: Path, machines: list[Machine]
 ) -> None:
     rules = [{"machine": "migration", "action": "fail", "at-pass": 2, "times": 1}]
-    machine = Machine(short_tmp, rules, "-m", "16M", "--dirty-rate", "0")
+    machine = Machine(
+        short_tmp, rules, "-m", "16M", "--dirty-rate", "0", "--allow-path", str(short_tmp)
+    )
     machines.append(machine)
     client = await machine.client()
     try:

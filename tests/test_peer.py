@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from qmonitor import Monitor
-from qmonitor.security.policy import Identity, parse_policy
+from qmonitor.core.session import Identity
+from qmonitor.security.policy import parse_policy
 from qmonitor.server.listen import Address, start_listener
 from qmonitor.server.peer import PeerCredentials, connection_identity, gated, peer_credentials
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qmonitor import Monitor
-from qmonitor.security.policy import Identity
+from qmonitor.core.session import Identity
 from qmonitor.server.listen import Address, start_listener
 from qmonitor.server.peer import connection_identity, gated
 from qmonitor.server.tls import TlsCredsX509, TlsEndpoint, server_context

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from qemu.qmp import QMPClient
 
 from qmonitor.cmdline.objects import ObjectError
+from qmonitor.core.session import Identity
 from qmonitor.security.authz import (
     AuthzList,
     AuthzListFile,
@@ -26,7 +27,6 @@ from qmonitor.security.authz import (
     ListPolicy,
     ListRule,
 )
-from qmonitor.security.policy import Identity
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.listen import Listener
 from qmonitor.server.peer import connection_identity, tls_authz_gate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -71,38 +72,59 @@ async def test_every_request_leaves_started_then_one_outcome_with_its_peer(
         await hmp.close()
         await monitor.close()
 
+    user = pwd.getpwuid(os.getuid()).pw_name
+    me = f"uid={os.getuid()}({user}) gid={os.getgid()} pid={os.getpid()}"
     qmp_peer = f"pid {os.getpid()} on {qmp_path}"  # the client is this process
-    qmp = {"session": "qmp", "peer": qmp_peer}
-    hmc = {"session": "human-monitor-command", "peer": qmp_peer}
-    hmp_peer = {"session": "hmp", "peer": f"pid {os.getpid()} on {hmp_path}"}
-    assert recorder.named("command.") == [
-        ("command.started", {"command": "quick", "id": 1, **qmp}),
-        ("command.complete", {"command": "quick", "id": 1, **qmp}),
-        ("command.started", {"command": "slow", "id": 2, **qmp}),
-        ("command.complete", {"command": "slow", "id": 2, **qmp}),
-        ("command.started", {"command": "refuse", "id": 3, **qmp}),
+    qmp = {"session": "qmp", "peer": qmp_peer, "identity": me, "transport": "unix"}
+    hmc = {**qmp, "session": "human-monitor-command"}  # the QMP connection's identity
+    hmp_peer = {**qmp, "session": "hmp", "peer": f"pid {os.getpid()} on {hmp_path}"}
+    no_args: dict[str, object] = {"arguments": {}}
+    line = {"arguments": {"command-line": "quick"}}
+    assert durations_removed(recorder.named("command.")) == [
+        ("command.started", {"command": "quick", "id": 1, **qmp, **no_args}),
+        ("command.complete", {"command": "quick", "id": 1, **qmp, **no_args}),
+        ("command.started", {"command": "slow", "id": 2, **qmp, **no_args}),
+        ("command.complete", {"command": "slow", "id": 2, **qmp, **no_args}),
+        ("command.started", {"command": "refuse", "id": 3, **qmp, **no_args}),
         (
             "command.failed",
-            {"command": "refuse", "id": 3, **qmp, "error": "no", "class": "GenericError"},
+            {
+                "command": "refuse",
+                "id": 3,
+                **qmp,
+                **no_args,
+                "error": "no",
+                "error_class": "GenericError",
+            },
         ),
-        ("command.started", {"command": "no-such-command", "id": 4, **qmp}),
+        ("command.started", {"command": "no-such-command", "id": 4, **qmp, **no_args}),
         (
             "command.failed",
             {
                 "command": "no-such-command",
                 "id": 4,
                 **qmp,
+                **no_args,
                 "error": "The command no-such-command has not been found",
-                "class": "CommandNotFound",
+                "error_class": "CommandNotFound",
             },
         ),
-        ("command.started", {"command": "human-monitor-command", "id": 5, **qmp}),
-        ("command.started", {"command": "quick", "id": None, **hmc}),
-        ("command.complete", {"command": "quick", "id": None, **hmc}),
-        ("command.complete", {"command": "human-monitor-command", "id": 5, **qmp}),
-        ("command.started", {"command": "quick", "id": None, **hmp_peer}),
-        ("command.complete", {"command": "quick", "id": None, **hmp_peer}),
+        ("command.started", {"command": "human-monitor-command", "id": 5, **qmp, **line}),
+        ("command.started", {"command": "quick", **hmc, **no_args}),
+        ("command.complete", {"command": "quick", **hmc, **no_args}),
+        ("command.complete", {"command": "human-monitor-command", "id": 5, **qmp, **line}),
+        ("command.started", {"command": "quick", **hmp_peer, **no_args}),
+        ("command.complete", {"command": "quick", **hmp_peer, **no_args}),
     ]
+
+
+def durations_removed(records: list[Record]) -> list[Record]:
+    """The records without ``duration_ms``, which every outcome (and no start) has."""
+    for name, info in records:
+        duration = info.pop("duration_ms", None)
+        assert (duration is None) == (name == "command.started"), (name, info)
+        assert duration is None or duration >= 0
+    return records
 
 
 async def test_a_raising_tracer_is_logged_and_breaks_nothing(

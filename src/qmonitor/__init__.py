@@ -34,6 +34,8 @@ from qmonitor.core.session import Authorizer, Session, SessionKind
 from qmonitor.core.trace import Tracer
 from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
 from qmonitor.hmp.sizes import SizeError, strtosz
+from qmonitor.server.authorize import PolicyError, load_policy
+from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.server.faults import install_faults
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
@@ -64,6 +66,7 @@ __all__ = [
     "JobManager",
     "JobStatus",
     "Monitor",
+    "PolicyError",
     "Progress",
     "QMPError",
     "QMPName",
@@ -82,7 +85,9 @@ __all__ = [
     "Variants",
     "YankRegistry",
     "ghash_iteration_order",
+    "insecure_tcp_error",
     "install_faults",
+    "load_policy",
     "parse_address",
     "parse_faults",
     "qdict_bucket",

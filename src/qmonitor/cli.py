@@ -227,11 +227,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log", metavar="FILE", help="write the log to FILE (appended) instead of stderr"
     )
+    add_security_options(run)
     add_profile_parser(verbs)
     add_record_parser(verbs)
     add_replay_parser(verbs)
     add_transcript_parser(verbs)
     return parser
+
+
+def add_security_options(run: argparse.ArgumentParser) -> None:
+    """``qmonitor run``'s options of issue 9 (docs/SECURITY.md), each a plain ``--OPTION``."""
+    run.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="roles policy (TOML): which commands each connection may run",
+    )
+    run.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        help="append one JSON record per session and request to FILE (mode 0600)",
+    )
+    run.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory migrate file: URIs may use (repeatable; the state directory always)",
+    )
+    run.add_argument(
+        "--allow-insecure-tcp",
+        action="store_true",
+        help="serve a TCP monitor on a non-loopback address without TLS",
+    )
 
 
 def add_profile_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

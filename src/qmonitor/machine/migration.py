@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import io
@@ -83,6 +84,7 @@ from qmonitor.machine.machine import (
     data_page_map,
     offload,
 )
+from qmonitor.machine.paths import PathConfinement
 
 MAGIC: Final = b"QMMIGR\x00\x01"
 _RECORD = struct.Struct("<BxxxIQ")  # kind, page count, first page
@@ -890,6 +892,15 @@ class MigrationManager:
     incoming: IncomingMigration | None = None
     faults: FaultPoint | None = None  # asked once per outgoing migration
     incoming_started: bool = False
+    # Where file: URIs may point (--allow-path and the state directory); None: anywhere.
+    file_paths: PathConfinement | None = None
+
+    def _confined(self, address: MigrationAddress) -> MigrationAddress:
+        """``address`` with a ``file:`` path resolved inside :attr:`file_paths` (QMPError
+        outside them, before anything is opened)."""
+        if address.transport != "file" or self.file_paths is None:
+            return address
+        return dataclasses.replace(address, path=self.file_paths.resolve(address.path))
 
     def _notify(self, name: str, data: dict[str, Any]) -> None:
         if self.events:
@@ -909,6 +920,7 @@ class MigrationManager:
             self._notify("MIGRATION", {"status": MigrationStatus.SETUP.value})
             self._notify("MIGRATION", {"status": MigrationStatus.FAILED.value})
             raise
+        address = self._confined(address)
         fault = self.faults.migration_fault() if self.faults is not None else None
         self.outgoing = OutgoingMigration(
             self.machine, address, self.parameters, self._notify, self.yank, fault
@@ -927,8 +939,9 @@ class MigrationManager:
             raise QMPError("The incoming migration has already been started")
         if self.machine.run_state is not RunState.INMIGRATE:
             raise QMPError("'-incoming' was not specified on the command line")
+        address = self._confined(parse_uri(uri))
         incoming = IncomingMigration(
-            self.machine, parse_uri(uri), self._notify, self.on_incoming_failure, self.yank
+            self.machine, address, self._notify, self.on_incoming_failure, self.yank
         )
         await incoming.start()
         self.incoming = incoming

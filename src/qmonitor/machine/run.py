@@ -24,8 +24,11 @@ from qmonitor import (
     FaultRuleError,
     FaultSet,
     Monitor,
+    PolicyError,
     QMPError,
+    insecure_tcp_error,
     install_faults,
+    load_policy,
     parse_address,
     parse_faults,
     register_human_monitor_command,
@@ -34,6 +37,7 @@ from qmonitor import (
 from qmonitor.machine.commands import register_machine_commands
 from qmonitor.machine.config import MachineConfig, monitor_chardevs
 from qmonitor.machine.machine import Machine
+from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.snapshots import SnapshotStore
 
@@ -107,6 +111,32 @@ def load_faults(path: str | None) -> FaultSet:
     return faults
 
 
+def _security_refusal(options: argparse.Namespace) -> str | None:
+    """Why ``qmonitor run`` must not start as asked (issue 9 item 7), checked before anything
+    is created, so that nothing listens: a TCP monitor on a non-loopback address without TLS,
+    unless ``--allow-insecure-tcp``."""
+    if options.allow_insecure_tcp:
+        return None
+    for _, text in options.monitors:
+        with contextlib.suppress(AddressError):  # reported when it is served
+            refusal = insecure_tcp_error(parse_address(text), tls=False)
+            if refusal is not None:
+                return refusal
+    return None
+
+
+def _secured_monitor(options: argparse.Namespace) -> Monitor:
+    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError)."""
+    policy = load_policy(options.policy) if options.policy else None
+    return Monitor(
+        options.name,
+        strict_order=options.strict_order,
+        policy=policy,
+        audit=options.audit_log,
+        allow_insecure_tcp=options.allow_insecure_tcp,
+    )
+
+
 async def run_machine(options: argparse.Namespace) -> int:
     """Start the machine and its monitors; return the exit status when it goes away."""
     try:
@@ -117,7 +147,18 @@ async def run_machine(options: argparse.Namespace) -> int:
     except FaultRuleError as exc:
         print(f"qmonitor: {exc}", file=sys.stderr)
         return 1
-    monitor = Monitor(options.name, strict_order=options.strict_order)
+    refusal = _security_refusal(options)
+    if refusal is not None:
+        print(f"qmonitor: {refusal}", file=sys.stderr)
+        return 1
+    try:
+        monitor = _secured_monitor(options)
+    except PolicyError as exc:
+        print(f"qmonitor: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"qmonitor: {options.audit_log}: {exc.strerror}", file=sys.stderr)
+        return 1
     install_faults(monitor, faults)
     try:
         machine = Machine(
@@ -174,10 +215,15 @@ async def run_machine(options: argparse.Namespace) -> int:
         profile=profile,
         faults=faults,
     )
+    services.migration.file_paths = PathConfinement([snapshots.directory, *options.allow_path])
     try:
         # Every command is registered before any monitor serves: a stdio client's first
         # requests may be read as soon as its session starts.
         register_human_monitor_command(monitor)
+        if monitor.policy is not None:
+            for unmatched in monitor.policy.unmatched_entries(monitor.registry):
+                source = monitor.policy.source
+                print(f"qmonitor: warning: {source}: {unmatched} names no command", file=sys.stderr)
         snapshots.open()
         # Where each socket monitor is and how to reach it, then where snapshots go: printed
         # before the console's banner (the console comes last unless -monitor stdio is given

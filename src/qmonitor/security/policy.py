@@ -58,6 +58,7 @@ from typing import Final
 
 from qmonitor.core.commands import Command
 from qmonitor.core.errors import QMonitorError, QMPError
+from qmonitor.core.session import Identity
 from qmonitor.hmp.parse import ArgumentError, find_command, parse_arguments
 from qmonitor.hmp.table import INFO, CommandTable, human_name
 
@@ -75,37 +76,6 @@ _SCHEME_CHARS: Final = _NAME_CHARS | {"+"}
 
 class PolicyError(QMonitorError, ValueError):
     """A policy file that cannot be used; ``str()`` is one line naming the file and the place."""
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who is on the other end of a connection, as far as the server can tell.
-
-    ``transport`` is ``unix``, ``tcp`` or ``stdio``; ``peer`` the remote address
-    (``127.0.0.1:51234``, or the unix socket's path). ``tls_dn`` is the client certificate's
-    distinguished name (:mod:`qmonitor.security.x509dn`) on a TLS connection that verified one;
-    ``uid``/``gid``/``pid`` are a unix peer's credentials (SO_PEERCRED), ``user`` its user
-    name where it has one.
-    """
-
-    transport: str
-    peer: str = ""
-    tls_dn: str | None = None
-    uid: int | None = None
-    gid: int | None = None
-    pid: int | None = None
-    user: str | None = None
-
-    @property
-    def label(self) -> str | None:
-        """One string for logs and the audit trail: the DN, or ``uid=1000(alice) gid=1000
-        pid=4242``; None for an anonymous peer (plain TCP)."""
-        if self.tls_dn is not None:
-            return self.tls_dn
-        if self.uid is None:
-            return None
-        user = f"({self.user})" if self.user else ""
-        return f"uid={self.uid}{user} gid={self.gid} pid={self.pid}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ import orjson
 
 from qmonitor.core.commands import CommandRegistry
 from qmonitor.core.schema import secret_parameters
-from qmonitor.security.policy import Identity
+from qmonitor.core.session import Identity
 
 log = logging.getLogger("qmonitor.audit")
 

@@ -35,7 +35,8 @@ from qmonitor.security.authz import (
     read_error,
     watch_error,
 )
-from qmonitor.security.policy import Policy, PolicyError, parse_policy
+from qmonitor.security.policy import Policy, parse_policy
+from qmonitor.security.policy import PolicyError as PolicyError  # for qmonitor.__init__
 
 log = logging.getLogger("qmonitor.authz")
 

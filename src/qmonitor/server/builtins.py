@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from qmonitor.core.commands import CommandRegistry, Context
+from qmonitor.core.commands import Command, CommandRegistry, Context
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.schema import QMPName
+from qmonitor.core.session import Session
 from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPCapability
 
 CANCEL_COMMAND = "__io.github.qmonitor_cancel"
@@ -54,7 +55,9 @@ class BuiltinsHost(Protocol):
     @property
     def version_info(self) -> VersionInfo: ...
 
-    def schema(self) -> list[dict[str, Any]]: ...
+    def commands_for(self, session: Session | None) -> list[Command]: ...
+
+    def schema_for(self, session: Session | None) -> list[dict[str, Any]]: ...
 
 
 def register_builtins(monitor: BuiltinsHost) -> None:
@@ -78,14 +81,16 @@ def register_builtins(monitor: BuiltinsHost) -> None:
         return monitor.version_info
 
     @command(name="query-commands")
-    def query_commands() -> list[CommandInfo]:
-        """Return the list of commands this monitor supports."""
-        return [CommandInfo(c.name) for c in monitor.registry.qmp_commands()]
+    def query_commands(ctx: Context) -> list[CommandInfo]:
+        """Return the list of commands this monitor supports (under a roles policy: those the
+        connection's role may run)."""
+        return [CommandInfo(c.name) for c in monitor.commands_for(ctx.session) if c.qmp]
 
     @command(name="query-qmp-schema")
-    def query_qmp_schema() -> list[dict[str, Any]]:
-        """Return the QMP schema (QAPI SchemaInfo entries) generated from the registry."""
-        return monitor.schema()
+    def query_qmp_schema(ctx: Context) -> list[dict[str, Any]]:
+        """Return the QMP schema (QAPI SchemaInfo entries) generated from the registry (under a
+        roles policy: with only the commands the connection's role may run)."""
+        return monitor.schema_for(ctx.session)
 
     @command(name=CANCEL_COMMAND, allow_oob=True)
     def cancel(request_id: Annotated[Any, QMPName("id")], ctx: Context) -> None:

@@ -65,6 +65,7 @@ from qmonitor.hmp.render import event_text, progress_text, render_value
 from qmonitor.hmp.table import DETACH_KEY, HumanEntry, command_table
 from qmonitor.server.host import SessionHost
 from qmonitor.server.listen import describe_peer
+from qmonitor.server.peer import session_identity
 
 log = logging.getLogger("qmonitor.hmp")
 
@@ -115,6 +116,7 @@ class HumanSession:
     def __init__(self, monitor: SessionHost, *, interactive: bool, peer: str = "") -> None:
         self.monitor = monitor
         self.peer = peer  # who types: set when the connection is made, if not given
+        self.identity = session_identity(None)  # the console's; a connection's once made
         self.interactive = interactive
         self.events_shown = interactive and self.can_show_events
         self.suspend_count = 0
@@ -323,8 +325,11 @@ class CapturedSession(HumanSession):
     can_show_events = False
 
     def __init__(self, monitor: SessionHost, via: Session | None = None) -> None:
-        """``via``: the QMP session the line came from (its peer is this session's)."""
+        """``via``: the QMP session the line came from (its peer and identity are this
+        session's)."""
         super().__init__(monitor, interactive=False, peer=via.peer if via is not None else "")
+        if via is not None:
+            self.identity = via.identity
         self._output: list[str] = []
 
     def write(self, text: str) -> None:
@@ -385,6 +390,7 @@ class HMPSession(HumanSession, asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if not self.peer:
             self.peer = describe_peer(transport)
+        self.identity = session_identity(transport)
         if self._on_open is not None:
             self._on_open(self)
         self.monitor.add_event_listener(self.show_event)  # shown only while events_shown

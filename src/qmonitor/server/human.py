@@ -32,6 +32,8 @@ command) on standard error, clear of the console's prompt.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -49,6 +51,7 @@ from qmonitor.server.listen import (
     start_listener,
 )
 from qmonitor.server.monitor import Monitor
+from qmonitor.server.peer import Admit, gated
 from qmonitor.server.stdio import connect_stdio
 
 SessionHook = Callable[[HumanSession], None]
@@ -76,8 +79,18 @@ async def _serve_stdio_plain(monitor: Monitor) -> None:
     await connect_stdio(session)
 
 
-async def serve_human(monitor: Monitor, address: str | Address, *, interactive: bool) -> None:
+async def serve_human(
+    monitor: Monitor,
+    address: str | Address,
+    *,
+    interactive: bool,
+    tls: ssl.SSLContext | None = None,
+    admit: Admit | None = None,
+) -> None:
     """Serve the human monitor on ``address`` (see the module docstring); returns once serving.
+
+    A listener takes ``tls`` and ``admit`` as :meth:`Monitor.listen` does (and under a policy
+    refuses a client without a role, before the banner).
 
     Raises :class:`AddressError` for an address that cannot serve, ``OSError`` when binding or
     connecting fails, and ValueError when a command's human syntax is unusable (checked here,
@@ -93,6 +106,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
 
     if parsed.transport == "none":
         return
+    monitor.check_exposure(parsed, tls=tls is not None)
     chardev = monitor.open_chardev(parsed)  # counted like QEMU's -monitor, stdio included
     try:
         if parsed.transport == "stdio":
@@ -103,7 +117,11 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
             else:
                 await _serve_stdio_plain(monitor)
         elif parsed.server:
-            monitor.listeners.append(await start_listener(parsed, chardev.track(factory)))
+            protocols: Callable[[], asyncio.Protocol] = chardev.track(factory)
+            check = monitor.admission(admit)
+            if check is not None:
+                protocols = gated(protocols, check)
+            monitor.listeners.append(await start_listener(parsed, protocols, tls=tls))
         elif parsed.transport in ("unix", "tcp"):
             await connect_out(parsed, chardev.track(factory))
         else:
@@ -126,7 +144,7 @@ EVENTS_SYNTAX = HumanSyntax(
 
 def register_human_commands(monitor: Monitor) -> None:
     """Add ``help``, ``info``, ``info version`` and ``events`` (once; later calls do nothing)."""
-    register_hmp_builtins(monitor.registry)
+    register_hmp_builtins(monitor.registry, monitor.commands_for)
     if "hmp-events" in monitor.registry:
         return
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
@@ -36,13 +38,17 @@ from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.faults import COMMAND_ACTIONS, FaultSet
 from qmonitor.core.schema import SchemaBuilder, encode_value
-from qmonitor.core.session import Authorizer, Session, SessionKind
+from qmonitor.core.session import Authorizer, Identity, Session, SessionKind
 from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.core.trace import log as trace_log
 from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
+from qmonitor.security.policy import Policy
+from qmonitor.security.x509dn import DistinguishedNameError
+from qmonitor.server.audit import AuditLog, registry_secrets
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.chardev import Chardev
+from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.server.faults import apply_command_fault
 from qmonitor.server.host import EventListener, HostedSession
 from qmonitor.server.listen import (
@@ -54,6 +60,7 @@ from qmonitor.server.listen import (
     parse_address,
     start_listener,
 )
+from qmonitor.server.peer import Admit, connection_identity, gated
 from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
 from qmonitor.server.stdio import connect_stdio
 
@@ -74,6 +81,21 @@ _SYNC: Final = HandlerStyle.SYNC
 _tracing_to_log: Final = trace_log.isEnabledFor  # bound once: it still reads the level anew
 _LOGGED: Final = logging.INFO  # the lowest level core/trace.py logs a record at
 
+NO_ROLE: Final = "The command '{command}' is not allowed: the connection has no role"
+"""A request from a session the policy gives no role (the console or standard input and
+output under a policy without ``default-role`` that grants nothing to this process's user;
+a socket client without a role is refused when it connects)."""
+
+
+class CommandDenied(QMPError):
+    """A request the roles policy or the authorize hook refused: a GenericError, and
+    ``command.denied`` on the trace path (with the ``role``, None for the hook)."""
+
+    def __init__(self, error: QMPError, role: str | None) -> None:
+        super().__init__(error.desc, error.error_class)
+        self.role = role
+
+
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long :meth:`Monitor.close` waits for cancelled commands to deliver their replies."""
 
@@ -89,6 +111,16 @@ class Monitor:
     with :meth:`add_tracer` (docs/DESIGN-NOTES.md, "The trace path"). ``clock`` gives event
     timestamps, throttling windows and command timeouts (:mod:`qmonitor.core.clock`; a
     :class:`qmonitor.testing.FakeClock` in tests).
+
+    ``policy`` (a :class:`~qmonitor.security.policy.Policy`, ``load_policy(FILE)``) gives each
+    session a role from its identity and decides every request before its arguments are read
+    (docs/SECURITY.md, "Roles"); ``query-commands``, ``query-qmp-schema`` and the human
+    monitor's ``help`` then list only what the session's role may run, and a socket client
+    without a role is refused when it connects. ``audit`` (an :class:`AuditLog`, or a path to
+    open one on, with the registry's secret parameters masked) gets every record of the
+    trace path and is closed by :meth:`close`. A TCP monitor on a non-loopback address
+    without TLS is refused (:class:`AddressError`, before anything is bound) unless
+    ``allow_insecure_tcp`` (:mod:`qmonitor.server.exposure`).
     """
 
     def __init__(
@@ -102,6 +134,9 @@ class Monitor:
         tracer: Tracer | None = None,
         authorize: Authorizer | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        policy: Policy | None = None,
+        audit: AuditLog | str | Path | None = None,
+        allow_insecure_tcp: bool = False,
     ) -> None:
         self.name = name
         self.version_info = version
@@ -114,11 +149,18 @@ class Monitor:
         if tracer is not None:
             self._trace.add(tracer)
         self.authorize = authorize
+        self.policy = policy
+        self.allow_insecure_tcp = allow_insecure_tcp
         self.clock = clock
         # Fault injection (qmonitor.server.faults.install_faults): none by default.
         self.faults: FaultSet | None = None
         self.registry = CommandRegistry()
         self.command = self.registry.command
+        if audit is not None and not isinstance(audit, AuditLog):
+            audit = AuditLog(audit, secret_parameters=registry_secrets(self.registry))
+        self.audit = audit
+        if audit is not None:
+            self._trace.add(audit)
         self.events: dict[str, EventSpec] = {}
         self.qmp_sessions: set[HostedSession] = set()
         # Human sessions (qmonitor.server.human registers them); closed by close().
@@ -138,9 +180,11 @@ class Monitor:
         self.closing = False  # close() has begun: sessions start nothing new
         self._schema_cache: list[dict[str, Any]] | None = None
         self._schema_key = (-1, -1)
+        self._role_schemas: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
         self._events_generation = 0
         self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
-        self._session_peers: dict[object, tuple[str, str]] = {}
+        self._session_peers: dict[object, dict[str, object]] = {}
+        self._on_sessions_closed: asyncio.Future[object] | None = None
         register_builtins(self)
 
     # -- identity --------------------------------------------------------------------------
@@ -157,6 +201,43 @@ class Monitor:
             self._schema_cache = builder.entries()
             self._schema_key = key
         return self._schema_cache
+
+    def role_of(self, session: Session) -> str | None:
+        """The role the policy gives ``session`` (None without a policy, or without a role)."""
+        policy = self.policy
+        return policy.role_for(session.identity) if policy is not None else None
+
+    def commands_for(self, session: Session | None) -> list[Command]:
+        """The commands ``session`` may run (with some arguments): every one without a policy
+        or outside a session; else those of its role (none without a role)."""
+        commands = list(self.registry)
+        policy = self.policy
+        if policy is None or session is None:
+            return commands
+        role = self.role_of(session)
+        return policy.visible(role, commands) if role is not None else []
+
+    def schema_for(self, session: Session | None) -> list[dict[str, Any]]:
+        """:meth:`schema` as ``session`` may see it: only the commands its role may run (and
+        the types they use), every event; cached per role until the commands change."""
+        policy = self.policy
+        if policy is None or session is None:
+            return self.schema()
+        role = self.role_of(session) or ""
+        key = (self.registry.generation, self._events_generation)
+        cached = self._role_schemas.get(role)
+        if cached is None or cached[0] != key:
+            visible = {command.name for command in self.commands_for(session)}
+            builder = SchemaBuilder()
+            for command in self.registry.qmp_commands():
+                if command.name in visible:
+                    builder.add_command(
+                        command.name, command.signature, allow_oob=command.allow_oob
+                    )
+            for spec in self.events.values():
+                builder.add_event(spec.name, spec.data_type)
+            cached = self._role_schemas[role] = (key, builder.entries())
+        return cached[1]
 
     def result_writer(self, command: Command) -> Callable[[object], str]:
         """The function writing ``command``'s results as JSON text (built once per command)."""
@@ -196,20 +277,23 @@ class Monitor:
         In QEMU's order (qapi/qmp-dispatch.c ``qmp_dispatch``): the command is looked up
         (``CommandNotFound``; human-only commands exist for human sessions only), ``exec-oob``
         is refused for a command that does not allow it, and the arguments are validated and
-        converted with QEMU's texts. Then :attr:`authorize`, if set, may refuse the request
-        (its error is the answer); then a fault rule in :attr:`faults` may act on it
-        (:mod:`qmonitor.server.faults`); only then does the handler run. A sync command's result
+        converted with QEMU's texts. The roles :attr:`policy`, if set, decides before the
+        arguments are read (so a refused command reveals nothing of its parameters), and
+        :attr:`authorize`, if set, after; a refusal's error is the answer. Then a fault rule in
+        :attr:`faults` may act on it (:mod:`qmonitor.server.faults`); only then does the
+        handler run. A sync command's result
         comes back at once as :data:`~qmonitor.core.dispatch.Returned`; any other command
         gives the :class:`~qmonitor.core.dispatch.Invocation` that will hold its outcome.
         Raises :class:`QMPError` for a request refused before its handler ran, or for a sync
         handler's error.
 
-        Every request leaves ``command.started`` and then one ``command.complete`` or
-        ``command.failed`` on the trace path (refused ones too), with the session's peer.
+        Every request leaves ``command.started`` and then one ``command.complete``,
+        ``command.failed`` or ``command.denied`` on the trace path, with the session's
+        identity.
         """
         if self._trace.tracers or _tracing_to_log(_LOGGED):  # Trace.active(), inlined
             record: CommandTrace | None = CommandTrace(
-                self._trace, command_name, request_id, session
+                self._trace, command_name, request_id, session, arguments, self.clock.monotonic
             )
         else:
             record = None
@@ -223,6 +307,9 @@ class Monitor:
                 raise CommandNotFound(command_name)
             if oob and not command.allow_oob:
                 raise QMPError(f"The command {command_name} does not support OOB")
+            policy = self.policy
+            if policy is not None:
+                self._check_policy(policy, command, arguments, session)
             kwargs = command.signature.convert_arguments(arguments)
             authorize = self.authorize
             if authorize is not None:
@@ -248,6 +335,10 @@ class Monitor:
                 if record is not None:
                     record.complete()
                 return (command, value)
+        except CommandDenied as denied:
+            if record is not None:
+                record.denied(denied, denied.role)
+            raise
         except QMPError as error:
             if record is not None:
                 record.failed(error)
@@ -261,6 +352,19 @@ class Monitor:
             clock=self.clock,
         )
 
+    def _check_policy(
+        self, policy: Policy, command: Command, arguments: Mapping[str, object], session: Session
+    ) -> None:
+        """Raise :class:`CommandDenied` unless ``session``'s role may run ``command`` with
+        ``arguments``. A human session's refusal names the command as typed (``info status``);
+        a line of ``human-monitor-command`` is decided here too, as the command it runs."""
+        role = policy.role_for(session.identity)
+        if role is None:
+            raise CommandDenied(QMPError(NO_ROLE.format(command=command.name)), None)
+        decision = policy.allows(role, command, arguments, human=session.kind is not _QMP)
+        if not decision:
+            raise CommandDenied(decision.error(), role)
+
     @staticmethod
     def _authorize(
         authorize: Authorizer, session: Session, command_name: str, arguments: Mapping[str, object]
@@ -271,19 +375,73 @@ class Monitor:
             log.exception("the authorize hook failed on '%s'", command_name)
             refusal = QMPError(f"Command '{command_name}' refused: the authorization failed")
         if refusal is not None:
-            raise refusal
+            raise CommandDenied(refusal, None)
 
-    def trace_session_opened(self, kind: str, session: object, peer: str) -> None:
+    def _session_info(self, kind: str, peer: str, identity: Identity) -> dict[str, object]:
+        info: dict[str, object] = {
+            "session": kind,
+            "peer": peer,
+            "identity": identity.label,
+            "transport": identity.transport,
+        }
+        if self.policy is not None:
+            info["role"] = self.policy.role_for(identity)
+        return info
+
+    def trace_session_opened(self, kind: str, session: Session, peer: str) -> None:
         """Record ``session.opened`` for a new session of ``kind`` (``qmp``, ``hmp``) with the
-        ``peer`` :func:`~qmonitor.server.listen.describe_peer` gave; the peer is kept for the
-        ``session.closed`` record, as a closed socket can no longer be asked."""
-        self._session_peers[session] = (kind, peer)
-        self._trace("session.opened", {"session": kind, "peer": peer})
+        ``peer`` :func:`~qmonitor.server.listen.describe_peer` gave and the session's
+        identity (and role, under a policy); they are kept for the ``session.closed`` record,
+        as a closed socket can no longer be asked."""
+        info = self._session_info(kind, peer, session.identity)
+        self._session_peers[session] = info
+        self._trace("session.opened", info)
 
     def trace_session_closed(self, session: object) -> None:
         """Record ``session.closed`` for a session :meth:`trace_session_opened` recorded."""
-        kind, peer = self._session_peers.pop(session, ("?", "?"))
-        self._trace("session.closed", {"session": kind, "peer": peer})
+        info = self._session_peers.pop(session, {"session": "?", "peer": "?"})
+        self._trace("session.closed", info)
+        gone = self._on_sessions_closed
+        if gone is not None and not self._session_peers and not gone.done():
+            gone.set_result(None)
+
+    def admission(self, admit: Admit | None = None) -> Admit | None:
+        """The check each new socket connection passes before it gets a session, or None
+        when there is nothing to check.
+
+        A refused connection is closed before the greeting, with an ``auth.refused`` record
+        (``identity``, ``transport``, ``peer``, ``reason``). Refused: a TLS client certificate
+        whose subject cannot be written as QEMU writes it; one ``admit`` refuses (a
+        ``tls-authz`` object: :func:`~qmonitor.server.peer.tls_authz_gate`); under a policy,
+        an identity it gives no role.
+        """
+        if admit is None and self.policy is None:
+            return None
+
+        def refuse(identity: Identity, reason: str) -> bool:
+            info = {
+                "identity": identity.label,
+                "transport": identity.transport,
+                "peer": identity.peer,
+                "reason": reason,
+            }
+            self._trace("auth.refused", info)
+            return False
+
+        def check(transport: asyncio.BaseTransport) -> bool:
+            try:
+                identity = connection_identity(transport)
+            except DistinguishedNameError as error:
+                peername = transport.get_extra_info("peername")
+                peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else ""
+                return refuse(Identity("tcp", peer), f"cannot get its distinguished name: {error}")
+            if admit is not None and not admit(transport):
+                return refuse(identity, "refused by tls-authz")
+            if self.policy is not None and self.policy.role_for(identity) is None:
+                return refuse(identity, f"no role in {self.policy.source}")
+            return True
+
+        return check
 
     # -- events ----------------------------------------------------------------------------
 
@@ -383,6 +541,13 @@ class Monitor:
         """A new QMP session of this monitor (an ``asyncio.Protocol``)."""
         return QMPSession(self)
 
+    def check_exposure(self, address: Address, *, tls: bool) -> None:
+        """Refuse (:class:`AddressError`) a TCP ``address`` in clear text beyond this host,
+        unless :attr:`allow_insecure_tcp` (:mod:`qmonitor.server.exposure`)."""
+        refusal = insecure_tcp_error(address, tls=tls)
+        if refusal is not None and not self.allow_insecure_tcp:
+            raise AddressError(refusal)
+
     def open_chardev(self, address: Address) -> Chardev:
         """The chardev of the next monitor served, on ``address`` (not ``none``).
 
@@ -404,15 +569,32 @@ class Monitor:
         if instance is not None:
             self.yank.unregister(instance)
 
-    async def listen(self, address: str | Address) -> Listener:
-        """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``)."""
+    async def listen(
+        self,
+        address: str | Address,
+        *,
+        tls: ssl.SSLContext | None = None,
+        admit: Admit | None = None,
+    ) -> Listener:
+        """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``).
+
+        ``tls``: a server context (:func:`qmonitor.server.tls.server_context`, QEMU's
+        ``tls-creds``) makes every connection TLS. ``admit`` decides whether a connection may
+        have a session once its handshake is done (``tls-authz``:
+        :func:`~qmonitor.server.peer.tls_authz_gate`); see :meth:`admission`.
+        """
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
         if parsed.transport not in ("unix", "tcp") or not parsed.server:
             raise AddressError(f"cannot listen on '{address}'; use connect() or serve_stdio()")
+        self.check_exposure(parsed, tls=tls is not None)
         chardev = self.open_chardev(parsed)
+        factory: Callable[[], asyncio.Protocol] = chardev.track(self.qmp_session_factory)
+        check = self.admission(admit)
+        if check is not None:
+            factory = gated(factory, check)
         try:
-            listener = await start_listener(parsed, chardev.track(self.qmp_session_factory))
+            listener = await start_listener(parsed, factory, tls=tls)
         except BaseException:
             self.close_chardev(chardev)
             raise
@@ -435,6 +617,7 @@ class Monitor:
         """Reverse mode: connect to a client listening on ``address`` and serve it."""
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
+        self.check_exposure(parsed, tls=False)
         chardev = self.open_chardev(parsed)
         try:
             transport = await connect_out(parsed, chardev.track(self.qmp_session_factory))
@@ -481,7 +664,23 @@ class Monitor:
             human.close()
         if self._hangups is not None:
             self._hangups.close()
+        if self.audit is not None:
+            await self._sessions_closed()  # their session.closed records are audited
+            self.audit.close()
         self._closed.set()
+
+    async def _sessions_closed(self) -> None:
+        """Wait (at most :data:`SHUTDOWN_GRACE_SECONDS`) until every session closed by
+        :meth:`close` has recorded its ``session.closed``: a transport closes a loop turn or
+        more after ``close()`` is called on it."""
+        if not self._session_peers:
+            return
+        gone = asyncio.get_running_loop().create_future()
+        self._on_sessions_closed = gone
+        try:
+            await self._wait_at_most(SHUTDOWN_GRACE_SECONDS, [gone])
+        finally:
+            self._on_sessions_closed = None
 
     async def _wait_at_most(self, seconds: float, outcomes: list[asyncio.Future[object]]) -> None:
         """Wait until every outcome is known, or ``seconds`` of the monitor's clock passed."""

@@ -15,7 +15,9 @@ monitor starts). :func:`tls_authz_gate` is that decision for a ``tls-authz=ID`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import pwd
 import socket
 import struct
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from qmonitor.security.policy import Identity
+from qmonitor.core.session import Identity
 from qmonitor.security.x509dn import DistinguishedNameError
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.tls import peer_distinguished_name
@@ -109,6 +111,33 @@ def connection_identity(transport: asyncio.BaseTransport) -> Identity:
     if family in (socket.AF_INET, socket.AF_INET6):
         return Identity("tcp", _address_text(transport.get_extra_info("peername")), tls_dn=tls_dn)
     return Identity("stdio", "stdio")
+
+
+@functools.cache
+def process_identity() -> Identity:
+    """The identity of a session on standard input and output, or of the console: the user
+    this process runs as. Whoever holds its terminal or pipes started it (or was handed them
+    by whoever did), so the policy treats them as that user (a grant by ``uid`` applies)."""
+    uid = os.getuid()
+    return Identity(
+        "stdio", "stdio", uid=uid, gid=os.getgid(), pid=os.getpid(), user=_user_name(uid)
+    )
+
+
+def session_identity(transport: asyncio.BaseTransport | None) -> Identity:
+    """The identity a session records when its connection is made (see :class:`Identity`).
+
+    A connection without a socket (standard input and output, or no transport: the console)
+    is :func:`process_identity`. A client certificate whose subject cannot be written gives
+    an identity without a DN; a listener with TLS refuses such a client before any session
+    exists (:meth:`qmonitor.Monitor.admission`).
+    """
+    if transport is None or transport.get_extra_info("socket") is None:
+        return process_identity()
+    try:
+        return connection_identity(transport)
+    except DistinguishedNameError:
+        return Identity("tcp", _address_text(transport.get_extra_info("peername")))
 
 
 Admit = Callable[[asyncio.BaseTransport], bool]

@@ -52,6 +52,7 @@ from qmonitor.qmp.stream import NEED_DATA
 from qmonitor.server.faults import faulty_reply, write_greeting
 from qmonitor.server.host import SessionHost
 from qmonitor.server.listen import HangupWatch, describe_peer
+from qmonitor.server.peer import session_identity
 
 log = logging.getLogger("qmonitor.qmp")
 
@@ -71,6 +72,7 @@ class QMPSession(asyncio.Protocol):
     def __init__(self, host: SessionHost, *, peer: str = "", close_at_eof: bool = True) -> None:
         self.host = host
         self.peer = peer
+        self.identity = session_identity(None)  # until the connection is made
         self._close_at_eof = close_at_eof
         self._input_ended = False  # end of input seen: answer what was read, then close
         self._watched_socket: int | None = None  # watched for a hang-up after end of input
@@ -103,6 +105,7 @@ class QMPSession(asyncio.Protocol):
         self.transport = transport
         if not self.peer:
             self.peer = describe_peer(transport)
+        self.identity = session_identity(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.host.session_opened(self)
         greeting = self.connection.greeting()
