@@ -76,7 +76,9 @@ async def _serve_stdio_plain(monitor: Monitor) -> None:
     await connect_stdio(session)
 
 
-async def serve_human(monitor: Monitor, address: str | Address, *, interactive: bool) -> None:
+async def serve_human(
+    monitor: Monitor, address: str | Address, *, interactive: bool, label: str | None = None
+) -> None:
     """Serve the human monitor on ``address`` (see the module docstring); returns once serving.
 
     Raises :class:`AddressError` for an address that cannot serve, ``OSError`` when binding or
@@ -93,7 +95,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
 
     if parsed.transport == "none":
         return
-    chardev = monitor.open_chardev(parsed)  # counted like QEMU's -monitor, stdio included
+    chardev = monitor.open_chardev(parsed, label)  # counted like QEMU's -monitor, stdio too
     try:
         if parsed.transport == "stdio":
             if interactive and sys.stdin.isatty() and sys.stdout.isatty():
@@ -104,7 +106,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
                 await _serve_stdio_plain(monitor)
         elif parsed.server:
             monitor.listeners.append(await start_listener(parsed, chardev.track(factory)))
-        elif parsed.transport in ("unix", "tcp"):
+        elif parsed.transport in ("unix", "tcp", "fd"):
             await connect_out(parsed, chardev.track(factory))
         else:
             raise AddressError(f"cannot serve the human monitor on '{address}'")
@@ -169,8 +171,11 @@ def report_error(monitor: Monitor, text: str) -> None:
     sys.stderr.flush()
 
 
-def register_human_monitor_command(monitor: Monitor) -> None:
-    """Add ``human-monitor-command`` to QMP and the human commands to the human monitor."""
+def register_human_monitor_command(monitor: Monitor, *, cpus: int = 0) -> None:
+    """Add ``human-monitor-command`` to QMP and the human commands to the human monitor.
+
+    ``cpus`` is how many CPUs the machine has: the ``cpu-index`` values that name one.
+    """
     register_human_commands(monitor)
     if "human-monitor-command" in monitor.registry:
         return
@@ -183,9 +188,10 @@ def register_human_monitor_command(monitor: Monitor) -> None:
 
         The output is the text a person would see, ``\\r\\n`` line ends, errors included as
         text (``Error: ...``). ``cpu-index`` selects QEMU's current CPU for commands that use
-        one; the monitor emulates a machine without CPUs (QEMU's ``-machine none``), where any
-        index is refused with QEMU's error.
+        one: an index that names no CPU (any, on a machine without CPUs such as ``-machine
+        none``) is refused with QEMU's error (monitor/hmp-cmds.c ``qmp_human_monitor_command``,
+        ``monitor_set_cpu``). No command here depends on the current CPU.
         """
-        if cpu_index is not None:
+        if cpu_index is not None and not 0 <= cpu_index < cpus:
             raise QMPError(CPU_INDEX_ERROR)
         return await CapturedSession(monitor, via=ctx.session).run(command_line)
