@@ -4,7 +4,8 @@
 tests/go/goqemu_probe is built once per session (GOPATH mode: Debian installs Go libraries under
 /usr/share/gocode and has no module proxy to fetch from) and run against (a) real QEMU 7.2 and
 (b) ``qmonitor-system-x86_64`` with QEMU's command line, each with QMP on a unix socket. It
-makes every call once and prints one JSON line per call; each call is then a test case here, checked the same way for both servers.
+makes every call once and prints one JSON line per call; each call is then a test case here,
+checked the same way for both servers.
 
 What qmonitor does not answer yet is listed in :data:`QMONITOR_NOT_YET`, in one place, with
 the reason: those cases are strict expected failures, so a case that starts passing fails the
