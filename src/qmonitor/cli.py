@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from qmonitor import __version__
-from qmonitor.launch import LaunchError
+from qmonitor.launch import LaunchError, ensure_standard_streams, event_loop_runner
 from qmonitor.server.monitor import DEFAULT_VERSION
 
 DESCRIPTION = """\
@@ -195,33 +193,6 @@ def testing_command(options: argparse.Namespace) -> int:
     from qmonitor.testing.transcript_view import transcript_command
 
     return transcript_command(options.file, as_json=options.json, full=options.full)
-
-
-def event_loop_runner() -> asyncio.Runner:
-    """uvloop's runner where uvloop is installed, asyncio's otherwise."""
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    return asyncio.Runner()
-
-
-def ensure_standard_streams() -> None:
-    """Put /dev/null on standard descriptors we were started without.
-
-    Otherwise the first socket we open becomes descriptor 0, 1 or 2, and libuv (uvloop) aborts
-    the process when it closes it; and a closed stdin would read as "no console".
-    """
-    for fileno, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        try:
-            os.fstat(fileno)
-        except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)
-            if opened != fileno:
-                os.dup2(opened, fileno)
-                os.close(opened)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fileno, mode, closefd=False))  # noqa: SIM115 - process-long
 
 
 def _configure_logging(verbose: int, log: str | None) -> None:

@@ -18,6 +18,7 @@ so none of them is a QEMU option's name). The option table is in docs/STANDIN.md
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -41,6 +42,7 @@ from qmonitor.cmdline import (
     parse_command_line,
 )
 from qmonitor.cmdline.errors import Diagnostic
+from qmonitor.core.errors import QMonitorError
 from qmonitor.machine.config import (
     DEFAULT_CPU_MODEL,
     ChardevBackend,
@@ -100,7 +102,7 @@ RUN_OWN_OPTIONS: Final[Mapping[str, bool]] = {
 ``-help``/``-version`` (QEMU reads a double dash as a single one), answered with ours."""
 
 
-class LaunchError(Exception):
+class LaunchError(QMonitorError):
     """A value QEMU would take that we cannot: ``str()`` is the line after the program name."""
 
 
@@ -515,6 +517,33 @@ def daemonize() -> Callable[[], None]:
 # -- the programs ------------------------------------------------------------------------------
 
 
+def event_loop_runner() -> asyncio.Runner:
+    """uvloop's runner where uvloop is installed, asyncio's otherwise."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    return asyncio.Runner()
+
+
+def ensure_standard_streams() -> None:
+    """Put /dev/null on standard descriptors we were started without.
+
+    Otherwise the first socket we open becomes descriptor 0, 1 or 2, and libuv (uvloop) aborts
+    the process when it closes it; and a closed stdin would read as "no console".
+    """
+    for fileno, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fileno)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fileno:
+                os.dup2(opened, fileno)
+                os.close(opened)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fileno, mode, closefd=False))  # noqa: SIM115 - process-long
+
+
 def print_reports(reports: Sequence[Diagnostic], program: str) -> None:
     """The warnings QEMU prints while it starts."""
     sys.stderr.write("".join(report.render(program) for report in reports))
@@ -522,7 +551,6 @@ def print_reports(reports: Sequence[Diagnostic], program: str) -> None:
 
 def standin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor-system-x86_64`` console script."""
-    from qmonitor.cli import ensure_standard_streams, event_loop_runner
     from qmonitor.machine.run import run_machine
 
     ensure_standard_streams()
