@@ -1,126 +1,66 @@
 """The ``qmonitor`` program's command line: parsing and checking only; the work is in the library
 and in :mod:`qmonitor.machine.run`.
 
-Options take QEMU's spellings where QEMU has them. Their values are checked before anything is
-created, and a bad one is reported on one line, ``qmonitor: OPTION VALUE: TEXT`` (the location
-prefix QEMU's ``error_report`` gives command-line errors), with QEMU's text where QEMU refuses
-the value; then the program exits with status 1, as QEMU does. The texts are gathered below.
+``qmonitor run`` takes QEMU's command line, read by :mod:`qmonitor.cmdline` as QEMU 7.2 reads
+it (:mod:`qmonitor.launch` wires it to the machine), plus our own ``--double-dash`` options.
+Everything is checked before anything is created, and a bad value is reported on one line,
+``qmonitor: OPTION VALUE: TEXT`` (the location prefix QEMU's ``error_report`` gives command-line
+errors), with QEMU's text where QEMU refuses the value; then the program exits with status 1,
+as QEMU does. The other verbs (``profile``, ``record``, ``replay``, ``transcript``) use argparse.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
-import shlex
 import sys
 from collections.abc import Sequence
-from typing import Final
 
 from qmonitor import __version__
-from qmonitor.core.errors import QMonitorError
-from qmonitor.machine.machine import parse_size
-from qmonitor.machine.run import DEFAULT_DIRTY_RATE, default_state_dir, run_machine
+from qmonitor.launch import LaunchError, ensure_standard_streams, event_loop_runner
 from qmonitor.server.monitor import DEFAULT_VERSION
-
-DEFAULT_RAM_SIZE: Final = 128 << 20
-"""``-m`` by default, and for ``-m 0``: the default of QEMU's x86 ``pc`` machine (softmmu/vl.c
-``parse_memory_options`` leaves a size of 0 out, so the machine's ``default_ram_size`` is
-used)."""
-
-RAM_SIZE_ALIGNMENT: Final = 8192
-"""QEMU rounds ``-m`` up to 8 KiB (hw/core/machine.c ``machine_set_mem``: ``QEMU_ALIGN_UP``)."""
-
-MAX_RAM_SIZE: Final = 16 << 30
-"""The most RAM ``qmonitor run`` simulates. The guest's RAM is a ``bytearray`` in this process,
-zeroed (so touched) at start, and ``loadvm`` holds a second copy while it checks the file: a
-16 GiB guest can need 32 GiB of the host's memory."""
-
-# -- what ``qmonitor run`` says about bad option values -----------------------------------------
-# QEMU's texts where QEMU refuses the value; ours where QEMU has none (it takes any -name). All
-# in one place, for a QEMU command-line parser to take over.
-
-SIZE_EXPECTED: Final = "Parameter 'size' expects a non-negative number below 2^64"
-"""util/qemu-option.c ``parse_option_size``: QEMU's text for a ``-m`` that is not a size."""
-
-RAM_ABOVE_LIMIT: Final = "cannot model more than {limit} of RAM"
-"""QEMU's wording for a board's RAM limit (hw/arm/sbsa-ref.c, with ``size_to_str``)."""
-
-
-NAME_NOT_A_FILE_NAME: Final = (
-    "the name names the QMP socket (NAME.qmp) and the snapshot directory, so it cannot be "
-    "empty, '.' or '..', or contain '/'"
-)
-
-
-class OptionError(QMonitorError):
-    """A bad option value; ``str()`` is the line to print after ``qmonitor: ``."""
-
-
-def ram_size(text: str) -> int:
-    """``-m``'s value in bytes, as QEMU reads it (MiB without a suffix, ``0`` the default,
-    rounded up to :data:`RAM_SIZE_ALIGNMENT`), within :data:`MAX_RAM_SIZE`."""
-    try:
-        size = parse_size(text, default_suffix="M")
-    except ValueError:
-        raise OptionError(f"-m {text}: {SIZE_EXPECTED}") from None
-    if size == 0:
-        return DEFAULT_RAM_SIZE
-    size = -(-size // RAM_SIZE_ALIGNMENT) * RAM_SIZE_ALIGNMENT
-    if size > MAX_RAM_SIZE:
-        limit = f"{MAX_RAM_SIZE >> 30} GiB"
-        raise OptionError(f"-m {text}: {RAM_ABOVE_LIMIT.format(limit=limit)}")
-    return size
-
-
-def check_file_name(name: str) -> None:
-    """Refuse a ``-name`` that cannot name a file (:data:`NAME_NOT_A_FILE_NAME`).
-
-    Called only where the name does name a file: QEMU takes any name, and so does
-    ``qmonitor run`` given ``-qmp`` and ``--state-dir``.
-    """
-    if name in ("", ".", "..") or "/" in name or "\0" in name:
-        raise OptionError(f"-name {shlex.quote(name)}: {NAME_NOT_A_FILE_NAME}")
-
-
-def _rate(text: str) -> int:
-    """``--dirty-rate``: bytes per second, with an optional K/M/G suffix."""
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-class _MonitorAddress(argparse.Action):
-    """``-qmp``/``-monitor``: kept with their kind, in command-line order, in ``monitors``.
-
-    QEMU names the monitors' chardevs ``compat_monitorN`` in that order (softmmu/vl.c
-    ``monitor_parse``), which ``query-yank`` shows, so they are served in that order.
-    """
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
-        namespace.monitors = [*namespace.monitors, (self.dest, values)]
-
 
 DESCRIPTION = """\
 QEMU's monitor, rebuilt in Python: a QMP server that QEMU's own clients (qemu.qmp, qmp-shell,
 libvirt-style tools) drive as they would drive QEMU, and QEMU's human monitor."""
 
-RUN_DESCRIPTION = """\
-Run the reference machine: a simulated VM whose guest keeps writing its RAM, with snapshots
-and live migration, behind QEMU's monitors. Without -qmp, a QMP socket is created in
-$XDG_RUNTIME_DIR/qmonitor/NAME.qmp (or /tmp/qmonitor-UID/); without -monitor, the human
-monitor is on this terminal. SIGTERM, SIGHUP, SIGINT and 'quit' shut down cleanly."""
 
-RUN_EPILOG = """\
+RUN_HELP = """\
+usage: qmonitor run [QEMU options] [--state-dir DIR] [--dirty-rate RATE] [--strict-order]
+                    [--profile FILE] [--verbose [--verbose]] [--log FILE]
+
+Run the reference machine: a simulated VM whose guest keeps writing its RAM, with snapshots
+and live migration, behind QEMU's monitors. The options are QEMU's, read as QEMU 7.2 reads
+them (docs/STANDIN.md), and qmonitor's own with two dashes. Without a QMP monitor (-qmp, -mon
+mode=control), a QMP socket is created in $XDG_RUNTIME_DIR/qmonitor/NAME.qmp (or
+/tmp/qmonitor-UID/); without -monitor, the human monitor is on this terminal. SIGTERM, SIGHUP,
+SIGINT and 'quit' shut down cleanly.
+
+QEMU options most used here:
+  -name NAME            machine name (default vm0)
+  -m SIZE               guest RAM: MiB, or with a K/M/G/T suffix (default 128M, at most 16G)
+  -smp N,...            CPUs; -uuid UUID; -machine TYPE; -cpu MODEL
+  -S                    start paused
+  -incoming URI|defer   wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH)
+  -no-shutdown          stay in 'shutdown' when the guest powers off instead of exiting
+  -qmp ADDR             QMP monitor, repeatable: unix:PATH,server=on,wait=off,
+                        tcp:HOST:PORT,server=on,wait=off, unix:PATH (connect out), stdio
+  -monitor ADDR         human monitor, as -qmp, or none (default: this terminal)
+  -chardev socket,id=ID,path=P|host=H,port=N|fd=N[,server=on,wait=off] -mon ID,mode=control
+  -help, -version       this help; the version
+
+qmonitor's own options:
+  --state-dir DIR       where snapshots are kept (default $XDG_STATE_HOME/qmonitor/vms/NAME)
+  --dirty-rate RATE     bytes of guest RAM the workload writes per second while running, with
+                        a K/M/G suffix (default 16M; 0: an idle guest)
+  --strict-order        answer each client's requests one at a time, in order, as QEMU does
+                        (default: only requests without an id wait for the ones before them)
+  --profile FILE        capability profile answering the probe queries (default: QEMU 7.2's)
+  --verbose             log sessions (who connects and leaves) and failed commands; twice:
+                        every command too
+  --log FILE            write the log to FILE (appended) instead of stderr
+
 examples:
   qmonitor run                                    the console here; the QMP socket is printed
   qmonitor run -name big -m 1G --dirty-rate 64M   a bigger machine, a busier guest
@@ -129,136 +69,33 @@ examples:
   qmonitor run -qmp unix:/tmp/vm.qmp,server=on,wait=off -monitor none --dirty-rate 0
                                                   QMP only, on a socket of your choice, idle
 
-docs/MACHINE.md in the source describes the machine; docs/HMP.md the human monitor."""
+qmonitor-system-x86_64 takes the same options with QEMU's defaults (no default monitor, an
+idle guest, -pidfile, -daemonize). docs/MACHINE.md in the source describes the machine,
+docs/HMP.md the human monitor, docs/STANDIN.md the stand-in.
+"""
+
+VERSION_TEXT = (
+    f"qmonitor {__version__} (QEMU {DEFAULT_VERSION.qemu.major}."
+    f"{DEFAULT_VERSION.qemu.minor}.{DEFAULT_VERSION.qemu.micro}'s monitor)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; options share QEMU's spellings where QEMU has them."""
+    """The argument parser of the verbs other than ``run`` (which takes QEMU's options)."""
     parser = argparse.ArgumentParser(prog="qmonitor", description=DESCRIPTION)
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"qmonitor {__version__} (QEMU {DEFAULT_VERSION.qemu.major}."
-        f"{DEFAULT_VERSION.qemu.minor}.{DEFAULT_VERSION.qemu.micro}'s monitor)",
-    )
+    parser.add_argument("--version", action="version", version=VERSION_TEXT)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    run = verbs.add_parser(
+    verbs.add_parser(
         "run",
-        help="run the reference machine (a simulated VM) with its monitors",
-        description=RUN_DESCRIPTION,
-        epilog=RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run the reference machine (a simulated VM) with its monitors; "
+        "'qmonitor run --help' lists its options",
+        add_help=False,
     )
-    run.add_argument("-name", dest="name", default="vm0", help="machine name (default vm0)")
-    run.add_argument(
-        "-m",
-        dest="ram_size",
-        default="128M",
-        metavar="SIZE",
-        help=f"guest RAM: MiB, or with a K/M/G/T suffix (default 128M, at most "
-        f"{MAX_RAM_SIZE >> 30}G)",
-    )
-    run.add_argument("-S", dest="start_paused", action="store_true", help="start paused")
-    run.add_argument(
-        "-incoming",
-        dest="incoming",
-        metavar="URI|defer",
-        help="wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)",
-    )
-    run.add_argument(
-        "-no-shutdown",
-        dest="no_shutdown",
-        action="store_true",
-        help="stay in 'shutdown' when the guest powers off instead of exiting",
-    )
-    run.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="where snapshots are kept (default $XDG_STATE_HOME/qmonitor/vms/NAME)",
-    )
-    run.add_argument(
-        "--dirty-rate",
-        type=_rate,
-        default=DEFAULT_DIRTY_RATE,
-        metavar="RATE",
-        help="bytes of guest RAM the workload writes per second while running, with a K/M/G "
-        f"suffix (default {DEFAULT_DIRTY_RATE >> 20}M; 0: an idle guest)",
-    )
-    run.set_defaults(monitors=[])
-    run.add_argument(
-        "-qmp",
-        dest="qmp",
-        action=_MonitorAddress,
-        metavar="ADDR",
-        help="QMP monitor address, QEMU syntax, repeatable: unix:PATH,server=on,wait=off, "
-        "tcp:HOST:PORT,server=on,wait=off, unix:PATH (connect out), stdio, none",
-    )
-    run.add_argument(
-        "-monitor",
-        dest="monitor",
-        action=_MonitorAddress,
-        metavar="ADDR",
-        help="human monitor address, as -qmp (default stdio: this terminal)",
-    )
-    run.add_argument(
-        "--strict-order",
-        action="store_true",
-        help="answer each client's requests one at a time, in order, as QEMU does (default: "
-        "only requests without an id wait for the ones before them)",
-    )
-    run.add_argument(
-        "--profile",
-        metavar="FILE",
-        help="capability profile answering the probe queries (default: the QEMU 7.2 one)",
-    )
-    run.add_argument(
-        "--faults",
-        metavar="FILE",
-        help='inject faults: a JSON file {"faults": [RULE, ...]} (docs/TESTING.md)',
-    )
-    run.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log sessions (who connects and leaves) and failed commands; twice (-vv): "
-        "every command too",
-    )
-    run.add_argument(
-        "--log", metavar="FILE", help="write the log to FILE (appended) instead of stderr"
-    )
-    add_security_options(run)
     add_profile_parser(verbs)
     add_record_parser(verbs)
     add_replay_parser(verbs)
     add_transcript_parser(verbs)
     return parser
-
-
-def add_security_options(run: argparse.ArgumentParser) -> None:
-    """``qmonitor run``'s options of issue 9 (docs/SECURITY.md), each a plain ``--OPTION``."""
-    run.add_argument(
-        "--policy",
-        metavar="FILE",
-        help="roles policy (TOML): which commands each connection may run",
-    )
-    run.add_argument(
-        "--audit-log",
-        metavar="FILE",
-        help="append one JSON record per session and request to FILE (mode 0600)",
-    )
-    run.add_argument(
-        "--allow-path",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a directory migrate file: URIs may use (repeatable; the state directory always)",
-    )
-    run.add_argument(
-        "--allow-insecure-tcp",
-        action="store_true",
-        help="serve a TCP monitor on a non-loopback address without TLS",
-    )
 
 
 def add_profile_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -358,70 +195,56 @@ def testing_command(options: argparse.Namespace) -> int:
     return transcript_command(options.file, as_json=options.json, full=options.full)
 
 
-def _event_loop_runner() -> asyncio.Runner:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    return asyncio.Runner()
-
-
-def _ensure_standard_streams() -> None:
-    """Put /dev/null on standard descriptors we were started without.
-
-    Otherwise the first socket we open becomes descriptor 0, 1 or 2, and libuv (uvloop) aborts
-    the process when it closes it; and a closed stdin would read as "no console".
-    """
-    for fileno, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        try:
-            os.fstat(fileno)
-        except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)
-            if opened != fileno:
-                os.dup2(opened, fileno)
-                os.close(opened)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fileno, mode, closefd=False))  # noqa: SIM115 - process-long
-
-
-def _check_options(options: argparse.Namespace) -> None:
-    """Turn option values into what the machine takes; :class:`OptionError` for a bad one."""
-    options.ram_size = ram_size(options.ram_size)
-    if all(kind != "qmp" for kind, _ in options.monitors):
-        check_file_name(options.name)
-    if options.state_dir is None:
-        check_file_name(options.name)
-        options.state_dir = default_state_dir(options.name)
-
-
-def _configure_logging(options: argparse.Namespace) -> None:
+def _configure_logging(verbose: int, log: str | None) -> None:
     levels = {0: logging.WARNING, 1: logging.INFO}
     try:
         logging.basicConfig(
-            level=levels.get(options.verbose, logging.DEBUG),
+            level=levels.get(verbose, logging.DEBUG),
             format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-            filename=options.log,
+            filename=log,
         )
     except OSError as exc:
-        raise OptionError(f"--log {options.log}: {exc.strerror}") from None
+        raise LaunchError(f"--log {log}: {exc.strerror}") from None
+
+
+def run_command(arguments: Sequence[str]) -> int:
+    """``qmonitor run``: QEMU's command line (:mod:`qmonitor.launch`), a person's defaults."""
+    from qmonitor.cmdline import CommandLineError, parse_command_line
+    from qmonitor.launch import RUN_OWN_OPTIONS, print_reports, run_launch
+    from qmonitor.machine.run import run_machine
+
+    try:
+        command_line = parse_command_line(arguments, own_options=RUN_OWN_OPTIONS)
+    except CommandLineError as error:
+        sys.stderr.write(error.render("qmonitor"))
+        return 1
+    print_reports(command_line.reports, "qmonitor")
+    if command_line.help:
+        sys.stdout.write(RUN_HELP)
+        return 0
+    if command_line.version:
+        print(VERSION_TEXT)
+        return 0
+    try:
+        launch = run_launch(command_line)
+        _configure_logging(launch.verbose, launch.log)
+    except LaunchError as exc:
+        print(f"qmonitor: {exc}", file=sys.stderr)
+        return 1
+    with event_loop_runner() as runner:
+        return runner.run(run_machine(launch.plan))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor`` console script."""
-    _ensure_standard_streams()
-    options = build_parser().parse_args(argv)
+    ensure_standard_streams()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["run"]:
+        return run_command(arguments[1:])
+    options = build_parser().parse_args(arguments)
     if options.verb == "profile":
         return profile_command(options)
-    if options.verb in ("record", "replay", "transcript"):
-        return testing_command(options)
-    try:
-        _check_options(options)
-        _configure_logging(options)
-    except OptionError as exc:
-        print(f"qmonitor: {exc}", file=sys.stderr)
-        return 1
-    with _event_loop_runner() as runner:
-        return runner.run(run_machine(options))
+    return testing_command(options)
 
 
 if __name__ == "__main__":

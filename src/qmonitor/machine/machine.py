@@ -130,7 +130,7 @@ class Machine:
 
     def __init__(
         self,
-        name: str = "vm0",
+        name: str | None = "vm0",
         *,
         ram_size: int = 128 << 20,
         start_paused: bool = False,
@@ -138,8 +138,8 @@ class Machine:
         dirty_rate: int = 0,
         seed: int = 0,
     ) -> None:
-        if ram_size < PAGE_SIZE or ram_size % PAGE_SIZE:
-            raise ValueError(f"RAM size must be a positive multiple of {PAGE_SIZE} bytes")
+        if ram_size < 0 or ram_size % PAGE_SIZE:
+            raise ValueError(f"RAM size must be a multiple of {PAGE_SIZE} bytes")
         self.name = name
         self.uuid = str(uuid_module.uuid4())
         self.ram = bytearray(ram_size)
@@ -249,7 +249,7 @@ class Machine:
             )
 
     def _workload_active(self) -> bool:
-        return self.running and not self._freeze_count and self.dirty_rate > 0
+        return self.running and not self._freeze_count and self.dirty_rate > 0 and self.pages > 0
 
     async def _workload(self) -> None:
         # Ticks only while the guest runs and writes: an idle or paused machine costs no CPU

@@ -1,12 +1,13 @@
-"""``qmonitor run``: the reference machine and its monitors, for as long as it lives.
+"""``qmonitor run`` and ``qmonitor-system-x86_64``: the machine and its monitors, for as long as
+it lives.
 
-The command line (:mod:`qmonitor.cli`) only parses; this starts the machine, registers its
-commands on a monitor, serves the monitors asked for and runs until the machine goes away.
+The command lines (:mod:`qmonitor.cli`, :mod:`qmonitor.launch`) only parse, into a
+:class:`RunPlan`; this starts the machine, registers its commands on a monitor, serves the
+monitors asked for and runs until the machine goes away.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -15,7 +16,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from qmonitor import (
     Address,
@@ -29,22 +32,73 @@ from qmonitor import (
     insecure_tcp_error,
     install_faults,
     load_policy,
-    parse_address,
     parse_faults,
     register_human_monitor_command,
     serve_human,
 )
 from qmonitor.machine.commands import register_machine_commands
-from qmonitor.machine.config import MachineConfig, monitor_chardevs
+from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.snapshots import SnapshotStore
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
-"""The guest workload's default: 16 MiB/s writes all of a default 128 MiB RAM in 8 s, so a
-``savevm`` soon has real data to save, and a migration under the default 128 MiB/s
-``max-bandwidth`` still converges. ``--dirty-rate 0`` gives an idle guest."""
+"""``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
+8 s, so a ``savevm`` soon has real data to save, and a migration under the default 128 MiB/s
+``max-bandwidth`` still converges. ``--dirty-rate 0`` gives an idle guest, which is
+``qmonitor-system-x86_64``'s default: it is launched for every probe and every test, where a
+busy guest would only cost CPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorPlan:
+    """One monitor to serve: QMP (``control``) or human (``readline``) on ``address``.
+
+    ``label`` is its chardev's id (``None``: ``compat_monitorN`` in serving order). An address
+    of ``None`` is a chardev with no I/O here (``null``, ``vc``, ``pty``...): counted, not
+    served. ``interactive`` asks for the console on a terminal (``qmonitor run``'s).
+    """
+
+    mode: Literal["control", "readline"]
+    address: Address | None
+    label: str | None = None
+    interactive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything :func:`run_machine` needs, checked: made from a parsed command line.
+
+    ``program`` prefixes the messages (``qmonitor``, ``qmonitor-system-x86_64``);
+    ``announce`` prints where the monitors are (``qmonitor run``; QEMU prints nothing);
+    ``default_socket`` says the first QMP socket was made up, not asked for.
+    """
+
+    name: str | None
+    config: MachineConfig
+    monitors: tuple[MonitorPlan, ...]
+    state_dir: str
+    program: str = "qmonitor"
+    start_paused: bool = False
+    incoming: str | None = None
+    no_shutdown: bool = False
+    dirty_rate: int = DEFAULT_DIRTY_RATE
+    strict_order: bool = False
+    profile: str | None = None
+    announce: bool = True
+    default_socket: bool = False
+    faults: str | None = None  # --faults FILE (docs/TESTING.md)
+    policy: str | None = None  # --policy FILE (docs/SECURITY.md)
+    audit_log: str | None = None  # --audit-log FILE
+    allow_path: tuple[str, ...] = ()  # --allow-path DIR, repeatable
+    allow_insecure_tcp: bool = False  # --allow-insecure-tcp
+
+    @property
+    def cpus(self) -> int:
+        """How many CPUs the machine has: none on ``-machine none`` (x86 creates none there)."""
+        return 0 if self.config.machine_type == "none" else self.config.cpus
+
 
 RAM_NOT_ALLOCATED: Final = "cannot set up guest memory 'ram': Cannot allocate memory"
 """softmmu/physmem.c ``ram_block_add``: QEMU's text (without a location) when the host refuses
@@ -111,67 +165,71 @@ def load_faults(path: str | None) -> FaultSet:
     return faults
 
 
-def _security_refusal(options: argparse.Namespace) -> str | None:
-    """Why ``qmonitor run`` must not start as asked (issue 9 item 7), checked before anything
-    is created, so that nothing listens: a TCP monitor on a non-loopback address without TLS,
+def _security_refusal(plan: RunPlan) -> str | None:
+    """Why the machine must not start as asked (issue 9 item 7), checked before anything is
+    created, so that nothing listens: a TCP monitor on a non-loopback address without TLS,
     unless ``--allow-insecure-tcp``."""
-    if options.allow_insecure_tcp:
+    if plan.allow_insecure_tcp:
         return None
-    for _, text in options.monitors:
-        with contextlib.suppress(AddressError):  # reported when it is served
-            refusal = insecure_tcp_error(parse_address(text), tls=False)
+    for monitor_plan in plan.monitors:
+        if monitor_plan.address is not None:
+            refusal = insecure_tcp_error(monitor_plan.address, tls=False)
             if refusal is not None:
                 return refusal
     return None
 
 
-def _secured_monitor(options: argparse.Namespace) -> Monitor:
+def _secured_monitor(plan: RunPlan) -> Monitor:
     """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError)."""
-    policy = load_policy(options.policy) if options.policy else None
+    policy = load_policy(plan.policy) if plan.policy else None
     return Monitor(
-        options.name,
-        strict_order=options.strict_order,
+        plan.name or "vm0",
+        strict_order=plan.strict_order,
         policy=policy,
-        audit=options.audit_log,
-        allow_insecure_tcp=options.allow_insecure_tcp,
+        audit=plan.audit_log,
+        allow_insecure_tcp=plan.allow_insecure_tcp,
     )
 
 
-async def run_machine(options: argparse.Namespace) -> int:
-    """Start the machine and its monitors; return the exit status when it goes away."""
+async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None) -> int:
+    """Start the machine and its monitors; return the exit status when it goes away.
+
+    ``on_ready`` is called once every monitor serves (``-daemonize``: the parent may exit).
+    """
+    program = plan.program
     try:
-        faults = load_faults(options.faults)
+        faults = load_faults(plan.faults)
     except OSError as exc:
-        print(f"qmonitor: {options.faults}: {exc.strerror}", file=sys.stderr)
+        print(f"{program}: {plan.faults}: {exc.strerror}", file=sys.stderr)
         return 1
     except FaultRuleError as exc:
-        print(f"qmonitor: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return 1
-    refusal = _security_refusal(options)
+    refusal = _security_refusal(plan)
     if refusal is not None:
-        print(f"qmonitor: {refusal}", file=sys.stderr)
+        print(f"{program}: {refusal}", file=sys.stderr)
         return 1
     try:
-        monitor = _secured_monitor(options)
+        monitor = _secured_monitor(plan)
     except PolicyError as exc:
-        print(f"qmonitor: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"qmonitor: {options.audit_log}: {exc.strerror}", file=sys.stderr)
+        print(f"{program}: {plan.audit_log}: {exc.strerror}", file=sys.stderr)
         return 1
     install_faults(monitor, faults)
     try:
         machine = Machine(
-            options.name,
-            ram_size=options.ram_size,
-            start_paused=options.start_paused,
-            incoming=options.incoming is not None,
-            dirty_rate=options.dirty_rate,
+            plan.name,
+            ram_size=plan.config.ram_size,
+            start_paused=plan.start_paused,
+            incoming=plan.incoming is not None,
+            dirty_rate=plan.dirty_rate,
         )
     except MemoryError:
-        print(f"qmonitor: {RAM_NOT_ALLOCATED}", file=sys.stderr)
+        print(f"{program}: {RAM_NOT_ALLOCATED}", file=sys.stderr)
         return 1
-    snapshots = SnapshotStore(options.state_dir or default_state_dir(options.name))
+    snapshots = SnapshotStore(plan.state_dir)
     exit_status = 0
     closing: set[asyncio.Future[None]] = set()
 
@@ -186,79 +244,80 @@ async def run_machine(options: argparse.Namespace) -> int:
         exit_machine(0)
         # After SIGHUP the terminal may be gone: writing to it fails, which changes nothing.
         with contextlib.suppress(OSError):
-            print(f"qmonitor: terminating on signal {signum}", file=sys.stderr, flush=True)
+            print(f"{program}: terminating on signal {signum}", file=sys.stderr, flush=True)
 
+    if plan.default_socket:
+        for planned in plan.monitors:
+            if planned.mode == "control" and planned.address is not None:
+                os.makedirs(os.path.dirname(planned.address.path), mode=0o700, exist_ok=True)
     try:
-        profile = Profile.file(options.profile).load() if options.profile else Profile.default()
+        profile = Profile.file(plan.profile).load() if plan.profile else Profile.default()
     except ProfileError as exc:
-        print(f"qmonitor: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return 1
-    monitors: list[tuple[str, str]] = list(options.monitors)
-    qmp_addresses = [text for kind, text in monitors if kind == "qmp"]
-    default_socket = not qmp_addresses
-    if default_socket:
-        directory = default_socket_dir()
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        monitors.append(("qmp", f"unix:{directory}/{options.name}.qmp,server=on,wait=off"))
-    if all(kind != "monitor" for kind, _ in monitors) and "stdio" not in qmp_addresses:
-        monitors.append(("monitor", "stdio"))
-    config = MachineConfig(
-        ram_size=options.ram_size, chardevs=monitor_chardevs([text for _, text in monitors])
-    )
     services = register_machine_commands(
         monitor,
         machine,
         snapshots,
         on_exit=exit_machine,
-        no_shutdown=options.no_shutdown,
-        config=config,
+        no_shutdown=plan.no_shutdown,
+        config=plan.config,
         profile=profile,
         faults=faults,
     )
-    services.migration.file_paths = PathConfinement([snapshots.directory, *options.allow_path])
+    services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
     try:
         # Every command is registered before any monitor serves: a stdio client's first
         # requests may be read as soon as its session starts.
-        register_human_monitor_command(monitor)
+        register_human_monitor_command(monitor, cpus=plan.cpus)
         if monitor.policy is not None:
             for unmatched in monitor.policy.unmatched_entries(monitor.registry):
                 source = monitor.policy.source
-                print(f"qmonitor: warning: {source}: {unmatched} names no command", file=sys.stderr)
+                print(
+                    f"{program}: warning: {source}: {unmatched} names no command", file=sys.stderr
+                )
         snapshots.open()
         # Where each socket monitor is and how to reach it, then where snapshots go: printed
         # before the console's banner (the console comes last unless -monitor stdio is given
         # before other monitors: the monitors are served in command-line order, QEMU's
         # compat_monitorN numbering).
-        shown: list[str] = [f"qmonitor: snapshots in {snapshots.directory}"]
-        for kind, text in monitors:
-            address = parse_address(text)
-            if kind == "qmp":
-                await monitor.serve(address)
-            elif address.transport == "stdio":
+        shown: list[str] = [f"{program}: snapshots in {snapshots.directory}"]
+        for planned in plan.monitors:
+            address = planned.address
+            if address is None:
+                monitor.open_chardev(Address("none"), planned.label)
+                continue
+            if planned.mode == "control":
+                await monitor.serve(address, label=planned.label)
+            elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)
                 shown = []
-                await serve_human(monitor, address, interactive=sys.stdin.isatty())
+                await serve_human(
+                    monitor, address, interactive=sys.stdin.isatty(), label=planned.label
+                )
             else:
-                await serve_human(monitor, address, interactive=False)
+                await serve_human(monitor, address, interactive=False, label=planned.label)
             if address.transport in ("unix", "tcp") and address.server:
-                label = "QMP" if kind == "qmp" else "HMP"
+                label = "QMP" if planned.mode == "control" else "HMP"
                 shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address)
-        if shown:
+        if shown and plan.announce:
             print("\n".join(shown), file=sys.stderr, flush=True)
-        if options.incoming not in (None, "defer"):
-            await services.migration.start_incoming(options.incoming)
+        if plan.incoming not in (None, "defer"):
+            await services.migration.start_incoming(plan.incoming)
     except (AddressError, OSError, QMPError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.strerror:  # without "[Errno N]"
             message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-        if isinstance(exc, AddressInUse) and default_socket:
-            message = NAME_IN_USE.format(error=message, name=shlex.quote(options.name))
-        print(f"qmonitor: {message}", file=sys.stderr)
+        if isinstance(exc, AddressInUse) and plan.default_socket:
+            message = NAME_IN_USE.format(error=message, name=shlex.quote(plan.name or "vm0"))
+        print(f"{program}: {message}", file=sys.stderr)
         await monitor.close()
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, terminate, signum)
+    if on_ready is not None:
+        on_ready()
     machine.start_workload()
     await monitor.serve_forever()
     await services.migration.close()

@@ -61,7 +61,7 @@ class Chardev:
     @property
     def yank_instance(self) -> YankInstanceChardev | None:
         """Its yank instance: socket chardevs only."""
-        if self.address.transport in ("unix", "tcp"):
+        if self.address.transport in ("unix", "tcp", "fd"):
             return chardev_instance(self.label)
         return None
 

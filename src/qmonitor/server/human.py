@@ -86,6 +86,7 @@ async def serve_human(
     interactive: bool,
     tls: ssl.SSLContext | None = None,
     admit: Admit | None = None,
+    label: str | None = None,
 ) -> None:
     """Serve the human monitor on ``address`` (see the module docstring); returns once serving.
 
@@ -107,7 +108,7 @@ async def serve_human(
     if parsed.transport == "none":
         return
     monitor.check_exposure(parsed, tls=tls is not None)
-    chardev = monitor.open_chardev(parsed)  # counted like QEMU's -monitor, stdio included
+    chardev = monitor.open_chardev(parsed, label)  # counted like QEMU's -monitor, stdio too
     try:
         if parsed.transport == "stdio":
             if interactive and sys.stdin.isatty() and sys.stdout.isatty():
@@ -122,7 +123,7 @@ async def serve_human(
             if check is not None:
                 protocols = gated(protocols, check)
             monitor.listeners.append(await start_listener(parsed, protocols, tls=tls))
-        elif parsed.transport in ("unix", "tcp"):
+        elif parsed.transport in ("unix", "tcp", "fd"):
             await connect_out(parsed, chardev.track(factory))
         else:
             raise AddressError(f"cannot serve the human monitor on '{address}'")
@@ -187,8 +188,11 @@ def report_error(monitor: Monitor, text: str) -> None:
     sys.stderr.flush()
 
 
-def register_human_monitor_command(monitor: Monitor) -> None:
-    """Add ``human-monitor-command`` to QMP and the human commands to the human monitor."""
+def register_human_monitor_command(monitor: Monitor, *, cpus: int = 0) -> None:
+    """Add ``human-monitor-command`` to QMP and the human commands to the human monitor.
+
+    ``cpus`` is how many CPUs the machine has: the ``cpu-index`` values that name one.
+    """
     register_human_commands(monitor)
     if "human-monitor-command" in monitor.registry:
         return
@@ -201,9 +205,10 @@ def register_human_monitor_command(monitor: Monitor) -> None:
 
         The output is the text a person would see, ``\\r\\n`` line ends, errors included as
         text (``Error: ...``). ``cpu-index`` selects QEMU's current CPU for commands that use
-        one; the monitor emulates a machine without CPUs (QEMU's ``-machine none``), where any
-        index is refused with QEMU's error.
+        one: an index that names no CPU (any, on a machine without CPUs such as ``-machine
+        none``) is refused with QEMU's error (monitor/hmp-cmds.c ``qmp_human_monitor_command``,
+        ``monitor_set_cpu``). No command here depends on the current CPU.
         """
-        if cpu_index is not None:
+        if cpu_index is not None and not 0 <= cpu_index < cpus:
             raise QMPError(CPU_INDEX_ERROR)
         return await CapturedSession(monitor, via=ctx.session).run(command_line)

@@ -8,6 +8,10 @@ Accepted (QEMU's ``-qmp``/``-monitor`` spellings, qemu-options.hx "-chardev"):
 * ``tcp:HOST:PORT,server=on,wait=off`` likewise for TCP; an empty host means 127.0.0.1, never
   every interface, unless ``HOST`` says otherwise.
 * ``stdio`` and ``none``.
+* An inherited socket (``-chardev socket,fd=N``), which has no text form here: an
+  :class:`Address` with ``transport="fd"``. With ``server`` it is a listening socket that the
+  launcher bound (libvirt), else a connected one (QEMUMachine's socketpair end), as
+  chardev/char-socket.c reads ``fd=`` by ``server=``.
 
 Unix sockets are created mode 0600. A socket path a live server still answers on is never taken
 over (:class:`AddressInUse`); a stale one (nothing listening) is replaced.
@@ -33,7 +37,7 @@ from typing import Any, Literal
 from qmonitor.core.errors import QMonitorError
 from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
 
-Transport = Literal["unix", "tcp", "stdio", "none"]
+Transport = Literal["unix", "tcp", "fd", "stdio", "none"]
 
 
 class AddressError(QMonitorError, ValueError):
@@ -58,9 +62,12 @@ class Address:
     port: int = 0
     server: bool = True
     wait: bool = False
+    fd: int = -1
 
     def __str__(self) -> str:
-        if self.transport == "unix":
+        if self.transport == "fd":
+            base = f"fd:{self.fd}"
+        elif self.transport == "unix":
             base = f"unix:{self.path}"
         elif self.transport == "tcp":
             base = f"tcp:{self.host}:{self.port}"
@@ -189,14 +196,36 @@ async def start_listener(
         server = await loop.create_server(
             factory, address.host, address.port, reuse_address=True, backlog=1024, **tls_options
         )
+    elif address.transport == "fd":
+        sock = inherited_socket(address.fd)
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(factory, sock=sock, **tls_options)
+        else:
+            server = await loop.create_server(factory, sock=sock, **tls_options)
     else:
         raise AddressError(f"cannot listen on {address.transport}")
     return Listener(address, server)
 
 
+def inherited_socket(fd: int) -> socket.socket:
+    """The socket the launcher passed as descriptor ``fd`` (``-chardev socket,fd=N``).
+
+    QEMU takes the descriptor over (util/qemu-sockets.c ``socket_get_fd``); one that is not an
+    open socket is refused with ``OSError`` (EBADF, ENOTSOCK) before anything is served on it.
+    """
+    return socket.socket(fileno=fd)
+
+
 async def connect_out(address: Address, factory: ProtocolFactory) -> asyncio.BaseTransport:
-    """Reverse mode: connect to a listening client and serve it (QEMU without server=on)."""
+    """Reverse mode: connect to a listening client and serve it (QEMU without server=on).
+
+    For an inherited connected socket (``fd=`` without ``server``) the connection exists
+    already: it is served as it is (``loop.connect_accepted_socket``).
+    """
     loop = asyncio.get_running_loop()
+    if address.transport == "fd":
+        transport, _ = await loop.connect_accepted_socket(factory, inherited_socket(address.fd))
+        return transport
     if address.transport == "unix":
         transport, _ = await loop.create_unix_connection(factory, address.path)
     elif address.transport == "tcp":

@@ -548,13 +548,13 @@ class Monitor:
         if refusal is not None and not self.allow_insecure_tcp:
             raise AddressError(refusal)
 
-    def open_chardev(self, address: Address) -> Chardev:
+    def open_chardev(self, address: Address, label: str | None = None) -> Chardev:
         """The chardev of the next monitor served, on ``address`` (not ``none``).
 
-        Labelled ``compat_monitorN`` in the order monitors are served (QEMU: command-line
-        order); a socket one is registered as a yank instance.
+        Labelled ``label`` (a ``-chardev`` id), or ``compat_monitorN`` in the order monitors
+        are served (QEMU: command-line order); a socket one is registered as a yank instance.
         """
-        chardev = Chardev(f"compat_monitor{self._chardevs_opened}", address)
+        chardev = Chardev(label or f"compat_monitor{self._chardevs_opened}", address)
         self._chardevs_opened += 1
         self.chardevs.append(chardev)
         instance = chardev.yank_instance
@@ -575,8 +575,10 @@ class Monitor:
         *,
         tls: ssl.SSLContext | None = None,
         admit: Admit | None = None,
+        label: str | None = None,
     ) -> Listener:
-        """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``).
+        """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``; or an inherited
+        listening socket); ``label`` names its chardev (see :meth:`open_chardev`).
 
         ``tls``: a server context (:func:`qmonitor.server.tls.server_context`, QEMU's
         ``tls-creds``) makes every connection TLS. ``admit`` decides whether a connection may
@@ -585,10 +587,10 @@ class Monitor:
         """
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
-        if parsed.transport not in ("unix", "tcp") or not parsed.server:
+        if parsed.transport not in ("unix", "tcp", "fd") or not parsed.server:
             raise AddressError(f"cannot listen on '{address}'; use connect() or serve_stdio()")
         self.check_exposure(parsed, tls=tls is not None)
-        chardev = self.open_chardev(parsed)
+        chardev = self.open_chardev(parsed, label)
         factory: Callable[[], asyncio.Protocol] = chardev.track(self.qmp_session_factory)
         check = self.admission(admit)
         if check is not None:
@@ -601,24 +603,25 @@ class Monitor:
         self.listeners.append(listener)
         return listener
 
-    async def serve(self, address: str | Address) -> None:
+    async def serve(self, address: str | Address, *, label: str | None = None) -> None:
         """Serve QMP on ``address`` whatever its kind: listen, connect out, or stdio."""
         parsed = parse_address(address) if isinstance(address, str) else address
         if parsed.transport == "none":
             return
         if parsed.transport == "stdio":
-            await self.serve_stdio()
+            await self.serve_stdio(label=label)
         elif parsed.server:
-            await self.listen(parsed)
+            await self.listen(parsed, label=label)
         else:
-            await self.connect(parsed)
+            await self.connect(parsed, label=label)
 
-    async def connect(self, address: str | Address) -> QMPSession:
-        """Reverse mode: connect to a client listening on ``address`` and serve it."""
+    async def connect(self, address: str | Address, *, label: str | None = None) -> QMPSession:
+        """Reverse mode: connect to a client listening on ``address`` and serve it; or serve
+        the client at the other end of an inherited connected socket."""
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
         self.check_exposure(parsed, tls=False)
-        chardev = self.open_chardev(parsed)
+        chardev = self.open_chardev(parsed, label)
         try:
             transport = await connect_out(parsed, chardev.track(self.qmp_session_factory))
         except BaseException:
@@ -628,14 +631,14 @@ class Monitor:
         assert isinstance(protocol, QMPSession)
         return protocol
 
-    async def serve_stdio(self) -> QMPSession:
+    async def serve_stdio(self, *, label: str | None = None) -> QMPSession:
         """Serve QMP on standard input and output.
 
         As in QEMU, the end of standard input ends only the requests: every complete one is
         answered, and events go on to standard output until the monitor closes.
         """
         self._bind_loop()
-        self.open_chardev(Address("stdio"))  # counted, never yanked
+        self.open_chardev(Address("stdio"), label)  # counted, never yanked
         session = QMPSession(self, close_at_eof=False)
         await connect_stdio(session)
         return session

@@ -1,0 +1,103 @@
+"""Start-up time and idle size of a stand-in (issue 12, "Performance").
+
+Time from exec to the QMP greeting, and the resident size once idle, for: real QEMU; the floor
+(a plain asyncio server in this same Python that only greets: what any Python stand-in pays
+for its interpreter); and ``qmonitor-system-x86_64``. Each is started with
+``-display none -nodefaults -machine none -m 128M -qmp unix:P,server=on,wait=off``, in
+alternating rounds so that a busy machine slows all alike. A benchmark, not a test.
+
+    .venv/bin/python bench/bench_startup.py --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLOOR = """\
+import asyncio, sys
+path = sys.argv[-1].split(",")[0].removeprefix("unix:")
+GREETING = (b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, '
+            b'"package": ""}, "capabilities": ["oob"]}}\\r\\n')
+async def greet(reader, writer):
+    writer.write(GREETING)
+    try:
+        await reader.read()
+    except ConnectionError:
+        pass
+async def main():
+    server = await asyncio.start_unix_server(greet, path)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def greeting_time(argv: list[str], path: str) -> tuple[float, int]:
+    """Seconds from exec to the greeting's first byte; RSS (KiB) once it has greeted."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        while True:
+            with socket.socket(socket.AF_UNIX) as client:
+                try:
+                    client.connect(path)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if process.poll() is not None:
+                        raise RuntimeError(f"{argv[0]} exited with {process.returncode}") from None
+                    time.sleep(0.001)
+                    continue
+                client.recv(1)
+                elapsed = time.perf_counter() - started
+                break
+        with open(f"/proc/{process.pid}/status") as status:
+            rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        return elapsed, rss
+    finally:
+        process.kill()
+        process.wait()
+        with __import__("contextlib").suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    options = parser.parse_args()
+    standin = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
+    qemu = shutil.which("qemu-system-x86_64")
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "qmp.sock")
+        common = ["-display", "none", "-nodefaults", "-machine", "none", "-m", "128M"]
+        common += ["-qmp", f"unix:{path},server=on,wait=off"]
+        floor_script = os.path.join(directory, "floor.py")
+        Path(floor_script).write_text(FLOOR)
+        candidates = {"floor (asyncio, greets only)": [sys.executable, floor_script, *common]}
+        if qemu:
+            candidates = {"qemu-system-x86_64 7.2": [qemu, *common], **candidates}
+        candidates["qmonitor-system-x86_64"] = [standin, *common]
+        results: dict[str, list[tuple[float, int]]] = {name: [] for name in candidates}
+        for _ in range(options.rounds):
+            for name, argv in candidates.items():
+                results[name].append(greeting_time(argv, path))
+    floor = statistics.median(t for t, _ in results["floor (asyncio, greets only)"])
+    print(f"{'program':32} {'greeting median':>16} {'min':>8} {'max':>8} {'x floor':>8} {'RSS':>9}")
+    for name, runs in results.items():
+        times = [t for t, _ in runs]
+        median = statistics.median(times)
+        rss = statistics.median(r for _, r in runs) / 1024
+        print(
+            f"{name:32} {median * 1000:13.0f} ms {min(times) * 1000:5.0f} ms "
+            f"{max(times) * 1000:5.0f} ms {median / floor:7.2f}x {rss:6.1f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()

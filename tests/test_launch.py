@@ -1,0 +1,350 @@
+"""``qmonitor-system-x86_64`` launched as the tools that launch QEMU launch it.
+
+QEMU's ``QEMUMachine`` (python/qemu/machine/machine.py) in its two modes, with the client QEMU's
+own Python code uses (``qemu.qmp.legacy.QEMUMonitorProtocol``); libvirt's inherited listening
+socket; ``-pidfile``/``-daemonize``; ``-version``; ``qmp-shell -H``. The same command lines run
+on real QEMU 7.2 (tests marked ``qemu``), and the answers must be the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qemu.qmp import ConnectError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+
+BINARIES = [
+    pytest.param(QEMU, id="qemu", marks=pytest.mark.qemu),
+    pytest.param(STANDIN, id="qmonitor"),
+]
+
+QUERIES = ("query-status", "query-name", "query-uuid", "query-cpus-fast")
+
+
+def masked(reply: Any) -> Any:
+    """A reply without what differs between two processes: host thread ids."""
+    if isinstance(reply, list):
+        return [masked(item) for item in reply]
+    if isinstance(reply, dict):
+        return {key: "*" if key == "thread-id" else masked(value) for key, value in reply.items()}
+    return reply
+
+
+class Launched:
+    """One emulator process; ended (and reaped) by :meth:`end`."""
+
+    def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=pass_fds,
+        )
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+
+@pytest.fixture
+def launched() -> Iterator[list[Launched]]:
+    started: list[Launched] = []
+    yield started
+    for item in started:
+        item.end()
+
+
+def connect_when_listening(path: str, emulator: Launched) -> QEMUMonitorProtocol:
+    """Connect once the emulator listens on ``path``: its stderr closing means it died."""
+    while True:
+        qmp = QEMUMonitorProtocol(path)
+        try:
+            qmp.connect(negotiate=True)
+            return qmp
+        except ConnectError:
+            qmp.close()
+            assert emulator.process.poll() is None
+            select.select([], [], [], 0.01)  # a retry's pace, not a synchronisation
+
+
+def queries(qmp: QEMUMonitorProtocol) -> dict[str, Any]:
+    return {name: masked(qmp.cmd_raw(name)) for name in QUERIES}
+
+
+def quit_and_wait(qmp: QEMUMonitorProtocol, launched: Launched) -> None:
+    """``quit``; the reply may or may not come before the connection closes (QEMU's own
+    ``QEMUMachine.shutdown`` does not rely on it either); the exit status says it worked."""
+    with contextlib.suppress(EOFError):
+        qmp.cmd("quit")
+    with contextlib.suppress(EOFError):  # as machine.py's _close_qmp_connection after quit
+        qmp.close()
+    assert launched.process.wait(timeout=30) == 0
+
+
+# -- QEMUMachine ---------------------------------------------------------------------------------
+
+
+def qemu_machine_path_mode(
+    binary: str, directory: Path, launched: list[Launched], *extra: str
+) -> dict[str, Any]:
+    """QEMUMachine with a socket path: it listens, QEMU connects (``server=off``), then it
+    accepts and negotiates (machine.py ``_pre_launch``/``_post_launch``)."""
+    path = str(directory / "mon.sock")
+    qmp = QEMUMonitorProtocol(path, server=True)
+    argv = [binary, "-display", "none", "-vga", "none", *extra]
+    argv += ["-chardev", f"socket,id=mon,path={path}", "-mon", "chardev=mon,mode=control"]
+    emulator = Launched(argv)
+    launched.append(emulator)
+    greeting = qmp.accept(timeout=30)
+    answers = {"greeting": greeting["QMP"]["version"]["qemu"], **queries(qmp)}
+    quit_and_wait(qmp, emulator)
+    return answers
+
+
+def qemu_machine_socketpair_mode(
+    binary: str, launched: list[Launched], *extra: str
+) -> dict[str, Any]:
+    """Newer QEMUMachine: one end of a socketpair as ``-chardev socket,id=mon,fd=N``."""
+    ours, theirs = socket.socketpair()
+    argv = [binary, "-display", "none", "-vga", "none", *extra]
+    argv += [
+        "-chardev",
+        f"socket,id=mon,fd={theirs.fileno()}",
+        "-mon",
+        "chardev=mon,mode=control",
+    ]
+    emulator = Launched(argv, pass_fds=(theirs.fileno(),))
+    launched.append(emulator)
+    theirs.close()
+    qmp = QEMUMonitorProtocol(ours)
+    greeting = qmp.connect(negotiate=True)
+    assert greeting is not None
+    answers = {"greeting": greeting["QMP"]["version"]["qemu"], **queries(qmp)}
+    quit_and_wait(qmp, emulator)
+    return answers
+
+
+SMP_AND_NAME = ("-machine", "pc", "-smp", "2", "-m", "64", "-name", "guest=vm7")
+WITH_UUID = ("-uuid", "12345678-1234-5678-9abc-def012345678")
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_qemu_machine_path_mode(binary: str, short_tmp: Path, launched: list[Launched]) -> None:
+    answers = qemu_machine_path_mode(binary, short_tmp, launched, *SMP_AND_NAME)
+    assert answers["query-name"] == {"return": {"name": "vm7"}}
+    assert answers["query-uuid"] == {"return": {"UUID": "00000000-0000-0000-0000-000000000000"}}
+    assert answers["query-status"] == {
+        "return": {"status": "running", "singlestep": False, "running": True}
+    }
+    assert [cpu["cpu-index"] for cpu in answers["query-cpus-fast"]["return"]] == [0, 1]
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_qemu_machine_socketpair_mode(binary: str, launched: list[Launched]) -> None:
+    answers = qemu_machine_socketpair_mode(binary, launched, "-S", *WITH_UUID)
+    assert answers["query-name"] == {"return": {}}
+    assert answers["query-uuid"] == {"return": {"UUID": WITH_UUID[1]}}
+    assert answers["query-status"]["return"]["status"] == "prelaunch"
+
+
+@pytest.mark.qemu
+def test_qemu_machine_answers_match_qemu(short_tmp: Path, launched: list[Launched]) -> None:
+    """The same command lines, the same answers (thread ids masked)."""
+    for mode_extra in (SMP_AND_NAME, ("-S", *WITH_UUID, "-machine", "none")):
+        qemu = qemu_machine_path_mode(QEMU, short_tmp, launched, *mode_extra)
+        ours = qemu_machine_path_mode(STANDIN, short_tmp, launched, *mode_extra)
+        qemu["greeting"]["micro"] = ours["greeting"]["micro"]  # 7.2.N: Debian's stable updates
+        assert ours == qemu
+        qemu = qemu_machine_socketpair_mode(QEMU, launched, *mode_extra)
+        ours = qemu_machine_socketpair_mode(STANDIN, launched, *mode_extra)
+        qemu["greeting"]["micro"] = ours["greeting"]["micro"]
+        assert ours == qemu
+
+
+# -- libvirt's inherited listening socket ------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_inherited_listening_socket(binary: str, short_tmp: Path, launched: list[Launched]) -> None:
+    """libvirt binds and listens, then passes the socket: ``fd=N,server=on,wait=off``."""
+    path = str(short_tmp / "monitor.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen()
+    fd = listening.fileno()
+    argv = [binary, "-machine", "none", "-display", "none", "-nodefaults", "-S"]
+    argv += ["-chardev", f"socket,id=charmonitor,fd={fd},server=on,wait=off"]
+    argv += ["-mon", "chardev=charmonitor,id=monitor,mode=control"]
+    emulator = Launched(argv, pass_fds=(fd,))
+    launched.append(emulator)
+    listening.close()
+    qmp = QEMUMonitorProtocol(path)
+    qmp.connect(negotiate=True)
+    assert qmp.cmd_raw("query-status")["return"]["status"] == "prelaunch"
+    yank = qmp.cmd_raw("query-yank")["return"]
+    assert {"type": "chardev", "id": "charmonitor"} in yank
+    quit_and_wait(qmp, emulator)
+
+
+def test_inherited_fd_for_the_human_monitor(launched: list[Launched]) -> None:
+    """``mode=readline`` on a connected inherited socket: QEMU's banner, then a command."""
+    ours, theirs = socket.socketpair()
+    argv = [STANDIN, "-machine", "none", "-nodefaults", "-S"]
+    argv += ["-chardev", f"socket,id=hmp,fd={theirs.fileno()}", "-mon", "chardev=hmp"]
+    emulator = Launched(argv, pass_fds=(theirs.fileno(),))
+    launched.append(emulator)
+    theirs.close()
+    with ours:
+        received = b""
+        while b"(qemu) " not in received:
+            received += ours.recv(4096)
+        assert received.startswith(b"QEMU 7.2.")
+        ours.sendall(b"info status\r\n")
+        while b"VM status: paused (prelaunch)\r\n" not in received:
+            received += ours.recv(4096)
+
+
+# -- the command line itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["-xyz"],
+        ["-m", "64x"],
+        ["-machine"],
+        ["-mach", "none"],
+        ["-name", "guest=a,bogus=1"],
+        ["-display", "none", "-smp", "2,maxcpus=1"],
+    ],
+)
+@pytest.mark.qemu
+def test_a_bad_command_line_is_qemus_error(arguments: list[str]) -> None:
+    qemu = subprocess.run([QEMU, *arguments], capture_output=True, timeout=30)
+    ours = subprocess.run([STANDIN, *arguments], capture_output=True, timeout=30)
+    assert ours.returncode == qemu.returncode == 1
+    assert ours.stderr.decode().replace("qmonitor-system-x86_64", "qemu-system-x86_64") == (
+        qemu.stderr.decode()
+    )
+
+
+def test_version_is_qemus_format() -> None:
+    result = subprocess.run([STANDIN, "-version"], capture_output=True, timeout=30)
+    assert result.returncode == 0
+    first, second = result.stdout.decode().splitlines()
+    assert first.startswith("QEMU emulator version 7.2.0 (qmonitor ")
+    assert second == "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
+
+
+# -- -pidfile and -daemonize ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_daemonize_returns_once_the_monitor_listens(binary: str, short_tmp: Path) -> None:
+    """libvirt's probe: the parent exits 0 when QMP listens; the pidfile names the daemon,
+    which removes it when it exits."""
+    path = str(short_tmp / "qmp.sock")
+    pidfile = short_tmp / "qemu.pid"
+    argv = [binary, "-S", "-no-user-config", "-nodefaults", "-nographic"]
+    argv += ["-machine", "none,accel=tcg", "-qmp", f"unix:{path},server=on,wait=off"]
+    argv += ["-pidfile", str(pidfile), "-daemonize"]
+    parent = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert (parent.returncode, parent.stderr) == (0, b"")
+    pid = int(pidfile.read_text())
+    try:
+        qmp = QEMUMonitorProtocol(path)
+        qmp.connect(negotiate=True)
+        assert qmp.cmd_raw("query-status")["return"]["status"] == "prelaunch"
+        with contextlib.suppress(EOFError):
+            qmp.cmd("quit")
+        with contextlib.suppress(EOFError):
+            qmp.close()
+        while True:  # the daemon is not our child: wait until it is gone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if not pidfile.exists():
+                break
+        while pidfile.exists():
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    break
+        assert not pidfile.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_a_locked_pidfile_is_refused(binary: str, short_tmp: Path) -> None:
+    import fcntl
+
+    pidfile = short_tmp / "qemu.pid"
+    with open(pidfile, "w") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)
+        result = subprocess.run(
+            [binary, "-machine", "none", "-nodefaults", "-pidfile", str(pidfile)],
+            capture_output=True,
+            timeout=30,
+        )
+    program = os.path.basename(binary)
+    assert (result.returncode, result.stderr.decode()) == (
+        1,
+        f"{program}: cannot create PID file: Cannot lock pid file: "
+        "Resource temporarily unavailable\n",
+    )
+
+
+# -- human-monitor-command's cpu-index, and qmp-shell -H ---------------------------------------
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_cpu_index_names_an_existing_cpu(
+    binary: str, short_tmp: Path, launched: list[Launched]
+) -> None:
+    path = str(short_tmp / "qmp.sock")
+    argv = [binary, "-machine", "pc", "-smp", "2", "-nodefaults", "-display", "none", "-S"]
+    argv += ["-qmp", f"unix:{path},server=on,wait=off"]
+    emulator = Launched(argv)
+    launched.append(emulator)
+    qmp = connect_when_listening(path, emulator)
+    hmc = "human-monitor-command"
+    reply = qmp.cmd_raw(hmc, {"command-line": "info status", "cpu-index": 1})
+    assert reply == {"return": "VM status: paused (prelaunch)\r\n"}
+    reply = qmp.cmd_raw(hmc, {"command-line": "info status", "cpu-index": 2})
+    assert reply["error"]["desc"] == "Parameter 'cpu-index' expects a CPU number"
+    quit_and_wait(qmp, emulator)
+
+
+def test_qmp_shell_hmp_mode(short_tmp: Path, launched: list[Launched]) -> None:
+    """``qmp-shell -H`` sends ``cpu-index: 0`` with every line: it needs CPU 0."""
+    qmp_shell = str(Path(sys.executable).parent / "qmp-shell")
+    path = str(short_tmp / "qmp.sock")
+    argv = [STANDIN, "-nodefaults", "-display", "none", "-S", "-name", "shell"]
+    argv += ["-qmp", f"unix:{path},server=on,wait=off"]
+    emulator = Launched(argv)
+    launched.append(emulator)
+    connect_when_listening(path, emulator).close()
+    shell = subprocess.run(
+        [qmp_shell, "-H", path], input=b"info name\n", capture_output=True, timeout=30
+    )
+    assert b"shell\r\n" in shell.stdout or b"shell\n" in shell.stdout, shell.stdout
