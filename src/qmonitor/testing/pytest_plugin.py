@@ -1,0 +1,343 @@
+"""The pytest plugin: a QMP test double (or real QEMU) per test, as the fixture ``vm``.
+
+Registered through the ``pytest11`` entry point, so installing qmonitor is enough. A test asks
+for ``vm`` (one machine, options from ``@pytest.mark.qmonitor_vm(...)``) or ``vm_factory``
+(``vm_factory(**options)``, as many as it needs); each is a process with a QMP and a human
+monitor on unix sockets in a directory of its own, stopped (SIGTERM, then SIGKILL) and removed
+at teardown. ``--qemu-binary PATH`` starts the real QEMU instead, with the same monitor options
+(``-machine none -display none -nodefaults -qmp unix:P,server=on,wait=off -monitor
+unix:H,server=on,wait=off -name N``), so one suite checks a client against the double and
+against the real thing. docs/TESTING.md is the tutorial.
+
+A session that never uses the fixtures pays only for importing this module: it imports the
+standard library modules pytest already has, and nothing of qmonitor's server; there is no
+autouse fixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from qemu.qmp import QMPClient
+
+DOUBLE_SCRIPT = "qmonitor-system-x86_64"
+"""The double's console script, which takes QEMU's own command line."""
+STARTUP_TIMEOUT = 30.0
+"""Seconds a machine has to open its monitor sockets (QEMU takes longest on a loaded host)."""
+STOP_TIMEOUT = 10.0
+"""Seconds a machine has to exit after SIGTERM before it is killed."""
+OPTION_NAMES = ("name", "memory", "paused", "faults", "extra_args")
+
+_factories_key = pytest.StashKey[list["VMFactory"]]()
+
+
+@dataclass(frozen=True)
+class VMOptions:
+    """What a test asks of its machine: ``vm_factory(**options)`` or the marker's keywords."""
+
+    name: str | None = None
+    """``-name``; by default ``vm0``, ``vm1``... in the order the test made them."""
+    memory: str | None = None
+    """``-m``: guest RAM, QEMU syntax (``64M``, ``1G``)."""
+    paused: bool = False
+    """``-S``: start paused (``query-status`` says ``prelaunch``)."""
+    faults: str | os.PathLike[str] | Mapping[str, Any] | None = None
+    """Faults to inject (the double only): a ``--faults`` file, or its content as a dict."""
+    extra_args: tuple[str, ...] = ()
+    """More command-line arguments, given as they are to the double or to QEMU."""
+
+    @classmethod
+    def from_keywords(cls, where: str, keywords: Mapping[str, Any]) -> VMOptions:
+        """The options from keyword arguments; an unknown one is a usage error naming it."""
+        unknown = sorted(set(keywords) - set(OPTION_NAMES))
+        if unknown:
+            known = ", ".join(OPTION_NAMES)
+            raise pytest.UsageError(f"{where}: unknown option {unknown[0]!r} (known: {known})")
+        options = dict(keywords)
+        if "extra_args" in options:
+            options["extra_args"] = tuple(options["extra_args"])
+        return cls(**options)
+
+
+@dataclass
+class VM:
+    """One running machine: its monitor sockets, its process, and clients made on request."""
+
+    name: str
+    qmp_socket: str
+    """Path of the QMP unix socket (listening when the fixture hands the machine over)."""
+    hmp_socket: str
+    """Path of the human monitor's unix socket."""
+    directory: str
+    """The machine's own directory: sockets, faults file, its stderr, its state."""
+    command: list[str]
+    """The command line it was started with."""
+    is_double: bool
+    """True for qmonitor, False for the real QEMU of ``--qemu-binary``."""
+    process: subprocess.Popen[bytes]
+    _clients: list[tuple[QMPClient, asyncio.AbstractEventLoop]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stderr_path(self) -> str:
+        """Where the machine's standard error goes (kept until teardown)."""
+        return os.path.join(self.directory, "stderr.log")
+
+    async def qmp(self) -> QMPClient:
+        """A ``qemu.qmp`` client connected to the QMP socket (capabilities negotiated);
+        disconnected at teardown if the test left it connected.
+
+        QEMU serves one QMP client per ``-qmp`` at a time: a second client connects once the
+        first has disconnected.
+        """
+        import asyncio
+
+        from qemu.qmp import QMPClient
+
+        client = QMPClient(self.name)
+        await client.connect(self.qmp_socket)
+        self._clients.append((client, asyncio.get_running_loop()))
+        return client
+
+    def close_clients(self) -> None:
+        """Disconnect the clients :meth:`qmp` made, on the loop they were made on if it is
+        still open and not running (a loop that is gone took its connections with it)."""
+        clients, self._clients = self._clients, []
+        for client, loop in clients:
+            if not loop.is_closed() and not loop.is_running():
+                # disconnect() raises what ended the connection, if something did (the
+                # machine stopped, say): the test saw that already, teardown has nothing to add.
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(client.disconnect())
+
+    def stop(self) -> int:
+        """Stop the machine (SIGTERM, SIGKILL after :data:`STOP_TIMEOUT` s); its exit status.
+
+        A test may call it to make the machine vanish under its client; teardown calls it too.
+        """
+        process = self.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+
+def _find_double_script() -> str | None:
+    """The ``qmonitor-system-x86_64`` console script of this Python (beside its interpreter,
+    where pip puts it in a virtual environment) or on ``PATH``."""
+    beside = Path(sys.executable).with_name(DOUBLE_SCRIPT)
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(DOUBLE_SCRIPT)
+
+
+def machine_command(
+    options: VMOptions,
+    name: str,
+    directory: str,
+    qmp_socket: str,
+    hmp_socket: str,
+    qemu_binary: str | None,
+) -> list[str]:
+    """The command line for a machine: real QEMU's with ``qemu_binary``, else the double's.
+
+    The double is ``qmonitor-system-x86_64`` with QEMU's own arguments where that script is
+    installed, ``python -m qmonitor run`` (idle guest, state in ``directory``) otherwise, and
+    always for faults (``qmonitor run --faults``).
+    """
+    monitors = [
+        "-qmp",
+        f"unix:{qmp_socket},server=on,wait=off",
+        "-monitor",
+        f"unix:{hmp_socket},server=on,wait=off",
+        "-name",
+        name,
+    ]
+    machine = (["-S"] if options.paused else []) + (
+        ["-m", options.memory] if options.memory else []
+    )
+    qemu_args = ["-machine", "none", "-display", "none", "-nodefaults", *monitors, *machine]
+    if qemu_binary is not None:
+        return [qemu_binary, *qemu_args, *options.extra_args]
+    script = _find_double_script()
+    if script is not None and options.faults is None:
+        return [script, *qemu_args, *options.extra_args]
+    run = [sys.executable, "-m", "qmonitor", "run", *monitors, *machine]
+    run += ["--state-dir", os.path.join(directory, "state"), "--dirty-rate", "0"]
+    if options.faults is not None:
+        run += ["--faults", _faults_file(options.faults, directory)]
+    return [*run, *options.extra_args]
+
+
+def _faults_file(faults: str | os.PathLike[str] | Mapping[str, Any], directory: str) -> str:
+    if isinstance(faults, Mapping):
+        path = os.path.join(directory, "faults.json")
+        Path(path).write_text(json.dumps(faults))
+        return path
+    return os.fspath(faults)
+
+
+def _listening_unix_paths() -> set[str] | None:
+    """Paths of the listening unix sockets (Linux ``/proc/net/unix``), or None elsewhere.
+
+    A socket file exists from ``bind()``, but accepts only from ``listen()`` on. Reading the
+    table instead of connecting keeps the first connection for the test: a probe would get
+    the greeting and take a greeting fault meant for the test.
+    """
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    acceptcon = 0x10000  # __SO_ACCEPTCON in the Flags column: listening
+    paths = set()
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and int(fields[3], 16) & acceptcon:
+            paths.add(fields[7])
+    return paths
+
+
+def _wait_listening(
+    process: subprocess.Popen[bytes], program: str, paths: list[str], stderr: str
+) -> None:
+    """Return once every path is a listening socket; fail with the machine's stderr if it
+    exits or takes longer than :data:`STARTUP_TIMEOUT`."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        listening = _listening_unix_paths()
+        if listening is None:
+            ready = all(os.path.exists(path) for path in paths)
+        else:
+            ready = all(path in listening for path in paths)
+        if ready:
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            why = f"exited with {process.returncode}" if process.poll() is not None else "timed out"
+            output = Path(stderr).read_text(errors="replace").strip()
+            pytest.fail(f"{program} did not start ({why}): {output}", pytrace=False)
+        time.sleep(0.005)
+
+
+class VMFactory:
+    """``vm_factory(**options)``: start a machine (:class:`VMOptions`) and return its
+    :class:`VM` once its monitors listen; every machine is stopped and removed at teardown."""
+
+    def __init__(self, qemu_binary: str | None) -> None:
+        self.qemu_binary = qemu_binary
+        self.machines: list[VM] = []
+
+    def __call__(self, **options: Any) -> VM:
+        return self.start(VMOptions.from_keywords("vm_factory()", options))
+
+    def start(self, options: VMOptions) -> VM:
+        if options.faults is not None and self.qemu_binary is not None:
+            pytest.skip("faults need the qmonitor double, and this run is against real QEMU")
+        name = options.name or f"vm{len(self.machines)}"
+        # Short, so that the socket paths fit sun_path (108 bytes) wherever TMPDIR points.
+        directory = tempfile.mkdtemp(prefix="qmvm-")
+        qmp_socket = os.path.join(directory, "qmp.sock")
+        hmp_socket = os.path.join(directory, "hmp.sock")
+        command = machine_command(
+            options, name, directory, qmp_socket, hmp_socket, self.qemu_binary
+        )
+        stderr_path = os.path.join(directory, "stderr.log")
+        # State the double keeps by default ($XDG_STATE_HOME) stays in the directory too.
+        environment = {**os.environ, "XDG_STATE_HOME": directory}
+        with open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=directory,
+                env=environment,
+            )
+        machine = VM(
+            name, qmp_socket, hmp_socket, directory, command, self.qemu_binary is None, process
+        )
+        self.machines.append(machine)
+        _wait_listening(process, command[0], [qmp_socket, hmp_socket], stderr_path)
+        return machine
+
+    def close(self) -> None:
+        """Stop every machine and remove its directory."""
+        machines, self.machines = self.machines, []
+        for machine in machines:
+            machine.close_clients()
+        for machine in machines:
+            machine.stop()
+            shutil.rmtree(machine.directory, ignore_errors=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qmonitor", "qmonitor QMP test double")
+    group.addoption(
+        "--qemu-binary",
+        metavar="PATH",
+        default=None,
+        help="run the vm fixtures on this real QEMU (e.g. /usr/bin/qemu-system-x86_64) "
+        "instead of the qmonitor double",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "qmonitor_vm(name=None, memory=None, paused=False, faults=None, extra_args=()): "
+        "options of the machine the vm fixture starts",
+    )
+    binary = config.getoption("--qemu-binary", None)
+    if binary is not None and shutil.which(binary) is None:
+        raise pytest.UsageError(f"--qemu-binary: {binary} is not an executable")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Disconnect the test's clients before any fixture is torn down: an asyncio plugin's
+    event loop, which they live on, may be a fixture torn down before ``vm_factory``."""
+    for factory in item.stash.get(_factories_key, []):
+        for machine in factory.machines:
+            machine.close_clients()
+
+
+@pytest.fixture
+def vm_factory(request: pytest.FixtureRequest) -> Iterator[VMFactory]:
+    """Start machines with ``vm_factory(**options)``; all are stopped and removed after."""
+    factory = VMFactory(request.config.getoption("--qemu-binary"))
+    request.node.stash.setdefault(_factories_key, []).append(factory)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, vm_factory: VMFactory) -> VM:
+    """One machine, with the options of the test's ``qmonitor_vm`` marker."""
+    marker = request.node.get_closest_marker("qmonitor_vm")
+    keywords = dict(marker.kwargs) if marker is not None else {}
+    return vm_factory.start(VMOptions.from_keywords("@pytest.mark.qmonitor_vm", keywords))

@@ -1,0 +1,165 @@
+"""The pytest plugin as a user meets it: a test module of theirs, run by pytest (pytester in a
+subprocess, so the plugin comes from its ``pytest11`` entry point as in their project), against
+the double and, with ``--qemu-binary``, against real QEMU 7.2. Every machine it starts is gone
+afterwards, process and files."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+USER_TESTS = '''
+import asyncio
+
+import pytest
+from qemu.qmp import EventListener, ExecuteError
+
+
+@pytest.fixture(autouse=True)
+def report_machines(vm_factory):
+    """Says which machines the test made (for the suite around this one to check)."""
+    yield
+    for machine in vm_factory.machines:
+        print(f"MACHINE {machine.pid} {machine.directory}")
+
+
+async def test_a_fresh_vm_runs(vm):
+    qmp = await vm.qmp()
+    status = await qmp.execute("query-status")
+    assert status["status"] == "running" and status["running"] is True
+
+
+async def test_stop_and_cont_send_events(vm):
+    qmp = await vm.qmp()
+    listener = EventListener(("STOP", "RESUME"))
+    with qmp.listen(listener):
+        await qmp.execute("stop")
+        assert (await asyncio.wait_for(listener.get(), 10))["event"] == "STOP"
+        assert (await qmp.execute("query-status"))["status"] == "paused"
+        await qmp.execute("cont")
+        assert (await asyncio.wait_for(listener.get(), 10))["event"] == "RESUME"
+    assert (await qmp.execute("query-status"))["status"] == "running"
+
+
+@pytest.mark.qmonitor_vm(name="web", paused=True, memory="64M")
+async def test_marker_options(vm):
+    qmp = await vm.qmp()
+    assert await qmp.execute("query-name") == {"name": "web"}
+    assert (await qmp.execute("query-status"))["status"] == "prelaunch"
+
+
+async def test_the_human_monitor_socket(vm):
+    reader, writer = await asyncio.open_unix_connection(vm.hmp_socket)
+    banner = await asyncio.wait_for(reader.readuntil(b"(qemu) "), 10)
+    assert banner.startswith(b"QEMU 7.2.")
+    writer.close()
+
+
+async def test_two_machines_and_one_that_vanishes(vm_factory):
+    first, second = vm_factory(name="first"), vm_factory(name="second")
+    assert first.pid != second.pid and first.qmp_socket != second.qmp_socket
+    qmp = await second.qmp()
+    assert await qmp.execute("query-name") == {"name": "second"}
+    assert second.stop() is not None
+    with pytest.raises(Exception):
+        await asyncio.wait_for(qmp.execute("query-status"), 10)
+
+
+@pytest.mark.qmonitor_vm(faults={"faults": [
+    {"command": "query-status", "action": "error", "class": "GenericError",
+     "desc": "injected: no status today", "times": 1},
+]})
+async def test_a_failing_query_status_is_reported(vm):
+    qmp = await vm.qmp()
+    with pytest.raises(ExecuteError) as failure:
+        await qmp.execute("query-status")
+    assert failure.value.error_class == "GenericError"
+    assert str(failure.value) == "injected: no status today"
+    assert (await qmp.execute("query-status"))["status"] == "running"
+'''
+
+USER_INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, waiting for its parent to reap it, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def run_user_suite(
+    pytester: pytest.Pytester, machines_started: int, *options: str
+) -> pytest.RunResult:
+    """Run USER_TESTS in a subprocess with TMPDIR in the test's directory; check that every
+    machine it reported is gone (no process, no directory) and TMPDIR is left empty."""
+    temporary = pytester.path / "tmp"
+    temporary.mkdir()
+    pytester.makeini(USER_INI)
+    pytester.makepyfile(test_user=USER_TESTS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temporary))
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-rs", *options)
+    machines = re.findall(r"MACHINE (\d+) (\S+)", result.stdout.str())
+    assert len(machines) == machines_started, result.stdout.str()
+    for pid, directory in machines:
+        assert not Path(directory).exists()
+        assert not alive(int(pid))
+    assert list(temporary.iterdir()) == []
+    return result
+
+
+def test_a_user_suite_passes_against_the_double(pytester: pytest.Pytester) -> None:
+    result = run_user_suite(pytester, 7)
+    result.assert_outcomes(passed=6)
+
+
+@pytest.mark.qemu
+def test_the_same_suite_passes_against_real_qemu(pytester: pytest.Pytester) -> None:
+    result = run_user_suite(pytester, 6, "--qemu-binary=/usr/bin/qemu-system-x86_64")
+    result.assert_outcomes(passed=5, skipped=1)
+    result.stdout.fnmatch_lines(["*faults need the qmonitor double*real QEMU*"])
+
+
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+
+        @pytest.mark.qmonitor_vm(memroy="64M")
+        def test_typo(vm):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*@pytest.mark.qmonitor_vm: unknown option 'memroy'*"])
+    result.assert_outcomes(errors=1)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qemu-binary", "/no/qemu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--qemu-binary: /no/qemu is not an executable*"])
+
+
+def test_loading_the_plugin_loads_no_server_module() -> None:
+    """Every pytest run where qmonitor is installed imports the plugin; it must stay cheap."""
+    script = (
+        "import sys, qmonitor.testing.pytest_plugin; "
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('qmonitor.server', 'qmonitor.core'))))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=os.environ
+    ).stdout
+    assert output == "[]\n"
