@@ -38,6 +38,7 @@ from qmonitor.machine.migration import (
     MigrationManager,
     MigrationStatus,
     OutgoingMigration,
+    TakeNamedFd,
 )
 from qmonitor.machine.migration_settings import (
     MigrationCapability,
@@ -55,6 +56,7 @@ from qmonitor.machine.snapshots import (
     snapshot_missing,
 )
 from qmonitor.machine.state_commands import register_machine_state
+from qmonitor.server.fd_commands import named_fds, register_fd_commands
 from qmonitor.server.hmp_session import HumanSession
 from qmonitor.server.human import report_error
 
@@ -373,6 +375,8 @@ def register_machine_commands(
     _register_snapshots(monitor, services)
     _register_migration(monitor, services)
     _register_yank(monitor)
+    register_fd_commands(monitor)
+    monitor.fds.vm_running = lambda: machine.running
     config = config or MachineConfig()
     if config.uuid is not None:
         machine.uuid = config.uuid
@@ -650,13 +654,17 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
     monitor.event("MIGRATION", MigrationEventData)
     monitor.event("MIGRATION_PASS", MigrationPassData)
 
+    def names(ctx: Context) -> TakeNamedFd:
+        """``fd:NAME`` takes from the names of the monitor the command came from."""
+        return named_fds(monitor, ctx.session).take
+
     @command(name="migrate")
-    def migrate(uri: str, detach: bool | None = None) -> None:
+    def migrate(uri: str, ctx: Context, detach: bool | None = None) -> None:
         """Migrate to ``uri``; returns at once, follow it with query-migrate or events.
 
         ``detach`` is accepted and ignored, as by QEMU (qapi/migration.json).
         """
-        migration.start_outgoing(uri)
+        migration.start_outgoing(uri, names(ctx))
 
     @command(
         name="hmp-migrate",
@@ -677,7 +685,7 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         the command (Ctrl-C at the console) cancels the migration and returns once the source
         is back as it was.
         """
-        outgoing = migration.start_outgoing(uri)
+        outgoing = migration.start_outgoing(uri, names(ctx))
         if detach:
             return
         try:
@@ -709,9 +717,9 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             help="Continue an incoming migration from an -incoming defer",
         ),
     )
-    async def migrate_incoming(uri: str) -> None:
+    async def migrate_incoming(uri: str, ctx: Context) -> None:
         """Start an incoming migration on a VM started with ``-incoming defer``."""
-        await migration.start_incoming(uri)
+        await migration.start_incoming(uri, names(ctx))
 
     @command(
         name="query-migrate",

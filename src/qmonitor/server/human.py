@@ -49,7 +49,7 @@ async def _serve_stdio_plain(monitor: Monitor) -> None:
     session = HMPSession(
         monitor,
         on_open=monitor.human_sessions.add,
-        on_close=monitor.human_sessions.discard,
+        on_close=monitor.human_session_closed,
         close_at_eof=False,
     )
     await connect_stdio(session)
@@ -71,7 +71,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
             monitor,
             interactive=interactive,
             on_open=monitor.human_sessions.add,
-            on_close=monitor.human_sessions.discard,
+            on_close=monitor.human_session_closed,
         )
 
     if parsed.transport == "none":
@@ -82,7 +82,7 @@ async def serve_human(monitor: Monitor, address: str | Address, *, interactive: 
             if interactive and sys.stdin.isatty() and sys.stdout.isatty():
                 from qmonitor.server.console import start_console
 
-                start_console(monitor, monitor.human_sessions.add, monitor.human_sessions.discard)
+                start_console(monitor, monitor.human_sessions.add, monitor.human_session_closed)
             else:
                 await _serve_stdio_plain(monitor)
         elif parsed.server:

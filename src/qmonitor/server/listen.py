@@ -10,7 +10,9 @@ Accepted (QEMU's ``-qmp``/``-monitor`` spellings, qemu-options.hx "-chardev"):
 * ``stdio`` and ``none``.
 
 Unix sockets are created mode 0600. A socket path a live server still answers on is never taken
-over (:class:`AddressInUse`); a stale one (nothing listening) is replaced.
+over (:class:`AddressInUse`); a stale one (nothing listening) is replaced. Their connections are
+served by :class:`~qmonitor.server.fds.UnixTransport`, which receives the file descriptors a
+client passes (SCM_RIGHTS); TCP ones by the event loop's transports.
 
 :class:`HangupWatch` tells a client that only stopped sending from one that went away.
 """
@@ -27,6 +29,8 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from qmonitor.server.fds import ProtocolFactory, UnixServer, serve_unix_connection
 
 Transport = Literal["unix", "tcp", "stdio", "none"]
 
@@ -126,13 +130,10 @@ def _prepare_unix_path(path: str) -> None:
     raise AddressInUse(errno.EADDRINUSE, f"a live server is already listening on {path}")
 
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
-
-
 class Listener:
     """A listening socket serving one kind of session; ``close`` removes a unix path."""
 
-    def __init__(self, address: Address, server: asyncio.Server) -> None:
+    def __init__(self, address: Address, server: asyncio.Server | UnixServer) -> None:
         self.address = address
         self.server = server
 
@@ -159,19 +160,23 @@ async def start_listener(address: Address, factory: ProtocolFactory) -> Listener
     if address.transport == "unix":
         _prepare_unix_path(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
         try:
-            sock.bind(address.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(address.path, 0o600)
-        server = await loop.create_unix_server(factory, sock=sock, backlog=1024)
-    elif address.transport == "tcp":
-        server = await loop.create_server(
-            factory, address.host, address.port, reuse_address=True, backlog=1024
-        )
-    else:
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(address.path)
+            finally:
+                os.umask(old_umask)
+            os.chmod(address.path, 0o600)
+            sock.listen(1024)
+            return Listener(address, UnixServer(sock, factory))
+        except BaseException:
+            sock.close()
+            raise
+    if address.transport != "tcp":
         raise AddressError(f"cannot listen on {address.transport}")
+    server = await loop.create_server(
+        factory, address.host, address.port, reuse_address=True, backlog=1024
+    )
     return Listener(address, server)
 
 
@@ -179,8 +184,15 @@ async def connect_out(address: Address, factory: ProtocolFactory) -> asyncio.Bas
     """Reverse mode: connect to a listening client and serve it (QEMU without server=on)."""
     loop = asyncio.get_running_loop()
     if address.transport == "unix":
-        transport, _ = await loop.create_unix_connection(factory, address.path)
-    elif address.transport == "tcp":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address.path)
+        except BaseException:
+            sock.close()
+            raise
+        return serve_unix_connection(sock, factory)
+    if address.transport == "tcp":
         transport, _ = await loop.create_connection(factory, address.host, address.port)
     else:
         raise AddressError(f"cannot connect out to {address.transport}")

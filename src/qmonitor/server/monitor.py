@@ -36,6 +36,7 @@ from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.chardev import Chardev
+from qmonitor.server.fds import MonitorFds
 from qmonitor.server.listen import (
     Address,
     AddressError,
@@ -104,6 +105,8 @@ class Monitor:
         self.chardevs: list[Chardev] = []
         self._chardevs_opened = 0
         self.yank = YankRegistry()
+        # File descriptors clients passed: named per chardev, fd sets (qmonitor.server.fds).
+        self.fds = MonitorFds()
         self._event_listeners: list[EventListener] = []
         self._throttle = EventThrottle()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,6 +230,15 @@ class Monitor:
 
     def _session_closed(self, session: QMPSession) -> None:
         self.qmp_sessions.discard(session)
+        self._client_gone()
+
+    def human_session_closed(self, session: Closable) -> None:
+        """A human session ended (its ``on_close``)."""
+        self.human_sessions.discard(session)
+        self._client_gone()
+
+    def _client_gone(self) -> None:
+        self.fds.client_gone(len(self.qmp_sessions) + len(self.human_sessions))
 
     @property
     def hangups(self) -> HangupWatch:
@@ -340,4 +352,5 @@ class Monitor:
             human.close()
         if self._hangups is not None:
             self._hangups.close()
+        self.fds.close()
         self._closed.set()

@@ -373,6 +373,12 @@ class QMPSession(asyncio.Protocol):
                 self._blocking = None
         self._pump()
 
+    @property
+    def unparsed_input_bytes(self) -> int:
+        """Bytes received and not parsed yet: where the request being run ends, counted from
+        the end of the input (for descriptors passed with it, :mod:`qmonitor.server.fds`)."""
+        return self.connection.buffered_bytes
+
     # -- our extension ---------------------------------------------------------------------
 
     def cancel_request(self, request_id: object) -> bool:
