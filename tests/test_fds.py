@@ -22,7 +22,7 @@ import pytest
 from conftest import TestServer, wait_until
 from fd_client import FdClient, open_fds, same_file
 from qmonitor.server.fd_commands import register_fd_commands
-from qmonitor.server.fds import MAX_FD_MESSAGES_AHEAD, NO_FD_SUPPLIED
+from qmonitor.server.fds import MAX_FD_MESSAGES_AHEAD, MAX_FDS_PER_MESSAGE, NO_FD_SUPPLIED
 
 
 @contextlib.asynccontextmanager
@@ -126,6 +126,24 @@ async def test_getfd_keeps_what_was_sent_and_nothing_is_left_open(short_tmp: Pat
             for fd in (read_end, write_end, spare_read, spare_write):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+async def test_of_the_descriptors_of_one_message_only_the_first_is_kept(short_tmp: Path) -> None:
+    """20 descriptors with one ``getfd``: 16 arrive (MAX_FDS_PER_MESSAGE; the kernel closes the
+    other 4), the first is named, the others are closed (QEMU's ``tcp_get_msgfds``)."""
+    async with running_vm(short_tmp, "vm0") as (_, qmp):
+        client = await FdClient.connect(qmp)
+        pipes = [os.pipe() for _ in range(MAX_FDS_PER_MESSAGE + 4)]
+        try:
+            assert await client.returns("getfd", [w for _, w in pipes], fdname="first") == {}
+            for read_end, write_end in pipes:
+                os.close(write_end)
+                os.set_blocking(read_end, False)
+            assert not closed_by_peer(pipes[0][0])
+            assert all(closed_by_peer(read_end) for read_end, _ in pipes[1:])
+        finally:
+            for read_end, _ in pipes:
+                os.close(read_end)
 
 
 async def test_each_monitor_has_its_own_names_and_hmp_has_getfd(short_tmp: Path) -> None:
@@ -235,8 +253,8 @@ async def digest_of(client: FdClient) -> str:
 
 async def test_virsh_save_and_restore_through_passed_descriptors(short_tmp: Path) -> None:
     """libvirt's ``virsh save``: ``getfd`` + ``migrate fd:NAME`` to a file; ``virsh restore``:
-    ``-incoming defer`` + ``migrate-incoming fd:N``, N a descriptor the process inherited. A
-    second restore takes the file by name (``getfd`` + ``migrate-incoming fd:NAME``)."""
+    ``-incoming defer`` + ``migrate-incoming fd:N``, N a descriptor the process inherited. Then
+    the file by name (``getfd`` + ``migrate-incoming fd:NAME``), and ``-incoming fd:N``."""
     image = short_tmp / "saved.img"
     async with running_vm(short_tmp, "src", "--dirty-rate", "1M") as (source, qmp):
         client = await FdClient.connect(qmp)
@@ -265,12 +283,22 @@ async def test_virsh_save_and_restore_through_passed_descriptors(short_tmp: Path
     async with running_vm(short_tmp, "dst2", "-incoming", "defer", "-S") as (restored, qmp):
         client = await FdClient.connect(qmp)
         before = open_fds(restored.pid)
+        message = await client.error("migrate-incoming", uri="fd:99999")
+        assert message == "Unable to use file descriptor 99999: Bad file descriptor"
         with image.open("rb") as saved_file:
             assert await client.returns("getfd", [saved_file.fileno()], fdname="in") == {}
         assert await client.returns("migrate-incoming", uri="fd:in") == {}
         await wait_run_state(client, "paused")
         assert await digest_of(client) == saved
         assert open_fds(restored.pid) == before
+
+    with image.open("rb") as inherited:
+        fd = inherited.fileno()
+        options = ("-incoming", f"fd:{fd}")
+        async with running_vm(short_tmp, "dst3", *options, pass_fds=[fd]) as (_, qmp):
+            client = await FdClient.connect(qmp)
+            await wait_run_state(client, "running")
+            assert await digest_of(client) == saved
 
 
 async def test_live_migration_through_a_pipe(short_tmp: Path) -> None:

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-incoming",
         dest="incoming",
         metavar="URI|defer",
-        help="wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)",
+        help="wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, fd:N, defer)",
     )
     run.add_argument(
         "-no-shutdown",

@@ -2,8 +2,9 @@
 
 Source (QEMU migration/migration.c ``migration_thread`` and migration/ram.c):
 
-1. *setup*: connect to the URI (``tcp:HOST:PORT``, ``unix:PATH``, ``file:PATH``), mark every page
-   dirty, send the stream header;
+1. *setup*: connect to the URI (``tcp:HOST:PORT``, ``unix:PATH``, ``file:PATH``, or
+   ``fd:NAME``, a descriptor passed to the monitor), mark every page dirty, send the stream
+   header;
 2. *active*: pass after pass, take the dirty map (``MIGRATION_PASS`` n, ``dirty-sync-count``) and
    send its pages: all-zero pages as a 16-byte record, others in runs of up to 1 MiB, under the
    ``max-bandwidth`` cap (enforced per 100 ms, QEMU's ``XFER_LIMIT_RATIO``). The guest keeps
@@ -21,7 +22,8 @@ While a migration exists, source or destination, it is QEMU's yank instance ``{"
 "migration"}`` (:mod:`qmonitor.core.yank`; migration/migration.c registers it in
 ``qmp_migrate`` and ``qemu_start_incoming_migration`` and unregisters it when the migration
 ends). Yanking it shuts the connection down without telling the migration (a ``file:`` stream
-has nothing to shut down), so blocked I/O fails at once: the source's status is then ``failed``
+has nothing to shut down; a pipe passed for ``fd:`` is interrupted as if shut down, see
+:class:`_Descriptor`), so blocked I/O fails at once: the source's status is then ``failed``
 with the socket error, as QEMU's (``Unable to write to socket: Broken pipe``), not
 ``cancelled``, and the destination fails its load. A destination still waiting for its
 connection has nothing to yank yet, as in QEMU (the yank function comes with the channel).
@@ -37,7 +39,7 @@ The stream (our own; QEMU's is a sequence of device sections)::
     header  8-byte magic b"QMMIGR\\0\\1", 4-byte length, JSON {"ram-size", "page-size", "name"}
     record  16 bytes: kind (1 = pages follow, 2 = zero pages, 3 = end), count, first page
     end     after a kind-3 record: 4-byte length, JSON device state
-    ack     1 byte from the destination once it has loaded the state (not for file:)
+    ack     1 byte from the destination once it has loaded the state (not for file: or fd:)
 
 Threads: the sending and receiving loops run in worker threads with blocking sockets, so the
 bytes go from guest RAM to the kernel without copies (``sendall`` / ``readinto`` on memoryviews)
@@ -47,9 +49,11 @@ and keeps serving monitors.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
+import fcntl
 import functools
 import io
 import json
@@ -61,6 +65,7 @@ import socket
 import stat
 import struct
 import sys
+import termios
 import threading
 import time
 import typing
@@ -303,6 +308,9 @@ def migration_executor() -> ThreadPoolExecutor:
     return _executor
 
 
+_HOST_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")  # a pipe buffer's unit
+
+
 class _Cancelled(Exception):
     """The sender saw ``migrate_cancel``."""
 
@@ -314,16 +322,29 @@ class _Descriptor(io.RawIOBase):
     pipe down either (only socket channels have ``qio_channel_shutdown``); but a migration to a
     pipe whose reader stopped reading must still be cancellable, and ``quit`` must not wait for
     it. So every read and write first waits in ``poll`` for the descriptor and for a wake-up
-    pipe, and writes to a pipe at most ``PIPE_BUF`` bytes, which a pipe reported writable takes
-    without blocking. :meth:`interrupt` then acts as a socket's ``shutdown``: reads see the
-    end of the stream, writes fail with EPIPE.
+    pipe, and a write to a pipe is no longer than the room the pipe has (:meth:`_pipe_room`),
+    so that it does not block. :meth:`interrupt` then acts as a socket's ``shutdown``: reads
+    see the end of the stream, writes fail with EPIPE.
     """
 
     def __init__(self, fd: int) -> None:
         super().__init__()
         self._fd = fd
         self._wake_reader, self._wake_writer = os.pipe()
-        self._write_max = select.PIPE_BUF if stat.S_ISFIFO(os.fstat(fd).st_mode) else 1 << 20
+        self._pipe_size = 0  # bytes the pipe holds (F_GETPIPE_SZ); 0: not a pipe
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            self._pipe_size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+    def _pipe_room(self) -> int:
+        """Bytes the pipe, reported writable, takes without blocking.
+
+        Its size less what it holds (FIONREAD), less one page: a pipe keeps its bytes in pages,
+        and the one its reader is part-way through still takes a whole page. At least
+        ``PIPE_BUF``: a pipe is reported writable once a page is free.
+        """
+        queued = array.array("i", [0])
+        fcntl.ioctl(self._fd, termios.FIONREAD, queued)
+        return max(self._pipe_size - queued[0] - _HOST_PAGE_SIZE, select.PIPE_BUF)
 
     def readable(self) -> bool:
         return True
@@ -349,7 +370,8 @@ class _Descriptor(io.RawIOBase):
     def write(self, data: typing.Any) -> int:
         if not self._ready(select.POLLOUT):
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
-        return os.write(self._fd, memoryview(data)[: self._write_max])
+        size = self._pipe_room() if self._pipe_size else len(data)
+        return os.write(self._fd, memoryview(data)[:size])
 
     def interrupt(self) -> None:
         """Make waiting I/O, and all I/O after it, stop (see the class docstring)."""
@@ -365,7 +387,8 @@ class _Descriptor(io.RawIOBase):
 
 
 class _Channel:
-    """A blocking byte stream (a socket or a file), used from one worker thread at a time."""
+    """A blocking byte stream (a socket, a file, or a passed :class:`_Descriptor`), used from
+    one worker thread at a time."""
 
     def __init__(
         self,
@@ -423,7 +446,8 @@ class _Channel:
             self.descriptor.interrupt()
 
     def close(self) -> None:
-        for closable in (self.reader, self.file, self.descriptor, self.sock):
+        # The writer first: closing the reader of a descriptor closes the descriptor under it.
+        for closable in (self.file, self.reader, self.descriptor, self.sock):
             if closable is not None:
                 with contextlib.suppress(OSError):
                     closable.close()

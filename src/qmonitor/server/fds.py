@@ -317,6 +317,10 @@ class UnixTransport(asyncio.Transport):
         self._sock = sock
         self._fileno = sock.fileno()
         self._protocol = protocol
+        # Bound once: the read and write of every request go through them.
+        self._recvmsg = sock.recvmsg
+        self._send = sock.send
+        self._data_received = protocol.data_received
         self.received_fds = ReceivedFds()
         self.delivered = 0  # bytes handed to the protocol so far: where the stream is
         self._write_buffer: collections.deque[bytes] = collections.deque()
@@ -339,9 +343,7 @@ class UnixTransport(asyncio.Transport):
 
     def _read_ready(self) -> None:
         try:
-            data, ancillary, flags, _ = self._sock.recvmsg(
-                READ_SIZE, _ANCILLARY_SIZE, _MSG_CMSG_CLOEXEC
-            )
+            data, ancillary, flags, _ = self._recvmsg(READ_SIZE, _ANCILLARY_SIZE, _MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -351,7 +353,7 @@ class UnixTransport(asyncio.Transport):
             self._fds_arrived(ancillary, flags)
         if data:
             self.delivered += len(data)
-            self._protocol.data_received(data)
+            self._data_received(data)
         else:
             self._end_of_input()
 
@@ -400,7 +402,7 @@ class UnixTransport(asyncio.Transport):
             return
         if not self._write_buffer:
             try:
-                sent = self._sock.send(data)
+                sent = self._send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -509,6 +511,7 @@ class UnixTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = cast(asyncio.Protocol, protocol)
+        self._data_received = self._protocol.data_received
 
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
