@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu.qmp import ExecuteError, QMPClient
 
 from conftest import TestServer, wait_until
 from fd_client import FdClient, open_fds, same_file
@@ -351,3 +352,25 @@ async def test_cancel_and_quit_a_migration_into_a_pipe_nobody_reads(short_tmp: P
         finally:
             for read_end, _ in pipes:
                 os.close(read_end)
+
+
+async def test_qemu_qmp_send_fd_scm_then_getfd(short_tmp: Path) -> None:
+    """qemu.qmp's way: ``send_fd_scm`` sends a space carrying the descriptor, then the command."""
+    async with running_vm(short_tmp, "vm0") as (process, qmp):
+        client = QMPClient("test")
+        await client.connect(qmp)
+        read_end, write_end = os.pipe()
+        try:
+            client.send_fd_scm(read_end)
+            added = await client.execute("add-fd", {"opaque": "qemu.qmp"})
+            assert isinstance(added, dict) and added["fdset-id"] == 0
+            assert same_file(process.pid, added["fd"], read_end)
+            assert await client.execute("query-fdsets") == [
+                {"fdset-id": 0, "fds": [{"fd": added["fd"], "opaque": "qemu.qmp"}]}
+            ]
+            with pytest.raises(ExecuteError, match=NO_FD_SUPPLIED):
+                await client.execute("getfd", {"fdname": "none"})
+        finally:
+            await client.disconnect()
+            os.close(read_end)
+            os.close(write_end)
