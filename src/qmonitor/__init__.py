@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from qmonitor.server.authorize import PolicyError, load_policy
     from qmonitor.server.exposure import insecure_tcp_error
     from qmonitor.server.faults import install_faults
+    from qmonitor.server.fd_commands import named_fds, register_fd_commands
     from qmonitor.server.hmp_session import HumanSession
     from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
     from qmonitor.server.jobs import Job, JobManager
@@ -88,6 +89,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_policy": ("qmonitor.server.authorize", "load_policy"),
     "insecure_tcp_error": ("qmonitor.server.exposure", "insecure_tcp_error"),
     "install_faults": ("qmonitor.server.faults", "install_faults"),
+    "named_fds": ("qmonitor.server.fd_commands", "named_fds"),
+    "register_fd_commands": ("qmonitor.server.fd_commands", "register_fd_commands"),
     "HumanSession": ("qmonitor.server.hmp_session", "HumanSession"),
     "register_human_monitor_command": ("qmonitor.server.human", "register_human_monitor_command"),
     "report_error": ("qmonitor.server.human", "report_error"),
@@ -147,9 +150,11 @@ __all__ = [
     "insecure_tcp_error",
     "install_faults",
     "load_policy",
+    "named_fds",
     "parse_address",
     "parse_faults",
     "qdict_bucket",
+    "register_fd_commands",
     "register_human_monitor_command",
     "report_error",
     "serve_human",

@@ -409,7 +409,7 @@ Character devices and monitors:
 
 Run state:
 -S              freeze CPU at startup (use 'c' to start execution)
--incoming tcp:[host]:port|unix:socketpath|file:path|defer
+-incoming tcp:[host]:port|unix:socketpath|file:path|fd:N|defer
                 wait for an incoming migration
 -no-shutdown    stop before shutdown
 -pidfile file   write PID to 'file'

@@ -110,12 +110,7 @@ CHECKS: dict[str, Check] = {
     "Domain.Close": returns(),
 }
 
-_GETFD = "getfd/closefd with a descriptor over SCM_RIGHTS are not implemented yet (issue 12 item 3)"
 QMONITOR_NOT_YET: dict[str, str] = {
-    "qmp.RunWithFile(getfd)": _GETFD,
-    "qmp.Run(closefd)": _GETFD,
-    "raw.Getfd(no fd)": _GETFD,
-    "Domain.Supported(getfd)": _GETFD,
     "Domain.BlockStats": "query-blockstats is not implemented (not in issue 12's list)",
 }
 """Calls qmonitor does not answer as QEMU does yet, and why. Remove an entry when it passes."""

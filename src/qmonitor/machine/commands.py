@@ -32,6 +32,8 @@ from qmonitor import (
     QMPError,
     QMPName,
     SizeError,
+    named_fds,
+    register_fd_commands,
     report_error,
     strtosz,
 )
@@ -42,6 +44,7 @@ from qmonitor.machine.migration import (
     MigrationManager,
     MigrationStatus,
     OutgoingMigration,
+    TakeNamedFd,
 )
 from qmonitor.machine.migration_settings import (
     MigrationCapability,
@@ -379,6 +382,8 @@ def register_machine_commands(
     _register_snapshots(monitor, services)
     _register_migration(monitor, services)
     _register_yank(monitor)
+    register_fd_commands(monitor)
+    monitor.fds.vm_running = lambda: machine.running
     config = config or MachineConfig()
     if config.uuid is not None:
         machine.uuid = config.uuid
@@ -660,13 +665,17 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
     monitor.event("MIGRATION", MigrationEventData)
     monitor.event("MIGRATION_PASS", MigrationPassData)
 
+    def names(ctx: Context) -> TakeNamedFd:
+        """``fd:NAME`` takes from the names of the monitor the command came from."""
+        return named_fds(monitor, ctx.session).take
+
     @command(name="migrate")
-    def migrate(uri: str, detach: bool | None = None) -> None:
+    def migrate(uri: str, ctx: Context, detach: bool | None = None) -> None:
         """Migrate to ``uri``; returns at once, follow it with query-migrate or events.
 
         ``detach`` is accepted and ignored, as by QEMU (qapi/migration.json).
         """
-        migration.start_outgoing(uri)
+        migration.start_outgoing(uri, names(ctx))
 
     @command(
         name="hmp-migrate",
@@ -687,7 +696,7 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         the command (Ctrl-C at the console) cancels the migration and returns once the source
         is back as it was.
         """
-        outgoing = migration.start_outgoing(uri)
+        outgoing = migration.start_outgoing(uri, names(ctx))
         if detach:
             return
         try:
@@ -719,9 +728,9 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             help="Continue an incoming migration from an -incoming defer",
         ),
     )
-    async def migrate_incoming(uri: str) -> None:
+    async def migrate_incoming(uri: str, ctx: Context) -> None:
         """Start an incoming migration on a VM started with ``-incoming defer``."""
-        await migration.start_incoming(uri)
+        await migration.start_incoming(uri, names(ctx))
 
     @command(
         name="query-migrate",

@@ -2,8 +2,9 @@
 
 Source (QEMU migration/migration.c ``migration_thread`` and migration/ram.c):
 
-1. *setup*: connect to the URI (``tcp:HOST:PORT``, ``unix:PATH``, ``file:PATH``), mark every page
-   dirty, send the stream header;
+1. *setup*: connect to the URI (``tcp:HOST:PORT``, ``unix:PATH``, ``file:PATH``, or
+   ``fd:NAME``, a descriptor passed to the monitor), mark every page dirty, send the stream
+   header;
 2. *active*: pass after pass, take the dirty map (``MIGRATION_PASS`` n, ``dirty-sync-count``) and
    send its pages: all-zero pages as a 16-byte record, others in runs of up to 1 MiB, under the
    ``max-bandwidth`` cap (enforced per 100 ms, QEMU's ``XFER_LIMIT_RATIO``). The guest keeps
@@ -21,7 +22,8 @@ While a migration exists, source or destination, it is QEMU's yank instance ``{"
 "migration"}`` (:mod:`qmonitor.core.yank`; migration/migration.c registers it in
 ``qmp_migrate`` and ``qemu_start_incoming_migration`` and unregisters it when the migration
 ends). Yanking it shuts the connection down without telling the migration (a ``file:`` stream
-has nothing to shut down), so blocked I/O fails at once: the source's status is then ``failed``
+has nothing to shut down; a pipe passed for ``fd:`` is interrupted as if shut down, see
+:class:`_Descriptor`), so blocked I/O fails at once: the source's status is then ``failed``
 with the socket error, as QEMU's (``Unable to write to socket: Broken pipe``), not
 ``cancelled``, and the destination fails its load. A destination still waiting for its
 connection has nothing to yank yet, as in QEMU (the yank function comes with the channel).
@@ -37,7 +39,7 @@ The stream (our own; QEMU's is a sequence of device sections)::
     header  8-byte magic b"QMMIGR\\0\\1", 4-byte length, JSON {"ram-size", "page-size", "name"}
     record  16 bytes: kind (1 = pages follow, 2 = zero pages, 3 = end), count, first page
     end     after a kind-3 record: 4-byte length, JSON device state
-    ack     1 byte from the destination once it has loaded the state (not for file:)
+    ack     1 byte from the destination once it has loaded the state (not for file: or fd:)
 
 Threads: the sending and receiving loops run in worker threads with blocking sockets, so the
 bytes go from guest RAM to the kernel without copies (``sendall`` / ``readinto`` on memoryviews)
@@ -47,19 +49,24 @@ and keeps serving monitors.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import functools
 import io
 import json
 import logging
 import os
 import re
+import select
 import socket
+import stat
 import struct
 import sys
+import termios
 import threading
 import time
 import typing
@@ -194,9 +201,9 @@ class MigrationParameters:
 
 @dataclass(frozen=True, slots=True)
 class MigrationAddress:
-    """A parsed migration URI."""
+    """A parsed migration URI; ``fd:`` keeps the name or number as written, in ``path``."""
 
-    transport: Literal["tcp", "unix", "file"]
+    transport: Literal["tcp", "unix", "file", "fd"]
     host: str = ""
     port: int = 0
     path: str = ""
@@ -206,9 +213,45 @@ class MigrationAddress:
             return f"{self.host}:{self.port}"
         return self.path
 
+    @property
+    def one_way(self) -> bool:
+        """No confirmation byte comes back: a ``file:`` or ``fd:`` stream may be read by
+        something else than a destination (a file, libvirt's ``libvirt_iohelper``)."""
+        return self.transport in ("file", "fd")
+
+
+INVALID_PROTOCOL: Final = "Parameter 'uri' expects a valid migration protocol"
+
+TakeNamedFd = Callable[[str], int]
+"""Gives up the monitor's descriptor called NAME to the caller, or raises QEMU's error
+(monitor/misc.c ``monitor_get_fd``): the names of the monitor the command came from."""
+
+_INT_MAX: Final = 2**31 - 1
+_STRTOL_NUMBER = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
+
+
+def parse_fd_number(text: str) -> int:
+    """util/osdep.c ``qemu_parse_fd``: ``strtol`` base 10, whole string, 0..INT_MAX."""
+    if _STRTOL_NUMBER.fullmatch(text) is None or not 0 <= int(text) <= _INT_MAX:
+        raise QMPError(f"Invalid file descriptor number '{text}'")
+    return int(text)
+
+
+def incoming_fd(text: str, take_named_fd: TakeNamedFd | None) -> int:
+    """The descriptor of ``migrate-incoming fd:TEXT`` (monitor/misc.c ``monitor_fd_param``).
+
+    A name (not starting with a digit) is taken from the monitor's; a number is a descriptor
+    the process inherited (libvirt's ``virsh restore``). Without a monitor (``-incoming`` on
+    the command line) every text is read as a number.
+    """
+    if take_named_fd is not None and not (text[:1].isdigit() and text[:1].isascii()):
+        return take_named_fd(text)
+    return parse_fd_number(text)
+
 
 def parse_uri(uri: str) -> MigrationAddress:
-    """Parse ``tcp:HOST:PORT``, ``unix:PATH`` or ``file:PATH`` with QEMU's error texts."""
+    """Parse ``tcp:HOST:PORT``, ``unix:PATH``, ``file:PATH`` or ``fd:NAME`` with QEMU's error
+    texts."""
     scheme, _, rest = uri.partition(":")
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
@@ -223,7 +266,9 @@ def parse_uri(uri: str) -> MigrationAddress:
         if not rest:
             raise QMPError("invalid file path")
         return MigrationAddress("file", path=rest)
-    raise QMPError("Parameter 'uri' expects a valid migration protocol")
+    if scheme == "fd":
+        return MigrationAddress("fd", path=rest)
+    raise QMPError(INVALID_PROTOCOL)
 
 
 BACKGROUND_NICENESS: Final = 10
@@ -288,18 +333,102 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+_HOST_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")  # a pipe buffer's unit
+
+
 class _Cancelled(Exception):
     """The sender saw ``migrate_cancel``."""
 
 
-class _Channel:
-    """A blocking byte stream (a socket or a file), used from one worker thread at a time."""
+class _Descriptor(io.RawIOBase):
+    """A passed descriptor that is not a socket (a pipe, a file), interruptible.
 
-    def __init__(self, sock: socket.socket | None = None, file: BinaryIO | None = None) -> None:
+    A blocked read or write on a pipe cannot be woken by another thread, and QEMU cannot shut a
+    pipe down either (only socket channels have ``qio_channel_shutdown``); but a migration to a
+    pipe whose reader stopped reading must still be cancellable, and ``quit`` must not wait for
+    it. So every read and write first waits in ``poll`` for the descriptor and for a wake-up
+    pipe, and a write to a pipe is no longer than the room the pipe has (:meth:`_pipe_room`),
+    so that it does not block. :meth:`interrupt` then acts as a socket's ``shutdown``: reads
+    see the end of the stream, writes fail with EPIPE.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._wake_reader, self._wake_writer = os.pipe()
+        self._pipe_size = 0  # bytes the pipe holds (F_GETPIPE_SZ); 0: not a pipe
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            self._pipe_size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+    def _pipe_room(self) -> int:
+        """Bytes the pipe, reported writable, takes without blocking.
+
+        Its size less what it holds (FIONREAD), less one page: a pipe keeps its bytes in pages,
+        and the one its reader is part-way through still takes a whole page. At least
+        ``PIPE_BUF``: a pipe is reported writable once a page is free.
+        """
+        queued = array.array("i", [0])
+        fcntl.ioctl(self._fd, termios.FIONREAD, queued)
+        return max(self._pipe_size - queued[0] - _HOST_PAGE_SIZE, select.PIPE_BUF)
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _ready(self, event: int) -> bool:
+        """Wait until the descriptor is ready for ``event``; False once interrupted."""
+        poller = select.poll()
+        poller.register(self._fd, event)
+        poller.register(self._wake_reader, select.POLLIN)
+        return all(fd != self._wake_reader for fd, _ in poller.poll())
+
+    def readinto(self, buffer: typing.Any) -> int:
+        if not self._ready(select.POLLIN):
+            return 0
+        return os.readv(self._fd, [buffer])
+
+    def write(self, data: typing.Any) -> int:
+        if not self._ready(select.POLLOUT):
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+        size = self._pipe_room() if self._pipe_size else len(data)
+        return os.write(self._fd, memoryview(data)[:size])
+
+    def interrupt(self) -> None:
+        """Make waiting I/O, and all I/O after it, stop (see the class docstring)."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_writer, b"\0")
+
+    def close(self) -> None:
+        if not self.closed:
+            for fd in (self._fd, self._wake_reader, self._wake_writer):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        super().close()
+
+
+class _Channel:
+    """A blocking byte stream (a socket, a file, or a passed :class:`_Descriptor`), used from
+    one worker thread at a time."""
+
+    def __init__(
+        self,
+        sock: socket.socket | None = None,
+        file: BinaryIO | None = None,
+        descriptor: _Descriptor | None = None,
+    ) -> None:
         self.sock = sock
         self.file = file
+        self.descriptor = descriptor
         self.reader: io.BufferedIOBase | None = None
-        if sock is not None:
+        if descriptor is not None:
+            self.reader = io.BufferedReader(descriptor, buffer_size=1 << 16)
+            self.file = typing.cast(BinaryIO, io.BufferedWriter(descriptor, buffer_size=1 << 16))
+        elif sock is not None:
             sock.setblocking(True)
             self.reader = typing.cast(io.BufferedIOBase, sock.makefile("rb", buffering=1 << 16))
         elif isinstance(file, io.BufferedIOBase):
@@ -324,23 +453,42 @@ class _Channel:
         if self.reader.readinto(view) != len(view):
             raise EOFError("the migration stream ended early")
 
-    def finish_file(self) -> None:
-        """Flush and fsync a file stream (the whole state must be on disk)."""
+    def finish(self, address: MigrationAddress) -> None:
+        """Write out what is buffered; fsync a ``file:`` stream (the whole state must be on
+        disk). A passed descriptor is not synced: QEMU does not, and its owner decides (libvirt
+        syncs the saved image itself)."""
         if self.file is not None:
             self.file.flush()
-            os.fsync(self.file.fileno())
+            if address.transport == "file":
+                os.fsync(self.file.fileno())
 
     def interrupt(self) -> None:
         """Make blocked I/O in another thread fail at once (migrate_cancel)."""
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
+        if self.descriptor is not None:
+            self.descriptor.interrupt()
 
     def close(self) -> None:
-        for closable in (self.reader, self.file, self.sock):
+        # The writer first: closing the reader of a descriptor closes the descriptor under it.
+        for closable in (self.file, self.reader, self.descriptor, self.sock):
             if closable is not None:
                 with contextlib.suppress(OSError):
                     closable.close()
+
+
+def fd_channel(fd: int) -> _Channel:
+    """The stream over a passed descriptor, which it owns from here (io/channel-util.c
+    ``qio_channel_new_fd``): a socket if it is one, so that cancel and yank shut it down,
+    else a :class:`_Descriptor`. QMPError if ``fd`` is not open (it is then not closed)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        raise QMPError(f"Unable to use file descriptor {fd}: {exc.strerror}") from None
+    if stat.S_ISSOCK(mode):
+        return _Channel(sock=socket.socket(fileno=fd))
+    return _Channel(descriptor=_Descriptor(fd))
 
 
 def _connect(address: MigrationAddress) -> _Channel:
@@ -379,6 +527,7 @@ class OutgoingMigration:
         notify: Notify,
         yank: YankRegistry,
         fault: FaultRule | None = None,
+        channel: _Channel | None = None,
     ) -> None:
         self.machine = machine
         # An injected failure (docs/TESTING.md, "Injecting faults"): the socket "resets" at
@@ -399,7 +548,7 @@ class OutgoingMigration:
         self.done = asyncio.get_running_loop().create_future()
         self._notify = notify
         self._cancel = threading.Event()
-        self._channel: _Channel | None = None
+        self._channel = channel  # given for fd:, opened by the migration otherwise
         self._pass_pages = 0
         self._pass_done = 0
         self._final_stage = False
@@ -477,7 +626,8 @@ class OutgoingMigration:
     async def _run(self) -> None:
         machine = self.machine
         try:
-            self._channel = await offload(lambda: _connect(self.address))
+            if self._channel is None:
+                self._channel = await offload(lambda: _connect(self.address))
             if self._cancel.is_set():
                 raise _Cancelled
             header = json.dumps(
@@ -597,8 +747,8 @@ class OutgoingMigration:
         self._send_pages(dirty_map)
         channel.send(_RECORD.pack(RECORD_END, 0, 0) + _LENGTH.pack(len(state)) + state)
         self.stats.transferred += _RECORD.size + _LENGTH.size + len(state)
-        if self.address.transport == "file":
-            channel.finish_file()
+        if self.address.one_way:
+            channel.finish(self.address)
             return
         if channel.read_exact(1) != ACK:
             raise QMPError("The destination did not confirm the migration")
@@ -710,6 +860,7 @@ class IncomingMigration:
         notify: Notify,
         on_failure: Callable[[str], None],
         yank: YankRegistry,
+        channel: _Channel | None = None,
     ) -> None:
         self.machine = machine
         self.address = address
@@ -721,11 +872,14 @@ class IncomingMigration:
         self._notify = notify
         self._on_failure = on_failure
         self._listener: socket.socket | None = None
-        self._channel: _Channel | None = None
+        self._channel = channel  # given for fd:, opened by start() for file:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen (or open the file) now, so that errors reach the command; load in a task."""
+        """Listen (or open the file) now, so that errors reach the command; load in a task.
+
+        An ``fd:`` stream is given open, and loaded as soon as it has bytes.
+        """
         address = self.address
         try:
             if address.transport == "file":
@@ -737,7 +891,7 @@ class IncomingMigration:
                 listener.bind(address.path)
                 self._listener = listener
                 self.socket_address = [SocketAddress("unix", path=address.path)]
-            else:
+            elif address.transport == "tcp":
                 listener = socket.create_server((address.host, address.port))
                 self._listener = listener
                 host, port = listener.getsockname()[:2]
@@ -808,7 +962,7 @@ class IncomingMigration:
             assert channel is not None
             state = await offload(lambda: self._receive(channel), migration_executor())
             self._apply(state)
-            if self.address.transport != "file":
+            if not self.address.one_way:
                 await offload(lambda: channel.send(ACK))
             self._set_status(MigrationStatus.COMPLETED)
         except (
@@ -902,12 +1056,25 @@ class MigrationManager:
             return address
         return dataclasses.replace(address, path=self.file_paths.resolve(address.path))
 
+    refused: MigrationInfo | None = None  # a migrate that failed to start, for query-migrate
+
     def _notify(self, name: str, data: dict[str, Any]) -> None:
         if self.events:
             self.emit(name, data)
 
-    def start_outgoing(self, uri: str) -> OutgoingMigration:
-        """``migrate``: checks in QEMU's order (migration.c ``migrate_prepare``), then start."""
+    def start_outgoing(
+        self, uri: str, take_named_fd: TakeNamedFd | None = None
+    ) -> OutgoingMigration:
+        """``migrate``: checks in QEMU's order (migration.c ``migrate_prepare``), then start.
+
+        ``fd:NAME`` takes the descriptor of that name from ``take_named_fd`` (the names of the
+        monitor the command came from; none without one), as QEMU's
+        ``fd_start_outgoing_migration``: the migration writes to it and closes it at the end.
+
+        A URI that cannot be used leaves the migration ``failed``, as in QEMU (``setup`` then
+        ``failed`` events): with QEMU's ``error-desc``, except for an unknown protocol, which
+        QEMU reports to the command only.
+        """
         if self.outgoing is not None and self.outgoing.in_progress:
             raise QMPError("There's a migration process in progress")
         if self.machine.run_state is RunState.INMIGRATE:
@@ -916,14 +1083,28 @@ class MigrationManager:
             raise QMPError(f"The VM is busy ({self.machine.run_state})")
         try:
             address = parse_uri(uri)
-        except QMPError:
+            channel = None
+            if address.transport == "fd":
+                if take_named_fd is None:
+                    raise QMPError(f"File descriptor named '{address.path}' has not been found")
+                channel = fd_channel(take_named_fd(address.path))
+        except QMPError as error:
             self._notify("MIGRATION", {"status": MigrationStatus.SETUP.value})
             self._notify("MIGRATION", {"status": MigrationStatus.FAILED.value})
+            shown = None if error.desc == INVALID_PROTOCOL else error.desc
+            self.refused = MigrationInfo(status=MigrationStatus.FAILED, error_desc=shown)
             raise
         address = self._confined(address)
         fault = self.faults.migration_fault() if self.faults is not None else None
+        self.refused = None
         self.outgoing = OutgoingMigration(
-            self.machine, address, self.parameters, self._notify, self.yank, fault
+            self.machine,
+            address,
+            self.parameters,
+            self._notify,
+            self.yank,
+            fault=fault,
+            channel=channel,
         )
         self.outgoing.start()
         return self.outgoing
@@ -933,15 +1114,22 @@ class MigrationManager:
         if self.outgoing is not None:
             self.outgoing.cancel()
 
-    async def start_incoming(self, uri: str) -> None:
-        """``migrate-incoming`` (and ``-incoming URI`` at startup)."""
+    async def start_incoming(self, uri: str, take_named_fd: TakeNamedFd | None = None) -> None:
+        """``migrate-incoming`` (and ``-incoming URI`` at startup).
+
+        ``fd:NAME`` takes a named descriptor from ``take_named_fd``, ``fd:N`` uses descriptor
+        N of the process (:func:`incoming_fd`); the migration reads it and closes it.
+        """
         if self.incoming_started:
             raise QMPError("The incoming migration has already been started")
         if self.machine.run_state is not RunState.INMIGRATE:
             raise QMPError("'-incoming' was not specified on the command line")
         address = self._confined(parse_uri(uri))
+        channel = None
+        if address.transport == "fd":
+            channel = fd_channel(incoming_fd(address.path, take_named_fd))
         incoming = IncomingMigration(
-            self.machine, address, self._notify, self.on_incoming_failure, self.yank
+            self.machine, address, self._notify, self.on_incoming_failure, self.yank, channel
         )
         await incoming.start()
         self.incoming = incoming
@@ -950,6 +1138,8 @@ class MigrationManager:
     def info(self) -> MigrationInfo:
         """``query-migrate``: the source's view if this machine migrated out, else the
         destination's (QEMU fills the destination's first, then the source's over it)."""
+        if self.refused is not None:
+            return self.refused
         if self.outgoing is not None:
             return self.outgoing.info()
         if self.incoming is not None:

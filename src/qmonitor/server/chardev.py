@@ -75,6 +75,10 @@ class Chardev:
 
         return make_session
 
+    def serves(self, session: object) -> bool:
+        """Whether ``session`` was made by :meth:`track` of this chardev."""
+        return session in self._sessions
+
     def yank(self) -> None:
         """Shut down the connection of every session served on this chardev."""
         for session in list(self._sessions):

@@ -428,6 +428,11 @@ class HMPSession(HumanSession, asyncio.Protocol):
 
     # -- input --------------------------------------------------------------------------------
 
+    @property
+    def unparsed_input_bytes(self) -> int:
+        """Bytes received and not fed to the line editor yet (:mod:`qmonitor.server.fds`)."""
+        return len(self.pending_input)
+
     def _complete(self, text: str) -> tuple[str, list[str]]:
         try:
             return complete(command_table(self.monitor.registry), text)
@@ -451,6 +456,10 @@ class HMPSession(HumanSession, asyncio.Protocol):
                 consumed += 1
                 self._send(echo)
                 if line is not None:
+                    # The line's command sees only what follows it as unread: which passed
+                    # descriptors came before it is counted from that (unparsed_input_bytes).
+                    del self.pending_input[:consumed]
+                    consumed = 0
                     self.execute(line.decode("utf-8", "replace"))
             del self.pending_input[:consumed]
         finally:

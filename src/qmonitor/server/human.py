@@ -66,7 +66,7 @@ def _session_hooks(monitor: Monitor) -> tuple[SessionHook, SessionHook]:
         monitor.trace_session_opened("hmp", session, describe_peer(transport))
 
     def closed(session: HumanSession) -> None:
-        monitor.human_sessions.discard(session)
+        monitor.human_session_closed(session)
         monitor.trace_session_closed(session)
 
     return opened, closed

@@ -14,7 +14,9 @@ Accepted (QEMU's ``-qmp``/``-monitor`` spellings, qemu-options.hx "-chardev"):
   chardev/char-socket.c reads ``fd=`` by ``server=``.
 
 Unix sockets are created mode 0600. A socket path a live server still answers on is never taken
-over (:class:`AddressInUse`); a stale one (nothing listening) is replaced.
+over (:class:`AddressInUse`); a stale one (nothing listening) is replaced. Their connections are
+served by :class:`~qmonitor.server.fds.UnixTransport`, which receives the file descriptors a
+client passes (SCM_RIGHTS); TCP ones by the event loop's transports.
 
 :class:`HangupWatch` tells a client that only stopped sending from one that went away.
 """
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qmonitor.core.errors import QMonitorError
+from qmonitor.server.fds import ProtocolFactory, UnixServer, serve_unix_connection
 from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
 
 Transport = Literal["unix", "tcp", "fd", "stdio", "none"]
@@ -138,13 +141,10 @@ def _prepare_unix_path(path: str) -> None:
     raise AddressInUse(errno.EADDRINUSE, f"a live server is already listening on {path}")
 
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
-
-
 class Listener:
     """A listening socket serving one kind of session; ``close`` removes a unix path."""
 
-    def __init__(self, address: Address, server: asyncio.Server) -> None:
+    def __init__(self, address: Address, server: asyncio.Server | UnixServer) -> None:
         self.address = address
         self.server = server
 
@@ -185,26 +185,43 @@ async def start_listener(
     if address.transport == "unix":
         _prepare_unix_path(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
         try:
-            sock.bind(address.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(address.path, 0o600)
-        server = await loop.create_unix_server(factory, sock=sock, backlog=1024, **tls_options)
-    elif address.transport == "tcp":
-        server = await loop.create_server(
-            factory, address.host, address.port, reuse_address=True, backlog=1024, **tls_options
-        )
-    elif address.transport == "fd":
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(address.path)
+            finally:
+                os.umask(old_umask)
+            os.chmod(address.path, 0o600)
+            sock.listen(1024)
+        except BaseException:
+            sock.close()
+            raise
+        return Listener(address, await _unix_server(loop, sock, factory, tls_options))
+    if address.transport == "fd":
         sock = inherited_socket(address.fd)
         if sock.family == socket.AF_UNIX:
-            server = await loop.create_unix_server(factory, sock=sock, **tls_options)
-        else:
-            server = await loop.create_server(factory, sock=sock, **tls_options)
-    else:
+            return Listener(address, await _unix_server(loop, sock, factory, tls_options))
+        return Listener(address, await loop.create_server(factory, sock=sock, **tls_options))
+    if address.transport != "tcp":
         raise AddressError(f"cannot listen on {address.transport}")
+    server = await loop.create_server(
+        factory, address.host, address.port, reuse_address=True, backlog=1024, **tls_options
+    )
     return Listener(address, server)
+
+
+async def _unix_server(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    factory: ProtocolFactory,
+    tls_options: dict[str, Any],
+) -> UnixServer | asyncio.Server:
+    """Serve a listening unix socket: with :class:`~qmonitor.server.fds.UnixServer`, whose
+    connections receive the descriptors clients pass (SCM_RIGHTS), or, over TLS (where no
+    descriptor can pass), with the loop's own TLS server."""
+    if not tls_options:
+        return UnixServer(sock, factory)
+    return await loop.create_unix_server(factory, sock=sock, **tls_options)
 
 
 def inherited_socket(fd: int) -> socket.socket:
@@ -220,15 +237,26 @@ async def connect_out(address: Address, factory: ProtocolFactory) -> asyncio.Bas
     """Reverse mode: connect to a listening client and serve it (QEMU without server=on).
 
     For an inherited connected socket (``fd=`` without ``server``) the connection exists
-    already: it is served as it is (``loop.connect_accepted_socket``).
+    already: it is served as it is (a unix one by :class:`~qmonitor.server.fds.UnixTransport`,
+    so that it receives descriptors too; another by ``loop.connect_accepted_socket``).
     """
     loop = asyncio.get_running_loop()
     if address.transport == "fd":
-        transport, _ = await loop.connect_accepted_socket(factory, inherited_socket(address.fd))
+        sock = inherited_socket(address.fd)
+        if sock.family == socket.AF_UNIX:
+            return serve_unix_connection(sock, factory)
+        transport, _ = await loop.connect_accepted_socket(factory, sock)
         return transport
     if address.transport == "unix":
-        transport, _ = await loop.create_unix_connection(factory, address.path)
-    elif address.transport == "tcp":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address.path)
+        except BaseException:
+            sock.close()
+            raise
+        return serve_unix_connection(sock, factory)
+    if address.transport == "tcp":
         transport, _ = await loop.create_connection(factory, address.host, address.port)
     else:
         raise AddressError(f"cannot connect out to {address.transport}")

@@ -50,6 +50,7 @@ from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builti
 from qmonitor.server.chardev import Chardev
 from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.server.faults import apply_command_fault
+from qmonitor.server.fds import MonitorFds
 from qmonitor.server.host import EventListener, HostedSession
 from qmonitor.server.listen import (
     Address,
@@ -171,6 +172,8 @@ class Monitor:
         self.chardevs: list[Chardev] = []
         self._chardevs_opened = 0
         self.yank = YankRegistry()
+        # File descriptors clients passed: named per chardev, fd sets (qmonitor.server.fds).
+        self.fds = MonitorFds()
         self._event_listeners: list[EventListener] = []
         self._throttle = EventThrottle()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -529,6 +532,15 @@ class Monitor:
         """A QMP session is gone."""
         self.qmp_sessions.discard(session)
         self.trace_session_closed(session)
+        self._client_gone()
+
+    def human_session_closed(self, session: Closable) -> None:
+        """A human session ended (its ``on_close``)."""
+        self.human_sessions.discard(session)
+        self._client_gone()
+
+    def _client_gone(self) -> None:
+        self.fds.client_gone(len(self.qmp_sessions) + len(self.human_sessions))
 
     @property
     def hangups(self) -> HangupWatch:
@@ -667,6 +679,7 @@ class Monitor:
             human.close()
         if self._hangups is not None:
             self._hangups.close()
+        self.fds.close()
         if self.audit is not None:
             await self._sessions_closed()  # their session.closed records are audited
             self.audit.close()

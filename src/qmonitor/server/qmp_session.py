@@ -400,6 +400,12 @@ class QMPSession(asyncio.Protocol):
                 self._blocking = None
         self._pump()
 
+    @property
+    def unparsed_input_bytes(self) -> int:
+        """Bytes received and not parsed yet: where the request being run ends, counted from
+        the end of the input (for descriptors passed with it, :mod:`qmonitor.server.fds`)."""
+        return self.connection.buffered_bytes
+
     # -- for the monitor and the commands (HostedSession, Session) -------------------------
 
     def cancel_all(self, reason: str) -> list[asyncio.Future[object]]:
