@@ -200,6 +200,9 @@ MIGRATION = [
     ),
     ("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}),
     ("query-migrate-capabilities", None),
+    # libvirt's `virsh save` sends every argument of QEMU 7.2's migrate (resume: false)
+    ("migrate", {"uri": "tcp:127.0.0.1:1", "resume": True}),
+    ("migrate", {"uri": "nosuch:1", "blk": False, "inc": False, "detach": True, "resume": False}),
 ]
 
 

@@ -200,7 +200,9 @@ def machine_config(
         )
     return MachineConfig(
         machine_type=command_line.machine.type,
-        cpu_model=command_line.cpu or DEFAULT_CPU_MODEL,
+        # -cpu MODEL[,FEATURE=VALUE...]: the model is what precedes the first comma
+        # (hw/core/cpu-common.c parse_cpu_option: g_strsplit(cpu_option, ",", 2)).
+        cpu_model=(command_line.cpu or DEFAULT_CPU_MODEL).split(",", 1)[0],
         cpus=smp.cpus,
         topology=CpuTopology(smp.sockets, smp.dies, smp.cores, smp.threads),
         uuid=str(command_line.uuid or UUID(int=0)),

@@ -142,17 +142,7 @@ def test_start_suspend_resume_monitor_destroy(domain: Domain) -> None:
     assert domain.state() == "shut off"
 
 
-GETFD_PENDING = (
-    "virsh save passes the file with getfd over SCM_RIGHTS, which the stand-in does not "
-    "implement yet (issue 12 item 3, branch h-fds)"
-)
-
-
-def test_save_and_restore_bring_back_the_same_ram(
-    domain: Domain, request: pytest.FixtureRequest
-) -> None:
-    if domain.emulator.id == "qmonitor":
-        request.applymarker(pytest.mark.xfail(reason=GETFD_PENDING, strict=True))
+def test_save_and_restore_bring_back_the_same_ram(domain: Domain) -> None:
     domain.virsh("start")
     domain.virsh("suspend")
     before = domain.ram_digest()

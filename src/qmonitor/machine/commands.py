@@ -670,11 +670,24 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
         return named_fds(monitor, ctx.session).take
 
     @command(name="migrate")
-    def migrate(uri: str, ctx: Context, detach: bool | None = None) -> None:
+    def migrate(
+        uri: str,
+        ctx: Context,
+        blk: bool | None = None,
+        inc: bool | None = None,
+        detach: bool | None = None,
+        resume: bool | None = None,
+    ) -> None:
         """Migrate to ``uri``; returns at once, follow it with query-migrate or events.
 
-        ``detach`` is accepted and ignored, as by QEMU (qapi/migration.json).
+        QEMU 7.2's arguments (qapi/migration.json), as libvirt sends them (``virsh save`` sends
+        ``resume: false``): ``detach`` is ignored, as by QEMU; ``blk``/``inc`` ask for block
+        migration, which has nothing to copy on a machine without disks; ``resume`` continues
+        a paused postcopy migration, which this machine never has (QEMU's error, checked
+        first as in migration.c ``migrate_prepare``).
         """
+        if resume:
+            raise QMPError("Cannot resume if there is no paused migration")
         migration.start_outgoing(uri, names(ctx))
 
     @command(
