@@ -5,8 +5,7 @@ machine and returns once its QMP and human monitor sockets listen (start), then 
 (SIGTERM, wait) and removes its directory (stop). Both kinds are measured in one run,
 alternating, ``--rounds`` times each:
 
-* the double: ``qmonitor-system-x86_64`` with QEMU's arguments where that script is installed,
-  else ``python -m qmonitor run ... --dirty-rate 0`` (the fixture's own choice);
+* the double: the stand-in, ``qmonitor-system-x86_64``, with QEMU's arguments (below);
 * real QEMU: ``qemu-system-x86_64 -machine none -display none -nodefaults -qmp unix:P,
   server=on,wait=off -monitor unix:H,server=on,wait=off -name vm0``.
 

@@ -27,7 +27,8 @@ def report_machines(vm_factory):
     """Says which machines the test made (for the suite around this one to check)."""
     yield
     for machine in vm_factory.machines:
-        print(f"MACHINE {machine.pid} {machine.directory}")
+        program = machine.command[0].rsplit("/", 1)[-1]
+        print(f"MACHINE {machine.pid} {machine.directory} {program}")
 
 
 async def test_a_fresh_vm_runs(vm):
@@ -102,10 +103,11 @@ def alive(pid: int) -> bool:
 
 
 def run_user_suite(
-    pytester: pytest.Pytester, machines_started: int, *options: str
+    pytester: pytest.Pytester, machines_started: int, program: str, *options: str
 ) -> pytest.RunResult:
     """Run USER_TESTS in a subprocess with TMPDIR in the test's directory; check that every
-    machine it reported is gone (no process, no directory) and TMPDIR is left empty."""
+    machine it reported ran ``program`` and is gone (no process, no directory), and that
+    TMPDIR is left empty."""
     temporary = pytester.path / "tmp"
     temporary.mkdir()
     pytester.makeini(USER_INI)
@@ -113,9 +115,10 @@ def run_user_suite(
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(temporary))
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-rs", *options)
-    machines = re.findall(r"MACHINE (\d+) (\S+)", result.stdout.str())
+    machines = re.findall(r"MACHINE (\d+) (\S+) (\S+)", result.stdout.str())
     assert len(machines) == machines_started, result.stdout.str()
-    for pid, directory in machines:
+    assert {started for _, _, started in machines} == {program}
+    for pid, directory, _ in machines:
         assert not Path(directory).exists()
         assert not alive(int(pid))
     assert list(temporary.iterdir()) == []
@@ -123,13 +126,16 @@ def run_user_suite(
 
 
 def test_a_user_suite_passes_against_the_double(pytester: pytest.Pytester) -> None:
-    result = run_user_suite(pytester, 7)
+    """Every machine, the one with faults too, is the stand-in with QEMU's command line."""
+    result = run_user_suite(pytester, 7, "qmonitor-system-x86_64")
     result.assert_outcomes(passed=6)
 
 
 @pytest.mark.qemu
 def test_the_same_suite_passes_against_real_qemu(pytester: pytest.Pytester) -> None:
-    result = run_user_suite(pytester, 6, "--qemu-binary=/usr/bin/qemu-system-x86_64")
+    result = run_user_suite(
+        pytester, 6, "qemu-system-x86_64", "--qemu-binary=/usr/bin/qemu-system-x86_64"
+    )
     result.assert_outcomes(passed=5, skipped=1)
     result.stdout.fnmatch_lines(["*faults need the qmonitor double*real QEMU*"])
 
@@ -150,6 +156,26 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qemu-binary", "/no/qemu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--qemu-binary: /no/qemu is not an executable*"])
+
+
+def test_the_entry_point_for_a_python_without_the_script_is_the_stand_ins() -> None:
+    """Where ``qmonitor-system-x86_64`` is not installed, the plugin runs this Python with
+    STANDIN_ENTRY_POINT: the same program, answering as the stand-in does."""
+    from qmonitor.testing.pytest_plugin import STANDIN_ENTRY_POINT
+
+    script = subprocess.run(
+        [str(Path(sys.executable).with_name("qmonitor-system-x86_64")), "-version"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    entry_point = subprocess.run(
+        [sys.executable, "-c", STANDIN_ENTRY_POINT, "-version"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert entry_point == script and script.startswith("QEMU emulator version 7.2.0")
 
 
 def test_loading_the_plugin_loads_no_server_module() -> None:

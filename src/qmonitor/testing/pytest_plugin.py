@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 DOUBLE_SCRIPT = "qmonitor-system-x86_64"
 """The double's console script, which takes QEMU's own command line."""
+STANDIN_ENTRY_POINT = (
+    "import sys; from qmonitor.launch import standin_main; sys.exit(standin_main(sys.argv[1:]))"
+)
+"""What the console script runs, for ``python -c`` where the script is not installed."""
 STARTUP_TIMEOUT = 30.0
 """Seconds a machine has to open its monitor sockets (QEMU takes longest on a loaded host)."""
 STOP_TIMEOUT = 10.0
@@ -165,9 +169,10 @@ def machine_command(
 ) -> list[str]:
     """The command line for a machine: real QEMU's with ``qemu_binary``, else the double's.
 
-    The double is ``qmonitor-system-x86_64`` with QEMU's own arguments where that script is
-    installed, ``python -m qmonitor run`` (idle guest, state in ``directory``) otherwise, and
-    always for faults (``qmonitor run --faults``).
+    The double is the stand-in, ``qmonitor-system-x86_64``, given QEMU's very arguments (and
+    ``--faults FILE``, its own option, for faults), so that the double and QEMU differ only
+    in the program. Where the console script is not installed (a source checkout on
+    ``PYTHONPATH``), this Python runs the same entry point.
     """
     monitors = [
         "-qmp",
@@ -184,13 +189,9 @@ def machine_command(
     if qemu_binary is not None:
         return [qemu_binary, *qemu_args, *options.extra_args]
     script = _find_double_script()
-    if script is not None and options.faults is None:
-        return [script, *qemu_args, *options.extra_args]
-    run = [sys.executable, "-m", "qmonitor", "run", *monitors, *machine]
-    run += ["--state-dir", os.path.join(directory, "state"), "--dirty-rate", "0"]
-    if options.faults is not None:
-        run += ["--faults", _faults_file(options.faults, directory)]
-    return [*run, *options.extra_args]
+    program = [script] if script is not None else [sys.executable, "-c", STANDIN_ENTRY_POINT]
+    own = [] if options.faults is None else ["--faults", _faults_file(options.faults, directory)]
+    return [*program, *qemu_args, *own, *options.extra_args]
 
 
 def _faults_file(faults: str | os.PathLike[str] | Mapping[str, Any], directory: str) -> str:

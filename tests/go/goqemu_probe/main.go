@@ -5,7 +5,8 @@
 // (tests/clients/test_go_qemu.py) holds the expectations, so one run answers for every call even
 // when some fail.
 //
-// Usage: goqemu_probe SOCKET_PATH
+// Usage: goqemu_probe SOCKET_PATH, or goqemu_probe -faults SOCKET_PATH for the calls that meet
+// the faults tests/clients/test_go_qemu.py injects (probeFaults).
 //
 // Each layer opens its own connection and closes it before the next, because a QEMU monitor
 // socket serves one client at a time.
@@ -236,13 +237,77 @@ func probeHypervisor(socket string) {
 	report(waitForEventCall("Domain.Events(RESET)", events, "RESET"))
 }
 
+// reportError prints a call that is expected to fail with the error's text and Go type, since
+// go-qemu hands a QMP error over as errors.New(desc) (qmp/qmp.go, response.Err): the class is
+// not part of it.
+func reportError(call string, err error) {
+	line := map[string]interface{}{"call": call, "ok": err == nil}
+	if err != nil {
+		line["error"] = err.Error()
+		line["type"] = fmt.Sprintf("%T", err)
+	}
+	if encodeErr := output.Encode(line); encodeErr != nil {
+		panic(encodeErr)
+	}
+}
+
+// probeFaults makes, over one raw.Monitor connection, the calls the faults file of the test
+// aims at: query-status failing once with an injected error, then answering; stop closing the
+// connection before its reply; and a call on the connection that is gone. It also says whether
+// the event stream ended with the connection.
+func probeFaults(socket string) {
+	monitor, err := connect(socket)
+	if err != nil {
+		report("faults.Connect", nil, err)
+		return
+	}
+	defer monitor.Disconnect()
+	stream, err := monitor.Events(context.Background())
+	if err != nil {
+		report("faults.Events", nil, err)
+		return
+	}
+	events := drain(stream)
+	api := raw.NewMonitor(monitor)
+
+	_, err = api.QueryStatus()
+	reportError("faults.QueryStatus(error)", err)
+	status, err := api.QueryStatus()
+	report("faults.QueryStatus(again)", status.Status.String(), err)
+	reportError("faults.Stop(disconnect)", api.Stop())
+	reportError("faults.Cont(after disconnect)", api.Cont())
+	report(waitForClose("faults.Events(closed)", events))
+}
+
+// waitForClose reports whether the event stream closes (go-qemu closes it when the connection
+// ends) within eventWait, and the events it carried until then.
+func waitForClose(call string, events <-chan qmp.Event) (string, interface{}, error) {
+	timeout := time.After(eventWait)
+	seen := []string{}
+	for {
+		select {
+		case event, open := <-events:
+			if !open {
+				return call, seen, nil
+			}
+			seen = append(seen, event.Event)
+		case <-timeout:
+			return call, nil, fmt.Errorf("event stream still open after %s", eventWait)
+		}
+	}
+}
+
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: goqemu_probe SOCKET_PATH")
+	switch {
+	case len(os.Args) == 2:
+		socket := os.Args[1]
+		probeQMP(socket)
+		probeRaw(socket)
+		probeHypervisor(socket)
+	case len(os.Args) == 3 && os.Args[1] == "-faults":
+		probeFaults(os.Args[2])
+	default:
+		fmt.Fprintln(os.Stderr, "usage: goqemu_probe [-faults] SOCKET_PATH")
 		os.Exit(2)
 	}
-	socket := os.Args[1]
-	probeQMP(socket)
-	probeRaw(socket)
-	probeHypervisor(socket)
 }
