@@ -240,7 +240,15 @@ def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM
     """``qmonitor-system-x86_64``: QEMU's defaults (see the module docstring)."""
     own = own_values(command_line)
     monitors = list(command_line.monitors)
-    plans = [MonitorPlan(spec.mode, chardev_address(spec), spec.chardev.id) for spec in monitors]
+    plans = [
+        MonitorPlan(
+            spec.mode,
+            chardev_address(spec),
+            spec.chardev.id,
+            wait_location=spec.chardev.location if spec.chardev.wait else None,
+        )
+        for spec in monitors
+    ]
     if command_line.default_monitor and command_line.defaults and command_line.nographic:
         # vl.c: with -nographic, the default monitor is muxed with the serial port on stdio.
         plans.append(MonitorPlan("readline", Address("stdio"), "compat_monitor0"))

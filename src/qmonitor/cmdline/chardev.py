@@ -343,7 +343,7 @@ def create_chardev(
     options = opts.as_dict()
     mux = opts.get_bool("mux", False)
     if backend != "socket":
-        return Chardev(opts.id, backend, mux=mux, options=options)
+        return Chardev(opts.id, backend, mux=mux, options=options, location=location)
     given = _socket_address(opts)
     server = opts.get_bool("server", False)
     wait = opts.get_bool("wait", True)
@@ -352,7 +352,7 @@ def create_chardev(
         _check_tls_creds(objects.get(creds_id), creds_id, "server" if server else "client")
     _validate_socket(opts, given, server)
     address = _fd_address(given) if isinstance(given, str) else given
-    return Chardev(opts.id, backend, address, server, wait, mux, options)
+    return Chardev(opts.id, backend, address, server, wait, mux, options, location)
 
 
 def _socket_address(opts: QemuOpts) -> UnixSocketAddress | InetSocketAddress | str:

@@ -52,7 +52,9 @@ class Chardev:
     ``null``, ...). For a socket, ``address``, ``server`` and ``wait`` say where and how; QEMU's
     default is a client (``server=off``), and ``wait`` (on by default) only applies to a
     server. ``options`` holds every parameter as text, for what is not modelled here
-    (``telnet``, ``reconnect``, ``logfile``, ...).
+    (``telnet``, ``reconnect``, ``logfile``, ...). ``location`` is the option that made it, as
+    typed (``-qmp unix:P,server=on``), which QEMU's reports about it start with once it is
+    created (the ``QEMU waiting for connection`` of a ``wait=on`` server).
     """
 
     id: str
@@ -62,6 +64,7 @@ class Chardev:
     wait: bool = True
     mux: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
+    location: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

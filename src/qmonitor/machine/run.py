@@ -58,12 +58,16 @@ class MonitorPlan:
     ``label`` is its chardev's id (``None``: ``compat_monitorN`` in serving order). An address
     of ``None`` is a chardev with no I/O here (``null``, ``vc``, ``pty``...): counted, not
     served. ``interactive`` asks for the console on a terminal (``qmonitor run``'s).
+    ``wait_location``, for a listening socket with ``wait=on``: the option that made it, as
+    typed; start-up then waits for a first client before going on, as QEMU does, saying so at
+    that location (``None``: serve at once).
     """
 
     mode: Literal["control", "readline"]
     address: Address | None
     label: str | None = None
     interactive: bool = False
+    wait_location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,26 @@ def _where(protocol: str, address: Address) -> list[str]:
         f"qmonitor: {protocol} socket {where}",
         f"qmonitor: connect with: {_client_command(address, protocol)}",
     ]
+
+
+async def _wait_for_client(monitor: Monitor, location: str, program: str) -> None:
+    """A ``server=on,wait=on`` chardev: QEMU says where it waits and accepts a first client
+    before start-up goes on (chardev/char-socket.c ``qmp_chardev_open_socket_server``, its
+    ``info_report`` located at the option)."""
+    bound = monitor.listeners[-1].bound_address
+    if bound.transport == "unix":
+        where = f"unix:{bound.path}"
+    elif bound.transport == "fd":
+        where = f"fd:{bound.fd}"
+    else:
+        where = f"tcp:{bound.host}:{bound.port}"
+    print(
+        f"{program}: {location}: info: QEMU waiting for connection on: "
+        f"disconnected:{where},server=on",
+        file=sys.stderr,
+        flush=True,
+    )
+    await monitor.chardevs[-1].served.wait()
 
 
 def load_faults(path: str | None) -> FaultSet:
@@ -297,6 +321,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 )
             else:
                 await serve_human(monitor, address, interactive=False, label=planned.label)
+            if planned.wait_location is not None and address.server:
+                await _wait_for_client(monitor, planned.wait_location, program)
             if address.transport in ("unix", "tcp") and address.server:
                 label = "QMP" if planned.mode == "control" else "HMP"
                 shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address)

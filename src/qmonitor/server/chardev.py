@@ -57,6 +57,9 @@ class Chardev:
         self.label = label
         self.address = address
         self._sessions: weakref.WeakSet[_Session] = weakref.WeakSet()
+        self.served = asyncio.Event()
+        """Set once a first session is made on it: what start-up waits for on a listening
+        chardev with ``wait=on`` (chardev/char-socket.c ``tcp_chr_accept_server_sync``)."""
 
     @property
     def yank_instance(self) -> YankInstanceChardev | None:
@@ -71,6 +74,7 @@ class Chardev:
         def make_session() -> SessionT:
             session = factory()
             self._sessions.add(session)
+            self.served.set()
             return session
 
         return make_session
