@@ -278,11 +278,16 @@ async def test_a_stalled_handshake_does_not_delay_other_clients(
 async def test_a_tls_session_leaves_stderr_as_quiet_as_qemus(
     pki: Pki, clients: dict[str, ssl.SSLContext], short_tmp: Path
 ) -> None:
-    """A TLS client hanging up ends its session without asyncio's warning on stderr."""
-    port = free_port()
-    objects = tls_options(pki, None)
-    async with emulator(STANDIN, short_tmp, tls_chardev(port, None), objects) as process:
+    """A TLS client hanging up ends its session (QMP and HMP) without asyncio's warning on
+    stderr."""
+    port, hmp_port = free_port(), free_port()
+    monitors = [
+        *tls_chardev(port, None),
+        *("-monitor", f"tcp:127.0.0.1:{hmp_port},server=on,wait=off,tls-creds=tls0"),
+    ]
+    async with emulator(STANDIN, short_tmp, monitors, tls_options(pki, None)) as process:
         assert (await greeting_or_eof(port, clients["alice"])).startswith(b'{"QMP"')
+        assert (await greeting_or_eof(hmp_port, clients["alice"])).startswith(b"QEMU ")
         process.terminate()
         await asyncio.to_thread(process.wait, 30)
     assert (short_tmp / "qmonitor-system-x86_64.log").read_text() == (
