@@ -46,7 +46,7 @@ from qmonitor.machine.snapshots import SnapshotStore
 if TYPE_CHECKING:
     import ssl
 
-    from qmonitor.server.peer import Admit
+    from qmonitor import Admit
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
