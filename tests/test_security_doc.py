@@ -1,9 +1,12 @@
 """docs/SECURITY.md's copy-paste examples work: its openssl lines make certificates a TLS
-listener takes, its DN one-liner prints the identity, its example policy parses."""
+listener takes, its command line serves them (admitting alice), its DN one-liner prints the
+identity, its example policy parses."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from qmonitor.core.session import Identity
 from qmonitor.server.listen import Address, start_listener
 from qmonitor.server.peer import connection_identity, gated
 from qmonitor.server.tls import TlsCredsX509, TlsEndpoint, server_context
+from qmonitor.testing import start_server
 from tls_util import greeting_or_eof
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "SECURITY.md"
@@ -72,6 +76,26 @@ async def test_the_documented_certificates_serve_and_identify_alice(made: Path) 
         await monitor.close()
     assert greeting.startswith(b'{"QMP"')
     assert [identity.tls_dn for identity in seen] == ["O=Example,CN=alice"]
+
+
+async def test_the_documented_command_line_serves_alice_only(made: Path) -> None:
+    """The ``serve`` block, run by bash in the certificates' directory, on a free loopback port
+    (the tests bind loopback only), with a unix QMP socket added to know when it listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ready = made / "ready.sock"
+    script = block("serve").replace("host=0.0.0.0,port=4444", f"host=127.0.0.1,port={port}")
+    script = script.rstrip() + f" -qmp unix:{ready},server=on,wait=off"
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    command = ["bash", "-c", f"export PATH={shlex.quote(path)}; cd {shlex.quote(str(made))}; "
+               f"exec {script}"]  # fmt: skip
+    alice = ssl.create_default_context(cafile=str(made / "ca-cert.pem"))
+    alice.load_cert_chain(made / "alice-cert.pem", made / "alice-key.pem")
+    nobody = ssl.create_default_context(cafile=str(made / "ca-cert.pem"))
+    async with start_server(command, str(ready)):
+        assert (await greeting_or_eof(port, alice)).startswith(b'{"QMP"')
+        assert await greeting_or_eof(port, nobody) == b""
 
 
 def test_the_documented_dn_one_liner_prints_the_identity(made: Path) -> None:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from qmonitor.server.jobs import Job, JobManager
     from qmonitor.server.listen import Address, AddressError, AddressInUse, parse_address
     from qmonitor.server.monitor import Monitor
+    from qmonitor.server.peer import Admit
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Clock": ("qmonitor.core.clock", "Clock"),
@@ -101,6 +102,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AddressError": ("qmonitor.server.listen", "AddressError"),
     "AddressInUse": ("qmonitor.server.listen", "AddressInUse"),
     "parse_address": ("qmonitor.server.listen", "parse_address"),
+    "Admit": ("qmonitor.server.peer", "Admit"),
     "Monitor": ("qmonitor.server.monitor", "Monitor"),
 }
 """Each exported name: the module that defines it, and its name there."""
@@ -111,6 +113,7 @@ __all__ = [
     "Address",
     "AddressError",
     "AddressInUse",
+    "Admit",
     "AnyYankInstance",
     "Authorizer",
     "Clock",

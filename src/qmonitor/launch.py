@@ -27,7 +27,7 @@ import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 from qmonitor import __version__
@@ -62,6 +62,11 @@ from qmonitor.machine.run import (
     default_state_dir,
 )
 from qmonitor.server.listen import Address
+
+if TYPE_CHECKING:
+    import ssl
+
+    from qmonitor.server.peer import Admit
 
 STANDIN_PROGRAM: Final = "qmonitor-system-x86_64"
 
@@ -236,19 +241,96 @@ def last_argument(command_line: QemuCommandLine, name: str) -> str | None:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class MonitorTls:
+    """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener."""
+
+    context: ssl.SSLContext
+    admit: Admit | None
+
+
+TLS_CREDS_TYPE_UNSUPPORTED: Final = (
+    "chardev '{chardev}': tls-creds={creds}: {qom_type} credentials are not supported by "
+    "qmonitor; use tls-creds-x509"
+)
+TLS_CONNECTING_OUT_UNSUPPORTED: Final = (
+    "chardev '{chardev}': tls-creds={creds}: TLS on a monitor that connects out (server=off) "
+    "is not supported by qmonitor"
+)
+
+
+def tls_for_monitors(command_line: QemuCommandLine) -> dict[str, MonitorTls]:
+    """The TLS of each monitor chardev with ``tls-creds=``, by chardev id; LaunchError.
+
+    The ``-object tls-creds-x509`` and ``authz-*`` objects are made as QEMU makes them (every
+    one, used or not; QEMU's errors, :mod:`qmonitor.server.tls`,
+    :mod:`qmonitor.server.authorize`). That ``tls-creds=`` names TLS credentials for the
+    chardev's endpoint was checked while the command line was read (char-socket.c, QEMU's
+    texts). A ``tls-authz=`` id is looked up at each connection, as QEMU does
+    (authz/base.c ``qauthz_is_allowed_by_id``): an id that names no authz object starts, and
+    refuses every client with a certificate.
+
+    Not QEMU's (docs/STANDIN.md): ``tls-creds-anon``/``tls-creds-psk`` credentials and TLS on a
+    monitor that connects out are refused at start with one line.
+    """
+    monitors = [spec for spec in command_line.monitors if "tls-creds" in spec.chardev.options]
+    if not command_line.objects and not monitors:
+        return {}
+    from qmonitor.server.authorize import Authorizer
+    from qmonitor.server.peer import tls_authz_gate
+    from qmonitor.server.tls import TLS_CREDS_X509, tls_credentials_from_command_line
+
+    try:
+        authorizer = Authorizer.from_command_line(command_line)
+        credentials = tls_credentials_from_command_line(command_line)
+    except CommandLineError as error:
+        raise LaunchError(str(error)) from None
+    qom_types = {str(item["id"]): str(item["qom-type"]) for item in command_line.objects}
+    found: dict[str, MonitorTls] = {}
+    for spec in monitors:
+        chardev = spec.chardev
+        creds_id = chardev.options["tls-creds"]
+        names = {"chardev": chardev.id, "creds": creds_id}
+        if qom_types.get(creds_id) != TLS_CREDS_X509:
+            qom_type = qom_types.get(creds_id, "?")
+            raise LaunchError(TLS_CREDS_TYPE_UNSUPPORTED.format(**names, qom_type=qom_type))
+        if not chardev.server:
+            raise LaunchError(TLS_CONNECTING_OUT_UNSUPPORTED.format(**names))
+        authz_id = chardev.options.get("tls-authz")
+        admit = None if authz_id is None else tls_authz_gate(authorizer, authz_id)
+        found[chardev.id] = MonitorTls(credentials[creds_id].context, admit)
+    return found
+
+
+def monitor_plans(
+    command_line: QemuCommandLine, *, interactive: bool = False, wait: bool = False
+) -> list[MonitorPlan]:
+    """The command line's monitors, each with its chardev's TLS (:func:`tls_for_monitors`);
+    with ``wait``, a listening chardev with ``wait=on`` holds start-up until its first client,
+    as in QEMU (the stand-in; ``qmonitor run`` serves at once)."""
+    tls = tls_for_monitors(command_line)
+    plans = []
+    for spec in command_line.monitors:
+        secured = tls.get(spec.chardev.id)
+        plans.append(
+            MonitorPlan(
+                spec.mode,
+                chardev_address(spec),
+                spec.chardev.id,
+                interactive=interactive,
+                wait_location=spec.chardev.location if wait and spec.chardev.wait else None,
+                tls=None if secured is None else secured.context,
+                admit=None if secured is None else secured.admit,
+            )
+        )
+    return plans
+
+
 def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM) -> Launch:
     """``qmonitor-system-x86_64``: QEMU's defaults (see the module docstring)."""
     own = own_values(command_line)
     monitors = list(command_line.monitors)
-    plans = [
-        MonitorPlan(
-            spec.mode,
-            chardev_address(spec),
-            spec.chardev.id,
-            wait_location=spec.chardev.location if spec.chardev.wait else None,
-        )
-        for spec in monitors
-    ]
+    plans = monitor_plans(command_line, wait=True)
     if command_line.default_monitor and command_line.defaults and command_line.nographic:
         # vl.c: with -nographic, the default monitor is muxed with the serial port on stdio.
         plans.append(MonitorPlan("readline", Address("stdio"), "compat_monitor0"))
@@ -283,10 +365,7 @@ def run_launch(command_line: QemuCommandLine, program: str = "qmonitor") -> Laun
     name = "vm0" if command_line.name is None else command_line.name
     name_argument = last_argument(command_line, "name") or name
     monitors = list(command_line.monitors)
-    plans = [
-        MonitorPlan(spec.mode, chardev_address(spec), spec.chardev.id, interactive=True)
-        for spec in monitors
-    ]
+    plans = monitor_plans(command_line, interactive=True)
     qmp = [plan for plan in plans if plan.mode == "control"]
     default_socket = not qmp
     if default_socket:

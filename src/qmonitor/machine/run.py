@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from qmonitor import (
     Address,
@@ -43,6 +43,11 @@ from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.snapshots import SnapshotStore
 
+if TYPE_CHECKING:
+    import ssl
+
+    from qmonitor import Admit
+
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
 8 s, so a ``savevm`` soon has real data to save, and a migration under the default 128 MiB/s
@@ -61,6 +66,10 @@ class MonitorPlan:
     ``wait_location``, for a listening socket with ``wait=on``: the option that made it, as
     typed; start-up then waits for a first client before going on, as QEMU does, saying so at
     that location (``None``: serve at once).
+
+    ``tls`` is the server context of the chardev's ``tls-creds=`` and ``admit`` the admission
+    of its ``tls-authz=`` (:func:`qmonitor.launch.tls_for_monitors`): every connection is TLS,
+    and a client the authz object refuses is closed before the greeting.
     """
 
     mode: Literal["control", "readline"]
@@ -68,6 +77,8 @@ class MonitorPlan:
     label: str | None = None
     interactive: bool = False
     wait_location: str | None = None
+    tls: ssl.SSLContext | None = None
+    admit: Admit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +208,7 @@ def _security_refusal(plan: RunPlan) -> str | None:
         return None
     for monitor_plan in plan.monitors:
         if monitor_plan.address is not None:
-            refusal = insecure_tcp_error(monitor_plan.address, tls=False)
+            refusal = insecure_tcp_error(monitor_plan.address, tls=monitor_plan.tls is not None)
             if refusal is not None:
                 return refusal
     return None
@@ -311,7 +322,21 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             if address is None:
                 monitor.open_chardev(Address("none"), planned.label)
                 continue
-            if planned.mode == "control":
+            if planned.tls is not None and planned.mode == "control":
+                # a listener: launch refuses TLS on a monitor that connects out
+                await monitor.listen(
+                    address, tls=planned.tls, admit=planned.admit, label=planned.label
+                )
+            elif planned.tls is not None:
+                await serve_human(
+                    monitor,
+                    address,
+                    interactive=False,
+                    tls=planned.tls,
+                    admit=planned.admit,
+                    label=planned.label,
+                )
+            elif planned.mode == "control":
                 await monitor.serve(address, label=planned.label)
             elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)

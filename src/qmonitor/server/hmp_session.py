@@ -351,6 +351,11 @@ class CapturedSession(HumanSession):
         return "".join(self._output).replace("\n", "\r\n")
 
 
+def _is_tls(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether ``transport`` is a TLS connection (asyncio's SSL transport)."""
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
 class HMPSession(HumanSession, asyncio.Protocol):
     """A human monitor on a byte stream, as QEMU serves ``-monitor unix:...`` (readline mode).
 
@@ -404,7 +409,10 @@ class HMPSession(HumanSession, asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._pump()
-        return True  # keep writing: the pending lines still run
+        # Keep writing: the pending lines still run. Not over TLS, where the end of input is
+        # the end of the session (asyncio/sslproto.py shuts the connection down whatever we
+        # answer, and warns on stderr when the answer is True).
+        return not _is_tls(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

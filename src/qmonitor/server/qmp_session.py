@@ -132,6 +132,10 @@ class QMPSession(asyncio.Protocol):
         self.connection.receive_eof()
         self._pump()
         transport = self.transport
+        if transport is not None and transport.get_extra_info("ssl_object") is not None:
+            # TLS: the end of input is the end of the session; asyncio/sslproto.py shuts the
+            # connection down whatever we answer (and warns on stderr when it is True).
+            return False
         if transport is not None and not transport.is_closing() and self._close_at_eof:
             self._watch_for_hangup(transport)
         return True
