@@ -79,9 +79,11 @@ from qmonitor import (
 )
 from qmonitor.machine.machine import (
     PAGE_SIZE,
+    GuestRam,
     Machine,
     RunState,
     data_page_map,
+    is_zero,
     offload,
 )
 from qmonitor.machine.paths import PathConfinement
@@ -618,12 +620,12 @@ class OutgoingMigration:
                 first += count
         self._flush(view)
 
-    def _send_chunk(self, ram: bytearray, view: memoryview, first: int, count: int) -> None:
+    def _send_chunk(self, ram: GuestRam, view: memoryview, first: int, count: int) -> None:
         """Zero pages go out at once as records; data pages join the pending run."""
         channel = self._channel
         assert channel is not None
         start = first * PAGE_SIZE
-        if ram.startswith(memoryview(_ZERO_CHUNK)[: count * PAGE_SIZE], start):
+        if is_zero(_ZERO_CHUNK, view[start : start + count * PAGE_SIZE]):
             self._send_zero(channel, first, count)
             return
         page_map = data_page_map(ram, first, count)
@@ -855,7 +857,7 @@ class IncomingMigration:
             start, end = first * PAGE_SIZE, (first + count) * PAGE_SIZE
             if kind == RECORD_PAGES:
                 channel.read_into(view[start:end])
-            elif not ram.startswith(memoryview(_ZERO_CHUNK)[: end - start], start):
+            elif not is_zero(_ZERO_CHUNK, view[start:end]):
                 view[start:end] = bytes(end - start)
 
     def _apply(self, state: dict[str, Any]) -> None:
