@@ -228,6 +228,9 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     if isinstance(monitor, str):
         print(f"{program}: {monitor}", file=sys.stderr)
         return 1
+    # The machine's commands are compiled when first used (the schema compiles them all):
+    # start-up is what every probe pays; tests/test_run.py compiles them all eagerly.
+    monitor.registry.defer_signatures = True
     install_faults(monitor, faults)
     try:
         machine = Machine(
