@@ -24,7 +24,6 @@ from qmonitor import (
     AnyYankInstance,
     Context,
     FaultPoint,
-    HumanSession,
     HumanSyntax,
     Job,
     JobManager,
@@ -495,6 +494,8 @@ def _register_run_control(
         A human session stays suspended (monitor/hmp-cmds.c ``hmp_quit`` calls
         ``monitor_suspend``), so no prompt follows ``quit``.
         """
+        from qmonitor.server.hmp_session import HumanSession  # loaded with the first one
+
         if isinstance(ctx.session, HumanSession):
             ctx.session.suspend()
         monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
@@ -766,6 +767,8 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             )
 
         def warn(text: str) -> None:  # QEMU's warn_report, printed in the monitor
+            from qmonitor.server.hmp_session import HumanSession
+
             if isinstance(ctx.session, HumanSession):
                 ctx.session.write(f"warning: {text}\n")
 
