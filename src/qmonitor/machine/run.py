@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -113,6 +111,8 @@ def default_socket_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return os.path.join(runtime, "qmonitor")
+    import tempfile  # with its random and shutil, only for this (start-up time)
+
     return os.path.join(tempfile.gettempdir(), f"qmonitor-{os.getuid()}")
 
 
@@ -133,6 +133,8 @@ def _client_command(address: Address, protocol: str) -> str:
         )
         return f"socat -,echo=0,icanon=0 {shlex.quote(target)}"
     target = address.path if address.transport == "unix" else f"{address.host}:{address.port}"
+    import shutil  # only for these lines (start-up time)
+
     if shutil.which("qmp-shell"):
         return f"qmp-shell {shlex.quote(target)}"
     beside = os.path.join(os.path.dirname(sys.executable), "qmp-shell")
