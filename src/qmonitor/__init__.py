@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from qmonitor.core.trace import Tracer
     from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
     from qmonitor.hmp.sizes import SizeError, strtosz
-    from qmonitor.security.policy import PolicyError
-    from qmonitor.server.authorize import load_policy
+    from qmonitor.server.authorize import PolicyError, load_policy
     from qmonitor.server.exposure import insecure_tcp_error
     from qmonitor.server.faults import install_faults
     from qmonitor.server.hmp_session import HumanSession
@@ -85,7 +84,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "YankRegistry": ("qmonitor.core.yank", "YankRegistry"),
     "SizeError": ("qmonitor.hmp.sizes", "SizeError"),
     "strtosz": ("qmonitor.hmp.sizes", "strtosz"),
-    "PolicyError": ("qmonitor.security.policy", "PolicyError"),
+    "PolicyError": ("qmonitor.server.authorize", "PolicyError"),
     "load_policy": ("qmonitor.server.authorize", "load_policy"),
     "insecure_tcp_error": ("qmonitor.server.exposure", "insecure_tcp_error"),
     "install_faults": ("qmonitor.server.faults", "install_faults"),

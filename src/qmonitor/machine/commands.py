@@ -494,7 +494,7 @@ def _register_run_control(
         A human session stays suspended (monitor/hmp-cmds.c ``hmp_quit`` calls
         ``monitor_suspend``), so no prompt follows ``quit``.
         """
-        from qmonitor.server.hmp_session import HumanSession  # loaded with the first one
+        from qmonitor import HumanSession  # loaded with the first human session
 
         if isinstance(ctx.session, HumanSession):
             ctx.session.suspend()
@@ -767,7 +767,7 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             )
 
         def warn(text: str) -> None:  # QEMU's warn_report, printed in the monitor
-            from qmonitor.server.hmp_session import HumanSession
+            from qmonitor import HumanSession
 
             if isinstance(ctx.session, HumanSession):
                 ctx.session.write(f"warning: {text}\n")

@@ -25,9 +25,11 @@ from qmonitor import (
     FaultRuleError,
     FaultSet,
     Monitor,
+    PolicyError,
     QMPError,
     insecure_tcp_error,
     install_faults,
+    load_policy,
     parse_faults,
     register_human_monitor_command,
     serve_human,
@@ -179,22 +181,9 @@ def _security_refusal(plan: RunPlan) -> str | None:
     return None
 
 
-def _secured_monitor(plan: RunPlan) -> Monitor | str:
-    """The monitor, with ``--policy`` read and ``--audit-log`` opened (OSError), or the one
-    line saying why the policy cannot be used.
-
-    The policy's modules (TOML, the HMP argument parser) are imported only with ``--policy``:
-    a stand-in started for a probe does not pay for them (docs/PERFORMANCE.md, start-up).
-    """
-    policy = None
-    if plan.policy:
-        from qmonitor.security.policy import PolicyError
-        from qmonitor.server.authorize import load_policy
-
-        try:
-            policy = load_policy(plan.policy)
-        except PolicyError as exc:
-            return str(exc)
+def _secured_monitor(plan: RunPlan) -> Monitor:
+    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError)."""
+    policy = load_policy(plan.policy) if plan.policy else None
     return Monitor(
         plan.name or "vm0",
         strict_order=plan.strict_order,
@@ -224,14 +213,14 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         return 1
     try:
         monitor = _secured_monitor(plan)
+    except PolicyError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"{program}: {plan.audit_log}: {exc.strerror}", file=sys.stderr)
         return 1
-    if isinstance(monitor, str):
-        print(f"{program}: {monitor}", file=sys.stderr)
-        return 1
-    # The machine's commands are compiled when first used (the schema compiles them all):
-    # start-up is what every probe pays; tests/test_run.py compiles them all eagerly.
+    # Signatures are compiled at a command's first use (the schema compiles them all): start-up
+    # is what every probe pays. tests/test_program.py has the program compile every one.
     monitor.registry.defer_signatures = True
     install_faults(monitor, faults)
     try:

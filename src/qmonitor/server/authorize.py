@@ -36,6 +36,7 @@ from qmonitor.security.authz import (
     read_error,
     watch_error,
 )
+from qmonitor.security.errors import PolicyError as PolicyError  # for qmonitor.__init__
 
 if TYPE_CHECKING:
     from qmonitor.security.policy import Policy
@@ -201,7 +202,7 @@ def load_policy(path: str | Path) -> Policy:
     The policy module (TOML, the HMP argument parser) is imported here, not with this module:
     every monitor imports this one, few have a policy (docs/PERFORMANCE.md, start-up).
     """
-    from qmonitor.security.policy import PolicyError, parse_policy
+    from qmonitor.security.policy import parse_policy
 
     try:
         text = Path(path).read_text(encoding="utf-8")
