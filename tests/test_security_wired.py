@@ -259,6 +259,8 @@ async def test_roles_over_unix_uids_in_qmonitor_run(launcher: Launcher, short_tm
         *("--policy", str(policy), "--audit-log", str(audit)),
         *("-monitor", f"unix:{hmp_path},server=on,wait=off"),
     )
+    # The launcher waits for the QMP socket; the human monitor's is bound just after it.
+    await wait_until(lambda: os.path.exists(hmp_path))
     short_tmp.chmod(0o755)
     for path in (vm.qmp_path, hmp_path):
         os.chmod(path, 0o666)  # let the other uid reach it: the policy decides, not the mode
