@@ -177,6 +177,40 @@ def test_ram_the_host_refuses_is_qemus_error(home: Home) -> None:
     )
 
 
+def resident_kib(pid: int) -> int:
+    """The process's resident size (``VmRSS``), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def test_ram_the_guest_has_not_written_is_not_resident(launcher: Launcher) -> None:
+    """QEMU maps guest RAM anonymously (util/mmap-alloc.c ``qemu_ram_mmap``), so pages the
+    guest never wrote cost the host nothing; so here, also once ``loadvm`` has read a
+    snapshot into a second copy: an idle 1 GiB guest stays far below 1 GiB resident."""
+    vm = await launcher.start("idle", "-m", "1G", "--dirty-rate", "0")
+    client = await vm.client()
+    assert resident_kib(vm.process.pid) < 256 << 10
+    for command_line in ("savevm s1", "loadvm s1"):
+        assert await client.execute("human-monitor-command", **{"command-line": command_line}) == ""
+    assert resident_kib(vm.process.pid) < 256 << 10
+    await client.close()
+
+
+async def test_every_command_compiles_though_compiled_at_first_use(launcher: Launcher) -> None:
+    """``qmonitor run`` compiles a command's signature when it is first used (start-up time):
+    the schema and the human monitor's table compile every one, so a bad type hint in any
+    command the program registers fails here rather than in a client's hands."""
+    vm = await launcher.start("all", "-S", "--dirty-rate", "0")
+    client = await vm.client()
+    schema = await client.execute("query-qmp-schema")
+    commands = await client.execute("query-commands")
+    names = {entry["name"] for entry in schema if entry["meta-type"] == "command"}
+    assert names == {command["name"] for command in commands} and len(names) >= 60
+    help_text = await client.execute("human-monitor-command", **{"command-line": "help"})
+    assert "savevm" in help_text and "info" in help_text
+    await client.close()
+
+
 async def ram_size_of(client: Client) -> int:
     """The RAM size, observed as QEMU would not let us: the digest of a never-run guest."""
     digest = (await client.execute("x-query-ram-digest"))["digest"]

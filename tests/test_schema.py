@@ -19,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qmonitor import Monitor
+from qmonitor.core.commands import CommandRegistry
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.schema import (
     MISSING,
@@ -753,6 +755,68 @@ def test_unsupported_signatures_are_refused_at_registration(
 ) -> None:
     with pytest.raises(TypeError, match=message):
         compile_signature(func)
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (no_hint, r"no_hint: parameter 'value': has no type hint"),
+        (no_return, r"no_return: has no return type hint"),
+        (alternate, r"alternate: parameter 'value': .* a union may only be 'T \| None'"),
+    ],
+)
+def test_a_deferring_registry_raises_the_same_error_at_first_use(
+    func: Callable[..., object], message: str
+) -> None:
+    """``defer_signatures`` (what ``qmonitor run`` sets to start faster) moves the compile,
+    and its error, from registration to the first use; ``compile_all`` brings it forward."""
+    eager = CommandRegistry()
+    with pytest.raises(TypeError, match=message):
+        eager.register(func)
+    deferring = CommandRegistry()
+    deferring.defer_signatures = True
+    command = deferring.register(func)
+    with pytest.raises(TypeError, match=message):
+        deferring.compile_all()
+    with pytest.raises(TypeError, match=message):
+        _ = command.signature
+
+
+async def test_deferred_signatures_answer_on_the_wire_as_compiled_ones(short_tmp: Path) -> None:
+    """The schema, a result and every argument error are the same whether a monitor compiled
+    its commands at registration or compiles them when they are first used."""
+
+    def echo_status(status: StatusInfo, times: int = 1) -> list[StatusInfo]:
+        return [status] * times
+
+    status = {"running": True, "singlestep": False, "status": "running"}
+    requests: list[tuple[str, dict[str, Any] | None]] = [
+        ("echo-status", {"status": status, "times": 2}),
+        ("echo-status", {"status": {"running": True}}),
+        ("echo-status", {"status": status, "times": "2"}),
+        ("echo-status", {"status": status, "other": 1}),
+        ("balloon", None),
+        ("migrate-set-capabilities", {"capabilities": [{"capability": "nope", "state": True}]}),
+        ("query-qmp-schema", None),
+    ]
+    answers = []
+    for defer in (False, True):
+        monitor = Monitor("vm0")
+        monitor.registry.defer_signatures = defer
+        for command in (echo_status, balloon, migrate_set_capabilities):
+            monitor.registry.register(command)
+        path = str(short_tmp / f"defer-{defer}.sock")
+        await monitor.listen(f"unix:{path},server=on,wait=off")
+        try:
+            client = await RawQMPClient.connect_unix(path)
+            await client.negotiate()
+            answers.append([await client.execute(name, arguments) for name, arguments in requests])
+            await client.close()
+        finally:
+            await monitor.close()
+    assert answers[0] == answers[1]
+    assert answers[0][0] == {"return": [status, status]}
+    assert all("error" in answer for answer in answers[0][1:6])
 
 
 # --- query-qmp-schema ----------------------------------------------------------------------------

@@ -93,6 +93,15 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def completions(path: Path, command: str) -> int:
+    """How many ``command.complete`` records of ``command`` the log has whole lines for."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().split("\n")[:-1]  # a line being written has no newline yet
+    records = [json.loads(line) for line in lines]
+    return sum(r["event"] == "command.complete" and r.get("command") == command for r in records)
+
+
 async def test_roles_over_tls_identities_with_the_audit_trail(pki: Pki, tmp_path: Path) -> None:
     audit = tmp_path / "audit.log"
     monitor, state = guarded_monitor(audit)
@@ -126,7 +135,9 @@ async def test_roles_over_tls_identities_with_the_audit_trail(pki: Pki, tmp_path
         help_text: Any = await bob.execute(hmc, {"command-line": "help"})
         assert "info " in help_text and "\r\nstop " not in help_text
         assert state["running"]
-        await wait_until(lambda: audit.exists() and "command.denied" in audit.read_text())
+        # The writer thread is behind the replies: wait for bob's last record (the third
+        # human-monitor-command's completion) before rotating.
+        await wait_until(lambda: completions(audit, hmc) == 3)
         audit.rename(tmp_path / "audit.log.1")  # logrotate: records from now on go anew
 
         context = pki.client_context("alice", pki.authority.issue(ALICE_SUBJECT, server=False))
@@ -248,6 +259,8 @@ async def test_roles_over_unix_uids_in_qmonitor_run(launcher: Launcher, short_tm
         *("--policy", str(policy), "--audit-log", str(audit)),
         *("-monitor", f"unix:{hmp_path},server=on,wait=off"),
     )
+    # The launcher waits for the QMP socket; the human monitor's is bound just after it.
+    await wait_until(lambda: os.path.exists(hmp_path))
     short_tmp.chmod(0o755)
     for path in (vm.qmp_path, hmp_path):
         os.chmod(path, 0o666)  # let the other uid reach it: the policy decides, not the mode

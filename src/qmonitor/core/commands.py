@@ -189,12 +189,16 @@ HumanRenderer = Callable[[object], str]
 
 @dataclass(slots=True)
 class Command:
-    """One registered command: everything the QMP server, HMP and the schema need."""
+    """One registered command: everything the QMP server, HMP and the schema need.
+
+    ``compile`` builds the :class:`CommandSignature`; :attr:`signature` runs it once, at
+    registration unless the registry defers it (:attr:`CommandRegistry.defer_signatures`).
+    """
 
     name: str
     handler: Callable[..., Any]
     style: HandlerStyle
-    signature: CommandSignature
+    compile: Callable[[], CommandSignature]
     doc: str = ""
     allow_oob: bool = False
     timeout: float | None = None
@@ -204,6 +208,15 @@ class Command:
     renderer: HumanRenderer | None = None
     detachable: bool = False
     qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
+    compiled: CommandSignature | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def signature(self) -> CommandSignature:
+        """The argument converter, result encoder and schema of the command (compiled once)."""
+        compiled = self.compiled
+        if compiled is None:
+            compiled = self.compiled = self.compile()
+        return compiled
 
 
 def _qmp_name_for(func: Callable[..., Any]) -> str:
@@ -237,6 +250,12 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
         self.generation = 0  # changes with every registration: caches built from us compare it
+        self.defer_signatures = False
+        """Compile a command's signature when it is first needed (its first call, the schema,
+        the human monitor's table) rather than at registration: what a program that registers
+        many well-tested commands and must start fast sets (``qmonitor run``, the stand-in).
+        An unusable type hint then raises its ``TypeError`` at that first use, not here;
+        ``compile_all`` brings every such error forward."""
 
     def register(
         self,
@@ -273,17 +292,19 @@ class CommandRegistry:
         if allow_oob and style is not HandlerStyle.SYNC:
             raise ValueError(f"command '{qmp_name}': only sync handlers may allow OOB")
         excluded = tuple(p for p in (context_parameter, completion_parameter) if p)
-        if completion_parameter is not None:
-            signature = compile_signature(func, exclude=excluded, return_type=result_type)
-        else:
-            signature = compile_signature(func, exclude=excluded)
+
+        def compile_command_signature() -> CommandSignature:
+            if completion_parameter is not None:
+                return compile_signature(func, exclude=excluded, return_type=result_type)
+            return compile_signature(func, exclude=excluded)
+
         if isinstance(hmp, str):
             hmp = HumanSyntax(name=hmp)
         command = Command(
             name=qmp_name,
             handler=func,
             style=style,
-            signature=signature,
+            compile=compile_command_signature,
             doc=inspect.cleandoc(func.__doc__ or ""),
             allow_oob=allow_oob,
             timeout=timeout,
@@ -294,6 +315,8 @@ class CommandRegistry:
             detachable=detachable,
             qmp=qmp,
         )
+        if not self.defer_signatures:
+            command.signature  # noqa: B018  # compiled now: a bad type hint raises here
         self._commands[qmp_name] = command
         self.generation += 1
         return command
@@ -324,6 +347,11 @@ class CommandRegistry:
             return function
 
         return decorate(func) if func is not None else decorate
+
+    def compile_all(self) -> None:
+        """Compile every command's signature now (raises the first ``TypeError``)."""
+        for command in self._commands.values():
+            command.signature  # noqa: B018
 
     def get(self, name: str) -> Command | None:
         """The command called ``name`` (QMP or human-only), or None."""

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from qmonitor.core.commands import Command, CommandRegistry, Context, HumanSyntax
 from qmonitor.core.session import Session
-from qmonitor.hmp.render import help_text
 from qmonitor.hmp.table import INFO, CommandTable, command_table
 
 HELP_SYNTAX = HumanSyntax(
@@ -52,9 +51,13 @@ def register_hmp_builtins(
     @registry.command(name="help", hmp=HELP_SYNTAX, qmp=False)
     def help_(ctx: Context, name: str | None = None) -> str:
         """List the human monitor's commands, or show one (``help info`` lists info items)."""
+        from qmonitor.hmp.render import help_text  # the renderer loads with the first use
+
         return help_text(table_for(ctx), name)
 
     @registry.command(name=INFO, hmp=INFO_SYNTAX, qmp=False)
     def info(ctx: Context) -> str:
         """List the ``info`` items (``info ITEM`` runs one)."""
+        from qmonitor.hmp.render import help_text
+
         return help_text(table_for(ctx), INFO)

@@ -24,7 +24,6 @@ from qmonitor import (
     AnyYankInstance,
     Context,
     FaultPoint,
-    HumanSession,
     HumanSyntax,
     Job,
     JobManager,
@@ -500,6 +499,8 @@ def _register_run_control(
         A human session stays suspended (monitor/hmp-cmds.c ``hmp_quit`` calls
         ``monitor_suspend``), so no prompt follows ``quit``.
         """
+        from qmonitor import HumanSession  # loaded with the first human session
+
         if isinstance(ctx.session, HumanSession):
             ctx.session.suspend()
         monitor.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
@@ -788,6 +789,8 @@ def _register_migration(monitor: Monitor, services: MachineServices) -> None:
             )
 
         def warn(text: str) -> None:  # QEMU's warn_report, printed in the monitor
+            from qmonitor import HumanSession
+
             if isinstance(ctx.session, HumanSession):
                 ctx.session.write(f"warning: {text}\n")
 

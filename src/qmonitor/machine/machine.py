@@ -1,7 +1,8 @@
 """The simulated machine: name, uuid, run state, RAM with a dirty-page map, and a guest workload.
 
 The machine exists so that snapshots and migration have real state to carry and real work to
-do. Its RAM is a ``bytearray`` of 4 KiB pages (QEMU's ``TARGET_PAGE_SIZE`` on x86). While the
+do. Its RAM is anonymous memory (:func:`allocate_ram`) of 4 KiB pages (QEMU's
+``TARGET_PAGE_SIZE`` on x86), which the kernel zero-fills when a page is first touched. While the
 run state is ``running``, a deterministic guest workload writes pages at the configured dirty
 rate: step *n* writes page ``(n * STRIDE + seed) mod pages`` with 4 KiB derived from
 ``(seed, n)``. So the RAM is a pure function of the seed and the number of steps taken, and
@@ -24,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import mmap
 import struct
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import Final, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
@@ -103,7 +106,39 @@ def page_content(seed: int, step: int) -> bytes:
     return _PAGE_PATTERN.pack(b"QMON", seed & 0xFFFFFFFF, step) * (PAGE_SIZE // 16)
 
 
-def data_page_map(ram: bytearray, first: int, count: int) -> bytearray:
+GuestRam: TypeAlias = mmap.mmap | bytearray
+"""Guest RAM: what :func:`allocate_ram` returns (both index, slice and export their buffer)."""
+
+
+def allocate_ram(size: int) -> GuestRam:
+    """``size`` bytes of zeroed guest RAM that costs nothing until a page is written.
+
+    QEMU maps guest RAM anonymously (util/mmap-alloc.c ``qemu_ram_mmap``: ``MAP_PRIVATE |
+    MAP_ANONYMOUS``) and the kernel provides a zero page on first touch, so an idle guest's RAM
+    is not resident. A ``bytearray`` would be zeroed, hence resident, at once. Raises
+    :class:`MemoryError` when the host refuses the mapping, as ``bytearray`` would. No RAM
+    (``-machine none`` without ``-m``) is an empty ``bytearray``: a mapping cannot be empty.
+    """
+    if size == 0:
+        return bytearray()
+    try:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError as exc:
+        if exc.errno == errno.ENOMEM:
+            raise MemoryError(size) from None
+        raise
+
+
+def is_zero(zeros: bytes, data: memoryview) -> bool:
+    """Whether ``data`` is all zero bytes, given ``zeros`` at least as long (else false).
+
+    ``bytes.startswith`` takes any buffer and compares with ``memcmp`` without a copy, which
+    ``memoryview.__eq__`` (byte by byte) and slicing an ``mmap`` (a copy) do not.
+    """
+    return zeros.startswith(data)
+
+
+def data_page_map(ram: GuestRam, first: int, count: int) -> bytearray:
     """One byte per page of ``ram[first:first + count]``: 1 if it holds data, 0 if all zero.
 
     QEMU tests every page with ``buffer_is_zero``; here the first byte of every page is read in
@@ -113,9 +148,11 @@ def data_page_map(ram: bytearray, first: int, count: int) -> bytearray:
     page_map = bytearray(
         ram[start : start + count * PAGE_SIZE : PAGE_SIZE].translate(_NONZERO_TO_ONE)
     )
+    view = memoryview(ram)
     index = page_map.find(0)
     while index != -1:
-        if not ram.startswith(ZERO_PAGE, start + index * PAGE_SIZE):
+        offset = start + index * PAGE_SIZE
+        if not is_zero(ZERO_PAGE, view[offset : offset + PAGE_SIZE]):
             page_map[index] = 1
         index = page_map.find(0, index + 1)
     return page_map
@@ -142,7 +179,7 @@ class Machine:
             raise ValueError(f"RAM size must be a multiple of {PAGE_SIZE} bytes")
         self.name = name
         self.uuid = str(uuid_module.uuid4())
-        self.ram = bytearray(ram_size)
+        self.ram = allocate_ram(ram_size)
         self.pages = ram_size // PAGE_SIZE
         self.dirty = bytearray(self.pages)
         self.seed = seed
@@ -306,9 +343,7 @@ class Machine:
         """How many pages are dirty now."""
         return self.dirty.count(1)
 
-    def replace_state(
-        self, ram: bytearray, workload_step: int, seed: int, vm_clock_ns: int
-    ) -> None:
+    def replace_state(self, ram: GuestRam, workload_step: int, seed: int, vm_clock_ns: int) -> None:
         """Take a whole new guest state (a loaded snapshot)."""
         if len(ram) != len(self.ram):
             raise ValueError("RAM size mismatch")

@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -130,6 +128,8 @@ def default_socket_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return os.path.join(runtime, "qmonitor")
+    import tempfile  # with its random and shutil, only for this (start-up time)
+
     return os.path.join(tempfile.gettempdir(), f"qmonitor-{os.getuid()}")
 
 
@@ -150,6 +150,8 @@ def _client_command(address: Address, protocol: str) -> str:
         )
         return f"socat -,echo=0,icanon=0 {shlex.quote(target)}"
     target = address.path if address.transport == "unix" else f"{address.host}:{address.port}"
+    import shutil  # only for these lines (start-up time)
+
     if shutil.which("qmp-shell"):
         return f"qmp-shell {shlex.quote(target)}"
     beside = os.path.join(os.path.dirname(sys.executable), "qmp-shell")
@@ -252,6 +254,9 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     except OSError as exc:
         print(f"{program}: {plan.audit_log}: {exc.strerror}", file=sys.stderr)
         return 1
+    # Signatures are compiled at a command's first use (the schema compiles them all): start-up
+    # is what every probe pays. tests/test_program.py has the program compile every one.
+    monitor.registry.defer_signatures = True
     install_faults(monitor, faults)
     try:
         machine = Machine(

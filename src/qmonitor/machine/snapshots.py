@@ -55,7 +55,15 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from qmonitor import FaultPoint, FaultRule, QMPError
-from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, data_page_map, offload
+from qmonitor.machine.machine import (
+    PAGE_SIZE,
+    GuestRam,
+    Machine,
+    RunState,
+    allocate_ram,
+    data_page_map,
+    offload,
+)
 
 MAGIC: Final = b"QMSNAP\x00\x01"
 TRAILER_MAGIC: Final = b"QMSNAPEND\x00\x00\x00"
@@ -448,7 +456,7 @@ class SnapshotReader:
         self.path = path
         self.tag = tag
         self.ram_size = ram_size
-        self.ram = bytearray()
+        self.ram: GuestRam = bytearray()
         self.metadata: dict[str, object] = {}
         self.total = 0
         self.done = 0
@@ -490,7 +498,7 @@ class SnapshotReader:
             raise self._damaged(
                 f"size is {size} bytes, expected {len(header) + pages + self.total + TRAILER_SIZE}"
             )
-        self.ram = bytearray(ram_size)
+        self.ram = allocate_ram(ram_size)
         self._runs = ((m.start(), m.end()) for m in _DATA_RUN.finditer(page_map))
 
     def step(self) -> bool:

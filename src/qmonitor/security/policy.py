@@ -57,10 +57,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from qmonitor.core.commands import Command
-from qmonitor.core.errors import QMonitorError, QMPError
+from qmonitor.core.errors import QMPError
 from qmonitor.core.session import Identity
 from qmonitor.hmp.parse import ArgumentError, find_command, parse_arguments
 from qmonitor.hmp.table import INFO, CommandTable, human_name
+from qmonitor.security.errors import PolicyError as PolicyError  # raised here, defined apart
 
 URI_ARGUMENT: Final = "uri"
 """The argument a ``COMMAND:SCHEME`` entry reads (qapi/migration.json ``migrate``)."""
@@ -72,10 +73,6 @@ _GRANT_SUBJECTS: Final = ("identity", "uid", "user")
 _ROLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _SCHEME_CHARS: Final = _NAME_CHARS | {"+"}
-
-
-class PolicyError(QMonitorError, ValueError):
-    """A policy file that cannot be used; ``str()`` is one line naming the file and the place."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qmonitor.cmdline import QemuCommandLine
 from qmonitor.cmdline.objects import ObjectError, command_line_error, objects_with_options
@@ -35,8 +36,10 @@ from qmonitor.security.authz import (
     read_error,
     watch_error,
 )
-from qmonitor.security.policy import Policy, parse_policy
-from qmonitor.security.policy import PolicyError as PolicyError  # for qmonitor.__init__
+from qmonitor.security.errors import PolicyError as PolicyError  # for qmonitor.__init__
+
+if TYPE_CHECKING:
+    from qmonitor.security.policy import Policy
 
 log = logging.getLogger("qmonitor.authz")
 
@@ -194,7 +197,13 @@ def _uid_of_user(name: str) -> int | None:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """``--policy FILE``: the file read and parsed; PolicyError (one line) if unusable."""
+    """``--policy FILE``: the file read and parsed; PolicyError (one line) if unusable.
+
+    The policy module (TOML, the HMP argument parser) is imported here, not with this module:
+    every monitor imports this one, few have a policy (docs/PERFORMANCE.md, start-up).
+    """
+    from qmonitor.security.policy import parse_policy
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

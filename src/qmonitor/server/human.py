@@ -28,6 +28,10 @@ human monitor shows none: off by default except at the console).
 
 :func:`report_error` prints what no command asked for (QEMU's ``error_report`` outside a
 command) on standard error, clear of the console's prompt.
+
+The human sessions (:mod:`qmonitor.server.hmp_session`: the parser, the renderer, the line
+editor) are imported when a human monitor is served or ``human-monitor-command`` first runs,
+not with this module: a QMP-only stand-in starts without them (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ import asyncio
 import ssl
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
 from qmonitor.hmp.builtins import register_hmp_builtins
 from qmonitor.hmp.table import command_table
-from qmonitor.server.hmp_session import CapturedSession, HMPSession, HumanSession
 from qmonitor.server.listen import (
     Address,
     AddressError,
@@ -54,11 +58,16 @@ from qmonitor.server.monitor import Monitor
 from qmonitor.server.peer import Admit, gated
 from qmonitor.server.stdio import connect_stdio
 
-SessionHook = Callable[[HumanSession], None]
+if TYPE_CHECKING:
+    from qmonitor.server.hmp_session import HMPSession, HumanSession
+
+SessionHook = Callable[["HumanSession"], None]
 
 
 def _session_hooks(monitor: Monitor) -> tuple[SessionHook, SessionHook]:
     """``on_open``/``on_close`` of a human session: the monitor closes it, and traces it."""
+
+    from qmonitor.server.hmp_session import HMPSession
 
     def opened(session: HumanSession) -> None:
         monitor.human_sessions.add(session)
@@ -74,6 +83,8 @@ def _session_hooks(monitor: Monitor) -> tuple[SessionHook, SessionHook]:
 
 async def _serve_stdio_plain(monitor: Monitor) -> None:
     """QEMU's byte protocol on stdin/stdout (``-monitor stdio`` without a terminal)."""
+    from qmonitor.server.hmp_session import HMPSession
+
     opened, closed = _session_hooks(monitor)
     session = HMPSession(monitor, on_open=opened, on_close=closed, close_at_eof=False)
     await connect_stdio(session)
@@ -97,6 +108,8 @@ async def serve_human(
     connecting fails, and ValueError when a command's human syntax is unusable (checked here,
     before anyone types).
     """
+    from qmonitor.server.hmp_session import HMPSession
+
     register_human_commands(monitor)
     command_table(monitor.registry)
     parsed = parse_address(address) if isinstance(address, str) else address
@@ -163,6 +176,8 @@ def register_human_commands(monitor: Monitor) -> None:
     @monitor.command(name="hmp-events", qmp=False, hmp=EVENTS_SYNTAX)
     def events(ctx: Context, state: bool | None = None) -> str:
         """Show or hide QMP events, one line each above the prompt, in this session only."""
+        from qmonitor.server.hmp_session import HumanSession
+
         session = ctx.session
         if not isinstance(session, HumanSession) or not session.can_show_events:
             raise QMPError("this session ends with its command: it has no events to show")
@@ -211,4 +226,6 @@ def register_human_monitor_command(monitor: Monitor, *, cpus: int = 0) -> None:
         """
         if cpu_index is not None and not 0 <= cpu_index < cpus:
             raise QMPError(CPU_INDEX_ERROR)
+        from qmonitor.server.hmp_session import CapturedSession
+
         return await CapturedSession(monitor, via=ctx.session).run(command_line)

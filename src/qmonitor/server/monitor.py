@@ -29,7 +29,7 @@ import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
 from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
@@ -43,7 +43,6 @@ from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.core.trace import log as trace_log
 from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
-from qmonitor.security.policy import Policy
 from qmonitor.security.x509dn import DistinguishedNameError
 from qmonitor.server.audit import AuditLog, registry_secrets
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
@@ -64,6 +63,9 @@ from qmonitor.server.listen import (
 from qmonitor.server.peer import Admit, connection_identity, gated
 from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
 from qmonitor.server.stdio import connect_stdio
+
+if TYPE_CHECKING:  # only with --policy: not loaded (TOML, HMP parser) by a monitor without one
+    from qmonitor.security.policy import Policy
 
 log = logging.getLogger("qmonitor")
 

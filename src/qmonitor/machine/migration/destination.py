@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qmonitor import MIGRATION_INSTANCE, QMPError, YankRegistry
-from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, offload
+from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, is_zero, offload
 from qmonitor.machine.migration.channel import _Channel, migration_executor
 from qmonitor.machine.migration.types import MigrationInfo, MigrationStatus, Notify, SocketAddress
 from qmonitor.machine.migration.uri import MigrationAddress
@@ -187,7 +187,7 @@ class IncomingMigration:
             start, end = first * PAGE_SIZE, (first + count) * PAGE_SIZE
             if kind == RECORD_PAGES:
                 channel.read_into(view[start:end])
-            elif not ram.startswith(memoryview(_ZERO_CHUNK)[: end - start], start):
+            elif not is_zero(_ZERO_CHUNK, view[start:end]):
                 view[start:end] = bytes(end - start)
 
     def _apply(self, state: dict[str, Any]) -> None:

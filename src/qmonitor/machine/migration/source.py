@@ -14,7 +14,15 @@ import time
 from typing import Final
 
 from qmonitor import MIGRATION_INSTANCE, FaultRule, QMPError, YankRegistry
-from qmonitor.machine.machine import PAGE_SIZE, Machine, RunState, data_page_map, offload
+from qmonitor.machine.machine import (
+    PAGE_SIZE,
+    GuestRam,
+    Machine,
+    RunState,
+    data_page_map,
+    is_zero,
+    offload,
+)
 from qmonitor.machine.migration.channel import _Channel, _connect, migration_executor
 from qmonitor.machine.migration.types import (
     IN_PROGRESS,
@@ -309,12 +317,12 @@ class OutgoingMigration:
                 first += count
         self._flush(view)
 
-    def _send_chunk(self, ram: bytearray, view: memoryview, first: int, count: int) -> None:
+    def _send_chunk(self, ram: GuestRam, view: memoryview, first: int, count: int) -> None:
         """Zero pages go out at once as records; data pages join the pending run."""
         channel = self._channel
         assert channel is not None
         start = first * PAGE_SIZE
-        if ram.startswith(memoryview(_ZERO_CHUNK)[: count * PAGE_SIZE], start):
+        if is_zero(_ZERO_CHUNK, view[start : start + count * PAGE_SIZE]):
             self._send_zero(channel, first, count)
             return
         page_map = data_page_map(ram, first, count)
