@@ -27,7 +27,7 @@ class Emulator:
     guest_acts_on_powerdown: bool
     """Whether ``system_powerdown`` ends the machine. Real QEMU without a guest OS only has
     SeaBIOS, which ignores the ACPI power button; qmonitor's simulated guest powers off
-    (machine/commands.py ``system_powerdown``)."""
+    (machine/commands/run_control.py ``system_powerdown``)."""
     has_ram_digest: bool
     """Whether it answers ``x-query-ram-digest`` (qmonitor's; QEMU has no such command)."""
 
