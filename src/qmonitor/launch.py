@@ -246,6 +246,7 @@ def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM
             chardev_address(spec),
             spec.chardev.id,
             wait_location=spec.chardev.location if spec.chardev.wait else None,
+            pretty=spec.pretty,
         )
         for spec in monitors
     ]
@@ -284,7 +285,9 @@ def run_launch(command_line: QemuCommandLine, program: str = "qmonitor") -> Laun
     name_argument = last_argument(command_line, "name") or name
     monitors = list(command_line.monitors)
     plans = [
-        MonitorPlan(spec.mode, chardev_address(spec), spec.chardev.id, interactive=True)
+        MonitorPlan(
+            spec.mode, chardev_address(spec), spec.chardev.id, interactive=True, pretty=spec.pretty
+        )
         for spec in monitors
     ]
     qmp = [plan for plan in plans if plan.mode == "control"]

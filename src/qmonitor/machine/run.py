@@ -60,7 +60,8 @@ class MonitorPlan:
     served. ``interactive`` asks for the console on a terminal (``qmonitor run``'s).
     ``wait_location``, for a listening socket with ``wait=on``: the option that made it, as
     typed; start-up then waits for a first client before going on, as QEMU does, saying so at
-    that location (``None``: serve at once).
+    that location (``None``: serve at once). ``pretty``: a QMP monitor writing pretty-printed
+    JSON (``-qmp-pretty``, ``-mon ...,pretty=on``).
     """
 
     mode: Literal["control", "readline"]
@@ -68,6 +69,7 @@ class MonitorPlan:
     label: str | None = None
     interactive: bool = False
     wait_location: str | None = None
+    pretty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +314,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 monitor.open_chardev(Address("none"), planned.label)
                 continue
             if planned.mode == "control":
-                await monitor.serve(address, label=planned.label)
+                await monitor.serve(address, label=planned.label, pretty=planned.pretty)
             elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)
                 shown = []
