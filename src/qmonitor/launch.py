@@ -319,6 +319,7 @@ def monitor_plans(
                 spec.chardev.id,
                 interactive=interactive,
                 wait_location=spec.chardev.location if wait and spec.chardev.wait else None,
+                pretty=spec.pretty,
                 tls=None if secured is None else secured.context,
                 admit=None if secured is None else secured.admit,
             )

@@ -58,16 +58,18 @@ busy guest would only cost CPU."""
 class MonitorPlan:
     """One monitor to serve: QMP (``control``) or human (``readline``) on ``address``.
 
-    ``label`` is its chardev's id (``None``: ``compat_monitorN`` in serving order). An address
-    of ``None`` is a chardev with no I/O here (``null``, ``vc``, ``pty``...): counted, not
-    served. ``interactive`` asks for the console on a terminal (``qmonitor run``'s).
-    ``wait_location``, for a listening socket with ``wait=on``: the option that made it, as
-    typed; start-up then waits for a first client before going on, as QEMU does, saying so at
-    that location (``None``: serve at once).
+       ``label`` is its chardev's id (``None``: ``compat_monitorN`` in serving order). An address
+       of ``None`` is a chardev with no I/O here (``null``, ``vc``, ``pty``...): counted, not
+       served. ``interactive`` asks for the console on a terminal (``qmonitor run``'s).
+       ``wait_location``, for a listening socket with ``wait=on``: the option that made it, as
+       typed; start-up then waits for a first client before going on, as QEMU does, saying so at
+       that location (``None``: serve at once).
 
-    ``tls`` is the server context of the chardev's ``tls-creds=`` and ``admit`` the admission
-    of its ``tls-authz=`` (:func:`qmonitor.launch.tls_for_monitors`): every connection is TLS,
-    and a client the authz object refuses is closed before the greeting.
+       ``tls`` is the server context of the chardev's ``tls-creds=`` and ``admit`` the admission
+       of its ``tls-authz=`` (:func:`qmonitor.launch.tls_for_monitors`): every connection is TLS,
+       and a client the authz object refuses is closed before the greeting.
+    ``pretty``: a QMP monitor writing pretty-printed
+       JSON (``-qmp-pretty``, ``-mon ...,pretty=on``).
     """
 
     mode: Literal["control", "readline"]
@@ -77,6 +79,7 @@ class MonitorPlan:
     wait_location: str | None = None
     tls: ssl.SSLContext | None = None
     admit: Admit | None = None
+    pretty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +333,11 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             if planned.tls is not None and planned.mode == "control":
                 # a listener: launch refuses TLS on a monitor that connects out
                 await monitor.listen(
-                    address, tls=planned.tls, admit=planned.admit, label=planned.label
+                    address,
+                    tls=planned.tls,
+                    admit=planned.admit,
+                    label=planned.label,
+                    pretty=planned.pretty,
                 )
             elif planned.tls is not None:
                 await serve_human(
@@ -342,7 +349,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                     label=planned.label,
                 )
             elif planned.mode == "control":
-                await monitor.serve(address, label=planned.label)
+                await monitor.serve(address, label=planned.label, pretty=planned.pretty)
             elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)
                 shown = []

@@ -12,6 +12,9 @@ Three details make QEMU's output what it is, and clients have been written again
   member inserted last comes first (``QLIST_INSERT_HEAD``). That is why QEMU sends
   ``{"return": {}, "id": 1}`` but ``{"id": 1, "error": ...}``. We reproduce the order from
   QEMU's ``tdb_hash`` so that replies match QEMU's byte for byte.
+
+A monitor made with ``pretty=on`` (``-qmp-pretty``) writes the same messages in json-writer.c's
+pretty mode instead: see :func:`pretty_json`.
 """
 
 from __future__ import annotations
@@ -150,9 +153,60 @@ def encode_json(value: object) -> str:
     return "".join(out)
 
 
-def encode_message(message: Mapping[str, object]) -> bytes:
-    """One QMP output line: the JSON text followed by CRLF (monitor/qmp.c)."""
-    return (encode_json(message) + "\r\n").encode("ascii")
+def encode_message(message: Mapping[str, object], pretty: bool = False) -> bytes:
+    """One QMP output message: the JSON text followed by CRLF (monitor/qmp.c), pretty-printed
+    for a ``pretty=on`` monitor."""
+    text = encode_json(message)
+    return ((pretty_json(text) if pretty else text) + "\r\n").encode("ascii")
+
+
+# Outside strings, QEMU's compact text holds structure only in these tokens; a string is taken
+# whole so that brackets and ", " inside it are left alone.
+_LAYOUT_TOKEN = re.compile(r'(\{\}|\[\]|[{\[]|[}\]]|, )|"(?:[^"\\]|\\.)*"|[^"{}\[\],]+|.')
+_INDENT = "    "
+
+
+def pretty_json(text: str) -> str:
+    """QEMU's compact JSON ``text`` (:func:`encode_json`) laid out as json-writer.c's pretty
+    mode writes the same value (``qobject_to_json_pretty(obj, true)``).
+
+    json-writer.c's rules: a member or element starts a new line indented 4 spaces per open
+    container (``pretty_newline``: ``"\\n%*s"``, ``container->len * 4``); ``,`` ends the line
+    before the next one (``maybe_comma_name``); a closing bracket goes on its own line at its
+    container's own indent, even for an empty container (``{``, newline, ``}``: there is no
+    special case for empty ones). Names are followed by ``": "`` as in compact mode. The
+    monitor turns every ``\\n`` into ``\\r\\n`` (monitor_puts); a string never holds a raw
+    newline (it is escaped), so all of them are line ends.
+
+    The layout is applied to the compact text rather than to the value: the compact text is
+    what every writer here produces (the envelopes, :func:`result_writer`'s generated
+    writers, events), already in QDict order, and its structure is unambiguous outside
+    strings, so one pass gives the same bytes as writing the value in pretty mode.
+    """
+    out: list[str] = []
+    depth = 0
+    for match in _LAYOUT_TOKEN.finditer(text):
+        token = match.group()
+        if match.group(1) is None:
+            out.append(token)
+        elif token == ", ":
+            out.append(",\r\n" + _INDENT * depth)
+        elif len(token) == 2:  # an empty container
+            out.append(f"{token[0]}\r\n{_INDENT * depth}{token[1]}")
+        elif token in "{[":
+            depth += 1
+            out.append(token + "\r\n" + _INDENT * depth)
+        else:
+            depth = max(depth - 1, 0)
+            out.append("\r\n" + _INDENT * depth + token)
+    return "".join(out)
+
+
+def pretty_lines(data: bytes) -> bytes:
+    """Output ``data`` (whole compact messages, each ending in CRLF) as a ``pretty=on`` monitor
+    writes it: each message laid out by :func:`pretty_json`."""
+    lines = data.decode("ascii").split("\r\n")
+    return "\r\n".join(pretty_json(line) for line in lines).encode("ascii")
 
 
 _INLINE_WRITERS = {

@@ -151,8 +151,12 @@ class QMPServerConnection:
         version: Mapping[str, object],
         capabilities: Sequence[str] = ("oob",),
         framer: JSONStreamFramer | None = None,
+        pretty: bool = False,
     ) -> None:
         self.version = version  # shared by every connection; never changed
+        # A ``pretty=on`` monitor's connection (``-qmp-pretty``): its output is laid out by
+        # qmonitor.qmp.encode.pretty_lines (the send_* methods stay compact, for everyone).
+        self.pretty = pretty
         self.capabilities = tuple(capabilities)
         self.state = SessionState.NEGOTIATING
         self.oob_enabled = False
@@ -242,7 +246,8 @@ class QMPServerConnection:
     def greeting(self) -> bytes:
         """The greeting line (spec section 2.2): version and offered capabilities."""
         return encode_message(
-            {"QMP": {"version": self.version, "capabilities": list(self.capabilities)}}
+            {"QMP": {"version": self.version, "capabilities": list(self.capabilities)}},
+            self.pretty,
         )
 
     # The envelopes are written directly: QDict order puts "return" before "id" and "id"

@@ -555,6 +555,10 @@ class Monitor:
         """A new QMP session of this monitor (an ``asyncio.Protocol``)."""
         return QMPSession(self)
 
+    def pretty_session_factory(self) -> QMPSession:
+        """A new QMP session writing pretty-printed JSON (``-qmp-pretty``, ``pretty=on``)."""
+        return QMPSession(self, pretty=True)
+
     def check_exposure(self, address: Address, *, tls: bool) -> None:
         """Refuse (:class:`AddressError`) a TCP ``address`` in clear text beyond this host,
         unless :attr:`allow_insecure_tcp` (:mod:`qmonitor.server.exposure`)."""
@@ -590,6 +594,7 @@ class Monitor:
         tls: ssl.SSLContext | None = None,
         admit: Admit | None = None,
         label: str | None = None,
+        pretty: bool = False,
     ) -> Listener:
         """Serve QMP on a listening ``address`` (QEMU syntax, ``server=on``; or an inherited
         listening socket); ``label`` names its chardev (see :meth:`open_chardev`).
@@ -597,7 +602,8 @@ class Monitor:
         ``tls``: a server context (:func:`qmonitor.server.tls.server_context`, QEMU's
         ``tls-creds``) makes every connection TLS. ``admit`` decides whether a connection may
         have a session once its handshake is done (``tls-authz``:
-        :func:`~qmonitor.server.peer.tls_authz_gate`); see :meth:`admission`.
+        :func:`~qmonitor.server.peer.tls_authz_gate`); see :meth:`admission`. ``pretty``:
+        replies and events are pretty-printed, as by QEMU's ``-qmp-pretty``.
         """
         self._bind_loop()
         parsed = parse_address(address) if isinstance(address, str) else address
@@ -605,7 +611,7 @@ class Monitor:
             raise AddressError(f"cannot listen on '{address}'; use connect() or serve_stdio()")
         self.check_exposure(parsed, tls=tls is not None)
         chardev = self.open_chardev(parsed, label)
-        factory: Callable[[], asyncio.Protocol] = chardev.track(self.qmp_session_factory)
+        factory: Callable[[], asyncio.Protocol] = chardev.track(self._session_factory(pretty))
         check = self.admission(admit)
         if check is not None:
             factory = gated(factory, check)
@@ -617,19 +623,27 @@ class Monitor:
         self.listeners.append(listener)
         return listener
 
-    async def serve(self, address: str | Address, *, label: str | None = None) -> None:
-        """Serve QMP on ``address`` whatever its kind: listen, connect out, or stdio."""
+    async def serve(
+        self, address: str | Address, *, label: str | None = None, pretty: bool = False
+    ) -> None:
+        """Serve QMP on ``address`` whatever its kind: listen, connect out, or stdio
+        (``pretty``: see :meth:`listen`)."""
         parsed = parse_address(address) if isinstance(address, str) else address
         if parsed.transport == "none":
             return
         if parsed.transport == "stdio":
-            await self.serve_stdio(label=label)
+            await self.serve_stdio(label=label, pretty=pretty)
         elif parsed.server:
-            await self.listen(parsed, label=label)
+            await self.listen(parsed, label=label, pretty=pretty)
         else:
-            await self.connect(parsed, label=label)
+            await self.connect(parsed, label=label, pretty=pretty)
 
-    async def connect(self, address: str | Address, *, label: str | None = None) -> QMPSession:
+    def _session_factory(self, pretty: bool) -> Callable[[], QMPSession]:
+        return self.pretty_session_factory if pretty else self.qmp_session_factory
+
+    async def connect(
+        self, address: str | Address, *, label: str | None = None, pretty: bool = False
+    ) -> QMPSession:
         """Reverse mode: connect to a client listening on ``address`` and serve it; or serve
         the client at the other end of an inherited connected socket."""
         self._bind_loop()
@@ -637,7 +651,7 @@ class Monitor:
         self.check_exposure(parsed, tls=False)
         chardev = self.open_chardev(parsed, label)
         try:
-            transport = await connect_out(parsed, chardev.track(self.qmp_session_factory))
+            transport = await connect_out(parsed, chardev.track(self._session_factory(pretty)))
         except BaseException:
             self.close_chardev(chardev)
             raise
@@ -645,7 +659,7 @@ class Monitor:
         assert isinstance(protocol, QMPSession)
         return protocol
 
-    async def serve_stdio(self, *, label: str | None = None) -> QMPSession:
+    async def serve_stdio(self, *, label: str | None = None, pretty: bool = False) -> QMPSession:
         """Serve QMP on standard input and output.
 
         As in QEMU, the end of standard input ends only the requests: every complete one is
@@ -653,7 +667,7 @@ class Monitor:
         """
         self._bind_loop()
         self.open_chardev(Address("stdio"), label)  # counted, never yanked
-        session = QMPSession(self, close_at_eof=False)
+        session = QMPSession(self, close_at_eof=False, pretty=pretty)
         await connect_stdio(session)
         return session
 

@@ -46,6 +46,7 @@ from qmonitor.core.dispatch import Invocation, encode_result, internal_error
 from qmonitor.core.errors import QMPError
 from qmonitor.core.faults import REPLY_ACTIONS, FaultRule
 from qmonitor.core.session import SessionKind
+from qmonitor.qmp.encode import pretty_lines
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.protocol import QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA
@@ -69,14 +70,22 @@ class QMPSession(asyncio.Protocol):
 
     kind = SessionKind.QMP
 
-    def __init__(self, host: SessionHost, *, peer: str = "", close_at_eof: bool = True) -> None:
+    def __init__(
+        self,
+        host: SessionHost,
+        *,
+        peer: str = "",
+        close_at_eof: bool = True,
+        pretty: bool = False,
+    ) -> None:
         self.host = host
         self.peer = peer
         self.identity = session_identity(None)  # until the connection is made
         self._close_at_eof = close_at_eof
         self._input_ended = False  # end of input seen: answer what was read, then close
         self._watched_socket: int | None = None  # watched for a hang-up after end of input
-        self.connection = QMPServerConnection(host.version, host.capabilities)
+        self.connection = QMPServerConnection(host.version, host.capabilities, pretty=pretty)
+        self._pretty = pretty  # output goes through pretty_lines (a -qmp-pretty monitor)
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
         self._blocking: Invocation | None = None
@@ -181,6 +190,10 @@ class QMPSession(asyncio.Protocol):
     # -- output ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        """Queue a reply (compact, as QMPServerConnection writes it)."""
+        self._write_laid_out(pretty_lines(data) if self._pretty else data)
+
+    def _write_laid_out(self, data: bytes) -> None:
         batch = self._output_batch
         if batch is None:
             self._send(data)
@@ -224,8 +237,10 @@ class QMPSession(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or not self.connection.negotiated:
             return
+        if self._pretty:
+            data = pretty_lines(data)
         if not self._writing_paused or self._output_batch is not None:
-            self._write(data)
+            self._write_laid_out(data)
             return
         if len(self._held_output) + len(data) <= HELD_OUTPUT_MAX:
             self._hold(data)
