@@ -27,7 +27,7 @@ import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from qmonitor import __version__
@@ -348,14 +348,8 @@ def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM
         incoming=command_line.incoming,
         no_shutdown=command_line.no_shutdown,
         dirty_rate=_dirty_rate(own, 0),
-        strict_order="--strict-order" in own,
-        profile=_last(own, "--profile"),
         announce=False,
-        faults=_last(own, "--faults"),
-        policy=_last(own, "--policy"),
-        audit_log=_last(own, "--audit-log"),
-        allow_path=tuple(path for path in own.get("--allow-path", []) if path is not None),
-        allow_insecure_tcp="--allow-insecure-tcp" in own,
+        **_shared_own_options(own),
     )
     return Launch(command_line, plan)
 
@@ -417,17 +411,24 @@ def run_launch(command_line: QemuCommandLine, program: str = "qmonitor") -> Laun
         incoming=command_line.incoming,
         no_shutdown=command_line.no_shutdown,
         dirty_rate=_dirty_rate(own, DEFAULT_DIRTY_RATE),
-        strict_order="--strict-order" in own,
-        profile=_last(own, "--profile"),
         announce=True,
         default_socket=default_socket,
-        faults=_last(own, "--faults"),
-        policy=_last(own, "--policy"),
-        audit_log=_last(own, "--audit-log"),
-        allow_path=tuple(path for path in own.get("--allow-path", []) if path is not None),
-        allow_insecure_tcp="--allow-insecure-tcp" in own,
+        **_shared_own_options(own),
     )
     return Launch(command_line, plan, verbose=verbose, log=_last(own, "--log"))
+
+
+def _shared_own_options(own: Mapping[str, list[str | None]]) -> dict[str, Any]:
+    """The :class:`RunPlan` fields both programs take from their own options alike."""
+    return {
+        "strict_order": "--strict-order" in own,
+        "profile": _last(own, "--profile"),
+        "faults": _last(own, "--faults"),
+        "policy": _last(own, "--policy"),
+        "audit_log": _last(own, "--audit-log"),
+        "allow_path": tuple(path for path in own.get("--allow-path", []) if path is not None),
+        "allow_insecure_tcp": "--allow-insecure-tcp" in own,
+    }
 
 
 def _last(own: Mapping[str, list[str | None]], name: str) -> str | None:
