@@ -227,6 +227,9 @@ async def test_qom_tree_and_state_queries_match(pair: Pair) -> None:
     for command in ("query-chardev", "query-pci", "query-block", "query-block-jobs"):
         await pair.same(command)
     await pair.same("query-named-block-nodes", {"flat": True})
+    await pair.same("query-blockstats")
+    await pair.same("query-blockstats", {"query-nodes": True})
+    await pair.same("query-blockstats", {"query-nodes": 1})
     if machine == "none-machine":
         for path in ("/machine", "machine", "/machine/", "/machine/unattached", "unattached"):
             await pair.same("qom-list", {"path": path})
@@ -280,7 +283,7 @@ STANDIN_COMMANDS = (
     "query-cpu-model-expansion", "query-migrate-capabilities", "migrate-set-capabilities",
     "query-migrate-parameters", "migrate-set-parameters", "qom-list", "qom-get",
     "query-chardev", "query-cpus-fast", "query-iothreads", "query-block",
-    "query-named-block-nodes", "query-block-jobs", "query-pci",
+    "query-named-block-nodes", "query-blockstats", "query-block-jobs", "query-pci",
 )  # fmt: skip
 
 SCHEMA_DIFFERENCES = {
@@ -289,6 +292,7 @@ SCHEMA_DIFFERENCES = {
     # BlockDeviceInfo is not declared (no drive ever has one): "any" in ours.
     "query-block": "ret-type",
     "query-named-block-nodes": "ret-type",
+    "query-blockstats": "ret-type",  # BlockStats is not declared either
 }
 
 

@@ -113,9 +113,7 @@ CHECKS: dict[str, Check] = {
     "Domain.Close": returns(),
 }
 
-QMONITOR_NOT_YET: dict[str, str] = {
-    "Domain.BlockStats": "query-blockstats is not implemented (not in issue 12's list)",
-}
+QMONITOR_NOT_YET: dict[str, str] = {}
 """Calls qmonitor does not answer as QEMU does yet, and why. Remove an entry when it passes."""
 
 

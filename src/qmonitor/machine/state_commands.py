@@ -22,7 +22,8 @@ with QEMU 7.2's shapes and order:
   (iothread.c ``qmp_query_iothreads``: the reverse of ``qom-list /objects``); properties as
   configured, else QEMU's defaults; ``thread-id`` is our process id, as above. Like QEMU, it
   creates ``/objects``.
-* ``query-block``, ``query-named-block-nodes``, ``query-block-jobs``: empty (no drives).
+* ``query-block``, ``query-named-block-nodes``, ``query-blockstats``, ``query-block-jobs``:
+  empty (no drives).
 * ``query-pci``: the chipset of the machine type, as captured in the profile (``-machine
   none`` has no PCI bus: empty); ``-device`` devices are not added.
 
@@ -346,6 +347,15 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
     @command(name="query-named-block-nodes")
     def query_named_block_nodes(flat: bool | None = None) -> list[dict[str, Any]]:
         """Return the named block nodes (none)."""
+        return []
+
+    @command(name="query-blockstats")
+    def query_blockstats(query_nodes: bool | None = None) -> list[dict[str, Any]]:
+        """Return the block devices' I/O statistics (none: the machine has no drives).
+
+        ``query-nodes`` asks for every node rather than the devices' roots (qapi/block-core.json
+        ``query-blockstats``); there are none either way.
+        """
         return []
 
     @command(name="query-block-jobs")
