@@ -28,9 +28,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-REAL_PROGRAM_MARKERS = ("qemu", "libvirt", "go_qemu")
-"""Markers of tests that need real programs (QEMU, libvirt, go-qemu): they skip where those
-are not installed, but CI installs them all (.ci/run), so there a skip is a failure."""
+REAL_PROGRAM_MARKERS = ("qemu", "libvirt", "go_qemu", "host_facility")
+"""Markers of tests that need real programs (QEMU, libvirt, go-qemu) or host facilities (the
+installed GLib, mounting a tmpfs as root): they skip where those are missing, but CI has them
+all (.ci/run installs them and runs as root), so there a skip is a failure."""
 
 
 @pytest.hookimpl(wrapper=True)

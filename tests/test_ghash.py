@@ -66,6 +66,7 @@ def _glib_order(glib: ctypes.CDLL, keys: list[str]) -> list[str]:
     return found
 
 
+@pytest.mark.host_facility
 def test_order_matches_the_installed_glib_for_random_key_sets() -> None:
     glib = _glib()
     if glib is None:

@@ -353,6 +353,7 @@ async def _hmp(client: Client, line: str) -> str:
     return text
 
 
+@pytest.mark.host_facility
 async def test_savevm_on_a_full_disk_says_so_leaves_nothing_and_the_next_one_fits(
     small_tmpfs: Path, vms: Launcher
 ) -> None:
@@ -372,6 +373,7 @@ async def test_savevm_on_a_full_disk_says_so_leaves_nothing_and_the_next_one_fit
     assert sorted(os.listdir(small_tmpfs)) == ["small-again.qmsnap", "small.qmsnap"]
 
 
+@pytest.mark.host_facility
 async def test_a_read_only_state_directory_gives_one_line_errors(
     small_tmpfs: Path, vms: Launcher
 ) -> None:
