@@ -21,8 +21,6 @@ from qmonitor.machine.config import (
     DeviceConfig,
     MachineConfig,
     ObjectConfig,
-    compat_backend,
-    monitor_chardevs,
 )
 from qmonitor.machine.profile import DEFAULT_PROFILE_NAME, Profile
 from qmonitor.testing import RawQMPClient
@@ -254,16 +252,6 @@ async def test_chardev_filenames_follow_the_connections(short_tmp: Path) -> None
         assert await first.execute("qom-get", {"path": connected, "property": "connected"})
         await second.close()
         await first.disconnect()
-
-
-def test_monitor_options_become_compat_chardevs_in_order() -> None:
-    chardevs = monitor_chardevs(["unix:/a,server=on,wait=off", "none", "tcp::4444,server", "stdio"])
-    assert [(c.label, c.qom_type) for c in chardevs] == [
-        ("compat_monitor0", "chardev-socket"),
-        ("compat_monitor1", "chardev-socket"),
-        ("compat_monitor2", "chardev-stdio"),
-    ]
-    assert compat_backend("telnet:localhost:5,server=on").telnet
 
 
 def test_a_config_refuses_more_cpus_than_its_topology_holds() -> None:

@@ -139,35 +139,3 @@ class MachineConfig:
         ids = [item.id for item in self.objects]
         if len(set(ids)) != len(ids):
             raise ValueError("two objects have the same id")
-
-
-def monitor_chardevs(addresses: list[str]) -> tuple[ChardevConfig, ...]:
-    """The chardevs QEMU creates for ``-qmp``/``-monitor`` ADDRESS options, in order.
-
-    softmmu/vl.c ``monitor_parse`` names each ``compat_monitorN``, N counting the monitor
-    options in command-line order; ``addresses`` are in QEMU's compat syntax
-    (``unix:PATH,server=on``, ``tcp:HOST:PORT,...``, ``stdio``). ``none`` creates nothing and
-    takes no number (vl.c skips ``monitor_parse`` for it).
-    """
-    texts = [text for text in addresses if text != "none"]
-    return tuple(
-        ChardevConfig(f"compat_monitor{index}", compat_backend(text))
-        for index, text in enumerate(texts)
-    )
-
-
-def compat_backend(text: str) -> ChardevBackend:
-    """The backend of a compat chardev address (chardev/char.c ``qemu_chr_parse_compat``)."""
-    head, *options = text.split(",")
-    flags = {}
-    for option in options:
-        key, _, value = option.partition("=")
-        flags[key] = value in ("", "on", "yes", "true")
-    server = flags.get("server", False)
-    if head.startswith("unix:"):
-        return SocketChardev(path=head[len("unix:") :], server=server)
-    for scheme in ("tcp:", "telnet:"):
-        if head.startswith(scheme):
-            host, _, port = head[len(scheme) :].rpartition(":")
-            return SocketChardev(host=host, port=port, server=server, telnet=scheme == "telnet:")
-    return SimpleChardev(head)
