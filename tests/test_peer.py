@@ -16,8 +16,8 @@ import pytest
 from qmonitor import Monitor
 from qmonitor.core.session import Identity
 from qmonitor.security.policy import parse_policy
-from qmonitor.server.listen import Address, start_listener
-from qmonitor.server.peer import PeerCredentials, connection_identity, gated, peer_credentials
+from qmonitor.server.listen import Address, PeerCredentials, peer_credentials, start_listener
+from qmonitor.server.peer import connection_identity, gated
 
 OTHER_UID = 4321
 OTHER_GID = 4322

@@ -34,7 +34,7 @@ import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal, Protocol
 
 from qmonitor.core.errors import QMonitorError
 from qmonitor.server.fds import ProtocolFactory, UnixServer, serve_unix_connection
@@ -323,8 +323,39 @@ class HangupWatch:
         self._callbacks.clear()
 
 
-_PEER_CREDENTIALS = struct.Struct("3i")
-"""``struct ucred`` (pid, uid, gid), what ``SO_PEERCRED`` returns on Linux (socket(7))."""
+_UCRED: Final = struct.Struct("3i")
+"""``struct ucred`` (socket(7)): pid, uid, gid, three C ints."""
+
+
+class _HasSockopt(Protocol):
+    family: int
+
+    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    """A unix socket peer's ``struct ucred``."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: _HasSockopt) -> PeerCredentials | None:
+    """``SO_PEERCRED`` of a connected unix socket; None for other sockets or platforms.
+
+    Takes a ``socket.socket`` or the ``TransportSocket`` of an asyncio transport
+    (``transport.get_extra_info("socket")``).
+    """
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    except OSError:
+        return None
+    return PeerCredentials(pid, uid, gid)
 
 
 def describe_peer(transport: asyncio.BaseTransport | None) -> str:
@@ -341,11 +372,7 @@ def describe_peer(transport: asyncio.BaseTransport | None) -> str:
         return "stdio"
     if sock.family == socket.AF_UNIX:
         path = transport.get_extra_info("sockname") or transport.get_extra_info("peername")
-        with contextlib.suppress(OSError, AttributeError):
-            credentials = sock.getsockopt(
-                socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size
-            )
-            return f"pid {_PEER_CREDENTIALS.unpack(credentials)[0]} on {path}"
-        return f"unix:{path}"
+        credentials = peer_credentials(sock)
+        return f"unix:{path}" if credentials is None else f"pid {credentials.pid} on {path}"
     host, port = transport.get_extra_info("peername")[:2]
     return f"{host}:{port}"

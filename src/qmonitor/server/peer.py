@@ -20,51 +20,15 @@ import logging
 import os
 import pwd
 import socket
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol
 
 from qmonitor.core.session import Identity
 from qmonitor.security.x509dn import DistinguishedNameError
 from qmonitor.server.authorize import Authorizer
+from qmonitor.server.listen import peer_credentials
 from qmonitor.server.tls import peer_distinguished_name
 
 log = logging.getLogger("qmonitor.peer")
-
-_UCRED: Final = struct.Struct("3i")
-"""``struct ucred`` (socket(7)): pid, uid, gid, three C ints."""
-
-
-class _HasSockopt(Protocol):
-    family: int
-
-    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PeerCredentials:
-    """A unix socket peer's ``struct ucred``."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: _HasSockopt) -> PeerCredentials | None:
-    """``SO_PEERCRED`` of a connected unix socket; None for other sockets or platforms.
-
-    Takes a ``socket.socket`` or the ``TransportSocket`` of an asyncio transport
-    (``transport.get_extra_info("socket")``).
-    """
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None or sock.family != socket.AF_UNIX:
-        return None
-    try:
-        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
-    except OSError:
-        return None
-    return PeerCredentials(pid, uid, gid)
 
 
 def _user_name(uid: int) -> str | None:
