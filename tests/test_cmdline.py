@@ -24,11 +24,11 @@ from qmonitor.cmdline import (
     UnixSocketAddress,
     parse_command_line,
 )
-from qmonitor.cmdline.cutils import EINVAL, ERANGE, qemu_strtosz, qemu_strtou64
 from qmonitor.cmdline.keyval import KeyvalError, keyval_parse
 from qmonitor.cmdline.options import QEMU_OPTIONS
 from qmonitor.cmdline.qemuopts import OptsStore, OptType, QemuOptsList, qemu_opts_parse
 from qmonitor.cmdline.qjson import JSONValueError, parse_json_value
+from qmonitor.core.cutils import EINVAL, ERANGE, qemu_strtosz, qemu_strtou64
 
 # libvirt 9.0 probing an emulator (qemuProcessQMPLaunch), as in issue 12.
 LIBVIRT_PROBE = (

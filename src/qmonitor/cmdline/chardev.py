@@ -21,7 +21,6 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from qmonitor.cmdline.cutils import ERANGE, qemu_strtoi
 from qmonitor.cmdline.errors import Diagnostic
 from qmonitor.cmdline.model import (
     Chardev,
@@ -41,6 +40,7 @@ from qmonitor.cmdline.qemuopts import (
     is_help_option,
     opts_do_parse,
 )
+from qmonitor.core.cutils import ERANGE, qemu_strtoi
 from qmonitor.core.errors import QMonitorError
 
 _S, _B, _N, _Z = OptType.STRING, OptType.BOOL, OptType.NUMBER, OptType.SIZE

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from qmonitor.cmdline.cutils import qemu_strtou64
+from qmonitor.core.cutils import qemu_strtou64
 from qmonitor.core.errors import QMonitorError
 
 KeyvalDict = dict[str, object]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from qmonitor.cmdline.cutils import qemu_strtoi64
 from qmonitor.cmdline.keyval import KeyvalDict
+from qmonitor.core.cutils import qemu_strtoi64
 from qmonitor.core.errors import QMonitorError
 
 

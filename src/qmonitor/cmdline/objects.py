@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from qmonitor.cmdline import CommandLineError, QemuCommandLine
-from qmonitor.cmdline.cutils import qapi_bool_parse
+from qmonitor.core.cutils import qapi_bool_parse
 from qmonitor.core.errors import QMonitorError
 
 _E = TypeVar("_E", bound=StrEnum)

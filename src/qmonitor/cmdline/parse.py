@@ -34,7 +34,6 @@ from qmonitor.cmdline.chardev import (
     monitor_compat,
     parse_compat,
 )
-from qmonitor.cmdline.cutils import qemu_strtosz, qemu_strtou64
 from qmonitor.cmdline.errors import CommandLineError, Diagnostic
 from qmonitor.cmdline.keyval import (
     KeyvalDict,
@@ -76,6 +75,7 @@ from qmonitor.cmdline.qemuopts import (
     qemu_opts_parse,
 )
 from qmonitor.cmdline.qjson import JSONValueError, parse_json_value
+from qmonitor.core.cutils import qemu_strtosz, qemu_strtou64
 
 _S, _B, _N, _Z = OptType.STRING, OptType.BOOL, OptType.NUMBER, OptType.SIZE
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from qmonitor.cmdline.cutils import qapi_bool_parse
+from qmonitor.core.cutils import qapi_bool_parse
 from qmonitor.core.errors import QMonitorError
 
 # A member's type: "str", "bool", or the values of an enum.

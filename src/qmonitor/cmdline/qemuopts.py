@@ -26,7 +26,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from qmonitor.cmdline.cutils import (
+from qmonitor.cmdline.errors import Diagnostic
+from qmonitor.core.cutils import (
     ERANGE,
     SizeConversion,
     id_wellformed,
@@ -34,7 +35,6 @@ from qmonitor.cmdline.cutils import (
     qemu_strtosz,
     qemu_strtou64,
 )
-from qmonitor.cmdline.errors import Diagnostic
 from qmonitor.core.errors import QMonitorError
 
 # qemu-option.c parse_option_size(): the hint QEMU appends to a bad size.
