@@ -37,10 +37,9 @@ class DemoState:
     mode: Mode = Mode.SAFE
 
 
-def render_status(value: object) -> str:
+def render_status(status: StatusInfo) -> str:
     """``info status`` as QEMU prints it (monitor/hmp-cmds.c hmp_info_status)."""
-    assert isinstance(value, dict)
-    return "VM status: " + ("running" if value["running"] else "paused") + "\n"
+    return "VM status: " + ("running" if status.running else "paused") + "\n"
 
 
 def add_demo_commands(registry: CommandRegistry, state: DemoState) -> None:

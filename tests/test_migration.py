@@ -11,7 +11,7 @@ import pytest
 from qmonitor import QMPError
 from qmonitor.machine.commands import render_migrate
 from qmonitor.machine.machine import Machine, RunState
-from qmonitor.machine.migration import MigrationManager, MigrationStatus, parse_uri
+from qmonitor.machine.migration import MigrationInfo, MigrationManager, MigrationStatus, parse_uri
 
 
 class Side:
@@ -73,7 +73,7 @@ async def test_migration_carries_ram_and_workload_step_bit_for_bit(short_tmp: Pa
     info = source.migration.info()
     assert info.ram is not None and info.ram.normal == 1500 and info.ram.dirty_sync_count == 2
     assert info.ram.duplicate == source.machine.pages - 1500
-    text = render_migrate({"status": "completed", "total-time": 5, "downtime": 1})
+    text = render_migrate(MigrationInfo(MigrationStatus.COMPLETED, total_time=5, downtime=1))
     assert text == "Migration status: completed\ntotal time: 5 ms\ndowntime: 1 ms\n"
 
 

@@ -8,6 +8,7 @@ by fault injection, which always runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import io
 import os
@@ -24,7 +25,7 @@ import pytest
 
 from qmonitor import QMPError
 from qmonitor.machine import snapshots
-from qmonitor.machine.commands import render_snapshots
+from qmonitor.machine.commands import SnapshotEntry, render_snapshots
 from qmonitor.machine.machine import Machine, RunState
 from qmonitor.machine.snapshots import (
     TAG_NAME_MAX,
@@ -485,11 +486,9 @@ def test_sizes_print_like_qemus_size_to_str(size: int, text: str) -> None:
 def test_info_snapshots_layout_is_qemus() -> None:
     date = int(time.mktime((2026, 11, 25, 8, 38, 55, 0, 0, -1)))
     entries = [
-        {"tag": "t1", "vm-state-size": 765, "date-sec": date, "vm-clock-nsec": 504_000_000,
-         "loadable": True},
-        {"tag": "vm-20261125083855", "vm-state-size": 765, "date-sec": date,
-         "vm-clock-nsec": 806_000_000, "loadable": True},
-    ]  # fmt: skip
+        SnapshotEntry("t1", 765, date, 504_000_000, loadable=True),
+        SnapshotEntry("vm-20261125083855", 765, date, 806_000_000, loadable=True),
+    ]
     # Observed from QEMU 7.2.22 (human-monitor-command "info snapshots"), ICOUNT empty.
     assert render_snapshots(entries) == (
         "List of snapshots present on all disks:\n"
@@ -502,8 +501,7 @@ def test_info_snapshots_layout_is_qemus() -> None:
 
 def test_non_loadable_snapshots_are_listed_in_qemus_second_section() -> None:
     date = int(time.mktime((2026, 11, 30, 6, 37, 5, 0, 0, -1)))
-    copy = {"tag": "copy", "vm-state-size": 0, "date-sec": date, "vm-clock-nsec": 2_385_000_000,
-            "loadable": False}  # fmt: skip
+    copy = SnapshotEntry("copy", 0, date, 2_385_000_000, loadable=False)
     header = "ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\n"
     row = "--        copy                  0 B 2026-11-30 06:37:05 00:00:02.385           \n"
     # QEMU 7.2.22 with a snapshot on one of two qcow2 nodes (blockdev-snapshot-internal-sync),
@@ -512,7 +510,7 @@ def test_non_loadable_snapshots_are_listed_in_qemus_second_section() -> None:
         "List of snapshots present on all disks:\nNone\n\n"
         "List of partial (non-loadable) snapshots on 'disk0':\n" + header + row
     )
-    both = {**copy, "tag": "both", "vm-state-size": 765, "loadable": True}
+    both = dataclasses.replace(copy, tag="both", vm_state_size=765, loadable=True)
     assert render_snapshots([both, copy]) == (
         "List of snapshots present on all disks:\n" + header
         + "--        both                765 B 2026-11-30 06:37:05 00:00:02.385           \n"

@@ -30,10 +30,10 @@ import inspect
 import logging
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, overload
 
 from qmonitor.core.errors import QMPError, StateError
 from qmonitor.core.schema import CommandSignature, compile_signature
@@ -42,6 +42,8 @@ from qmonitor.core.session import Session
 log = logging.getLogger("qmonitor.commands")
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -184,7 +186,37 @@ class HumanSyntax:
     activity: str | None = None
 
 
-HumanRenderer = Callable[[object], str]
+HumanRenderer: TypeAlias = Callable[[R], str]
+"""A command's text for people (``human=``, the seed's ``user_print``): it gets the handler's
+own return value, of the handler's return type (a dataclass instance, an enum member, None
+for ``-> None``), never the JSON QMP encodes from it, and returns text with ``\\n`` line ends.
+
+The value reaches it however the handler delivered it: returned, returned by its coroutine,
+or given to ``Completion.succeed``. :meth:`CommandRegistry.command` ties the renderer's
+parameter to the handler's return annotation, so mypy rejects a renderer that does not take
+what the handler returns."""
+
+
+class RenderedCommandDecorator(Protocol[R]):
+    """What ``registry.command(..., human=renderer)`` returns: a decorator that accepts only a
+    handler whose result the renderer takes (``HumanRenderer[R]``).
+
+    A sync handler must return ``R``, a coroutine function must return a coroutine of ``R``.
+    A completion-style handler returns None and delivers its result through its
+    ``Completion[R]`` parameter, which a type checker cannot pick out of a signature: for those
+    the renderer is not checked (the third overload, which by the same token accepts any
+    renderer on a sync handler returning None), a named limit (docs/HMP.md, "Rendering")."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, None], /) -> Callable[P, None]: ...
 
 
 @dataclass(slots=True)
@@ -205,7 +237,7 @@ class Command:
     context_parameter: str | None = None
     completion_parameter: str | None = None
     human: HumanSyntax | None = None
-    renderer: HumanRenderer | None = None
+    renderer: HumanRenderer[Any] | None = None
     detachable: bool = False
     qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
     compiled: CommandSignature | None = field(default=None, repr=False, compare=False)
@@ -257,6 +289,48 @@ class CommandRegistry:
         An unusable type hint then raises its ``TypeError`` at that first use, not here;
         ``compile_all`` brings every such error forward."""
 
+    @overload
+    def register(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer[R],
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> Command: ...
+
+    @overload
+    def register(
+        self,
+        func: Callable[..., R],
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer[R] | None = None,
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> Command: ...
+
+    @overload
+    def register(
+        self,
+        func: Callable[..., None],
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer[Any],
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> Command: ...
+
     def register(
         self,
         func: Callable[..., Any],
@@ -265,7 +339,7 @@ class CommandRegistry:
         allow_oob: bool = False,
         timeout: float | None = None,
         hmp: HumanSyntax | str | None = None,
-        human: HumanRenderer | None = None,
+        human: HumanRenderer[Any] | None = None,
         detachable: bool = False,
         qmp: bool = True,
     ) -> Command:
@@ -273,7 +347,8 @@ class CommandRegistry:
 
         ``name`` defaults to the function's name with ``_`` turned into ``-``. ``hmp`` is the
         human command name (or a full :class:`HumanSyntax`); ``human`` renders the result for
-        people (the seed's ``user_print``). ``qmp=False`` makes a human-only command (absent from
+        people (the seed's ``user_print``): a :data:`HumanRenderer` of the handler's return
+        type, which the overloads hold it to. ``qmp=False`` makes a human-only command (absent from
         QMP and the schema, like QEMU's ``savevm``). ``timeout`` (seconds) bounds how long the
         command may run before it is cancelled and answered with an error. ``allow_oob`` lets it
         be run with ``exec-oob``; only sync handlers may be (QMP spec, section 2.3.1: out-of-band
@@ -332,15 +407,32 @@ class CommandRegistry:
         allow_oob: bool = False,
         timeout: float | None = None,
         hmp: HumanSyntax | str | None = None,
-        human: HumanRenderer | None = None,
+        human: None = None,
         detachable: bool = False,
         qmp: bool = True,
     ) -> Callable[[F], F]: ...
 
+    @overload
+    def command(
+        self,
+        *,
+        name: str | None = None,
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        hmp: HumanSyntax | str | None = None,
+        human: HumanRenderer[R],
+        detachable: bool = False,
+        qmp: bool = True,
+    ) -> RenderedCommandDecorator[R]: ...
+
     def command(  # type: ignore[misc]  # the keyword-only options are checked by register()
         self, func: F | None = None, /, **options: Any
     ) -> F | Callable[[F], F]:
-        """Decorator form of :meth:`register`; the function itself is returned unchanged."""
+        """Decorator form of :meth:`register`; the function itself is returned unchanged.
+
+        With ``human=renderer`` the decorator accepts only a handler whose return type the
+        renderer takes (:class:`RenderedCommandDecorator`), so mypy rejects a mismatch.
+        """
 
         def decorate(function: F) -> F:
             self.register(function, **options)

@@ -70,7 +70,9 @@ class Invocation:
 
     ``future`` holds the outcome: the encoded return value, or a :class:`QMPError`. It is never
     cancelled itself; :meth:`cancel` turns cancellation into an error outcome, so whoever waits
-    on it always gets exactly one answer to send.
+    on it always gets exactly one answer to send. Once ``future`` holds a value, ``returned``
+    holds the same result as the handler gave it (returned, or passed to its completion),
+    before encoding: what the command's human renderer is called with (QMP sends ``future``'s).
     """
 
     __slots__ = (
@@ -87,6 +89,7 @@ class Invocation:
         "context",
         "future",
         "request_id",
+        "returned",
     )
 
     def __init__(
@@ -102,6 +105,7 @@ class Invocation:
         self.request_id = request_id
         self.context = context
         self.future: asyncio.Future[object] = loop.create_future()
+        self.returned: object = None
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._task: asyncio.Task[Any] | None = None
@@ -151,13 +155,15 @@ class Invocation:
             return
         if self._timer is not None:
             self._timer.cancel()
+        encoded: object = None
         if error is None:
             try:
-                value = self.command.signature.encode_return(value)
+                encoded = self.command.signature.encode_return(value)
             except Exception as exc:  # a handler returned something its type hint denies
                 error = internal_error(self.command, exc)
         if error is None:
-            self.future.set_result(value)
+            self.returned = value
+            self.future.set_result(encoded)
             if self._record is not None:
                 self._record.complete()
         else:
@@ -183,9 +189,9 @@ class Invocation:
 
 Returned: TypeAlias = tuple[Command, object]
 """A sync command's result, returned at once: ``(command, value)``, the value as the handler
-returned it, not encoded yet, because each kind of session encodes it its own way (QMP
-straight to JSON text, the human monitor to JSON values for a renderer). A plain tuple: one is
-made per QMP request, at a fifth of the cost of an object."""
+returned it, not encoded yet, because each kind of session uses it its own way (QMP encodes
+it straight to JSON text, the human monitor gives it to the command's renderer as it is). A
+plain tuple: one is made per QMP request, at a fifth of the cost of an object."""
 
 
 def run_sync(

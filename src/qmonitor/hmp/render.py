@@ -2,16 +2,21 @@
 
 What a renderer receives
 ========================
-A command's renderer (``@mon.command(human=render)``) is called with the command's result **as
-QMP sends it**: the encoded JSON value, after ``encode_return`` (dicts with QMP member names,
-enums as strings, ``{}`` for a command without a result). So a renderer sees exactly what a QMP
-client sees, whatever handler style produced it, and works the same for ``human-monitor-command``.
-It returns text with ``\\n`` line ends; transports turn them into ``\\r\\n`` as QEMU's
-``monitor_puts`` does.
+A command's own renderer (``@mon.command(human=render)``,
+:data:`~qmonitor.core.commands.HumanRenderer`) is called with the handler's result **as the
+handler gave it**, of its return type (a dataclass instance, an enum member, None for a
+handler returning None), whether returned, returned by a coroutine or passed to
+``Completion.succeed``, and the same for ``human-monitor-command``. It is typed with that
+type, so mypy holds it to it and it needs no ``isinstance`` checks. The result has passed the
+same check against the return type as a QMP reply (a result the type hint denies prints the
+error QMP answers with). A renderer returns text with ``\\n`` line ends; transports turn them
+into ``\\r\\n`` as QEMU's ``monitor_puts`` does.
 
-:func:`render_value` is the default renderer: nothing for ``{}`` or ``None`` (QEMU prints nothing
-after ``stop``), a string as it is, a dict as ``key: value`` lines (nested values indented), a
-list of dicts as a table with a header row, any other list one item per line.
+:func:`render_value` is the default, for a command without a renderer: it gets the JSON value
+QMP sends (dicts with QMP member names, enums as strings, ``{}`` for no result) and prints
+nothing for ``{}`` or ``None`` (QEMU prints nothing after ``stop``), a string as it is, a dict
+as ``key: value`` lines (nested values indented), a list of dicts as a table with a header row,
+any other list one item per line.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ can take more suspensions through ``ctx.session.suspend()``/``resume()``; the pr
 zero.
 
 What a session prints (QEMU's texts): the parser's messages (:mod:`qmonitor.hmp.parse`), the
-result through the command's renderer (:mod:`qmonitor.hmp.render`: renderers get the encoded
-JSON value), or ``Error: DESC`` (``hmp_handle_error``).
+result through the command's renderer (``human=``: it gets the handler's own return value,
+:data:`~qmonitor.core.commands.HumanRenderer`; without one :func:`~qmonitor.hmp.render.render_value`
+prints the JSON QMP would send), or ``Error: DESC`` (``hmp_handle_error``).
 
 Detaching: a command registered ``detachable=True`` takes ``-d`` and then runs in the
 background while the prompt comes back (QEMU's ``migrate -d``). A session that cannot be
@@ -217,8 +218,11 @@ class HumanSession:
         try:
             outcome = self.monitor.submit(command.name, arguments, session=self)
             if isinstance(outcome, tuple):  # Returned: a sync command's result
-                value = encode_result(command, outcome[1], command.signature.encode_return)
-                self._write_nonempty(self._render(entry, value))
+                returned = outcome[1]
+                # Encoded even for a renderer: a result its type hint denies is the same
+                # error here as over QMP.
+                encoded = encode_result(command, returned, command.signature.encode_return)
+                self._write_nonempty(self._render(entry, returned, encoded))
                 return None
         except QMPError as error:
             self.write(error_text(error))
@@ -247,14 +251,17 @@ class HumanSession:
         if error is not None:
             assert isinstance(error, QMPError)
             return error_text(error)
+        invocation = running.invocation
         return running.detached_note + self._render(
-            running.entry, running.invocation.future.result()
+            running.entry, invocation.returned, invocation.future.result()
         )
 
-    def _render(self, entry: HumanEntry, value: object) -> str:
-        renderer = entry.command.renderer or render_value
+    def _render(self, entry: HumanEntry, returned: object, encoded: object) -> str:
+        """The command's renderer on the value its handler returned, or the default one on
+        the JSON QMP would send."""
+        renderer = entry.command.renderer
         try:
-            return renderer(value)
+            return render_value(encoded) if renderer is None else renderer(returned)
         except Exception as error:
             log.exception("renderer of '%s' failed", entry.command.name)
             return f"Error: cannot show the result of '{entry.full_name}': {error!r}\n"

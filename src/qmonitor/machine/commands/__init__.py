@@ -4,8 +4,8 @@ Run control (qapi/run-state.json, qapi/machine.json, qapi/misc.json), snapshots
 (qapi/migration.json ``snapshot-*`` jobs; HMP ``savevm``/``loadvm``/``delvm``/``info
 snapshots``), migration (qapi/migration.json), yank (qapi/yank.json: the monitors' socket
 chardevs and the migration, :mod:`qmonitor.core.yank`) and our ``x-query-ram-digest``. HMP
-renderers get the command's result as JSON data (QMP member names) and print what QEMU's
-``hmp_info_*`` functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
+renderers get the handler's result (its dataclass) and print what QEMU's ``hmp_info_*``
+functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
 
 One module per command group, each with its types and HMP renderers: :mod:`.run_control`,
 :mod:`.snapshots`, :mod:`.migration`, :mod:`.yank`; :mod:`.services` holds what they act on.

@@ -87,52 +87,51 @@ class MigrationPassData:
     pass_: int = field(metadata={"qmp_name": "pass"})
 
 
-def render_migrate(info: object) -> str:
+def render_migrate(info: MigrationInfo) -> str:
     """``info migrate`` (monitor/hmp-cmds.c ``hmp_info_migrate``, without QEMU's globals)."""
-    assert isinstance(info, dict)
     lines = []
-    if "status" in info:
-        status = f"Migration status: {info['status']}"
-        if info["status"] == MigrationStatus.FAILED and "error-desc" in info:
-            status += f" ({info['error-desc']})"
+    if info.status is not None:
+        status = f"Migration status: {info.status}"
+        if info.status == MigrationStatus.FAILED and info.error_desc is not None:
+            status += f" ({info.error_desc})"
         lines.append(status)
-        lines.append(f"total time: {info.get('total-time', 0)} ms")
-        for key, label in (
-            ("expected-downtime", "expected downtime"),
-            ("downtime", "downtime"),
-            ("setup-time", "setup"),
+        lines.append(f"total time: {info.total_time or 0} ms")
+        for milliseconds, label in (
+            (info.expected_downtime, "expected downtime"),
+            (info.downtime, "downtime"),
+            (info.setup_time, "setup"),
         ):
-            if key in info:
-                lines.append(f"{label}: {info[key]} ms")
-    ram = info.get("ram")
+            if milliseconds is not None:
+                lines.append(f"{label}: {milliseconds} ms")
+    ram = info.ram
     if ram is not None:
         lines += [
-            f"transferred ram: {ram['transferred'] >> 10} kbytes",
-            f"throughput: {ram['mbps']:0.2f} mbps",
-            f"remaining ram: {ram['remaining'] >> 10} kbytes",
-            f"total ram: {ram['total'] >> 10} kbytes",
-            f"duplicate: {ram['duplicate']} pages",
-            f"skipped: {ram['skipped']} pages",
-            f"normal: {ram['normal']} pages",
-            f"normal bytes: {ram['normal-bytes'] >> 10} kbytes",
-            f"dirty sync count: {ram['dirty-sync-count']}",
-            f"page size: {ram['page-size'] >> 10} kbytes",
-            f"multifd bytes: {ram['multifd-bytes'] >> 10} kbytes",
-            f"pages-per-second: {ram['pages-per-second']}",
+            f"transferred ram: {ram.transferred >> 10} kbytes",
+            f"throughput: {ram.mbps:0.2f} mbps",
+            f"remaining ram: {ram.remaining >> 10} kbytes",
+            f"total ram: {ram.total >> 10} kbytes",
+            f"duplicate: {ram.duplicate} pages",
+            f"skipped: {ram.skipped} pages",
+            f"normal: {ram.normal} pages",
+            f"normal bytes: {ram.normal_bytes >> 10} kbytes",
+            f"dirty sync count: {ram.dirty_sync_count}",
+            f"page size: {ram.page_size >> 10} kbytes",
+            f"multifd bytes: {ram.multifd_bytes >> 10} kbytes",
+            f"pages-per-second: {ram.pages_per_second}",
         ]
-        if ram["dirty-pages-rate"]:
-            lines.append(f"dirty pages rate: {ram['dirty-pages-rate']} pages")
-        if ram["precopy-bytes"]:
-            lines.append(f"precopy ram: {ram['precopy-bytes'] >> 10} kbytes")
-        if ram["downtime-bytes"]:
-            lines.append(f"downtime ram: {ram['downtime-bytes'] >> 10} kbytes")
-    if "socket-address" in info:
+        if ram.dirty_pages_rate:
+            lines.append(f"dirty pages rate: {ram.dirty_pages_rate} pages")
+        if ram.precopy_bytes:
+            lines.append(f"precopy ram: {ram.precopy_bytes >> 10} kbytes")
+        if ram.downtime_bytes:
+            lines.append(f"downtime ram: {ram.downtime_bytes >> 10} kbytes")
+    if info.socket_address is not None:
         lines.append("socket address: [")
-        for address in info["socket-address"]:
-            if address["type"] == "unix":
-                lines.append(f"\tunix:{address['path']}")
+        for address in info.socket_address:
+            if address.type == "unix":
+                lines.append(f"\tunix:{address.path}")
             else:
-                lines.append(f"\ttcp:{address['host']}:{address['port']}")
+                lines.append(f"\ttcp:{address.host}:{address.port}")
         lines.append("]")
     return "".join(line + "\n" for line in lines)
 
@@ -167,19 +166,17 @@ def migration_progress(outgoing: OutgoingMigration) -> str:
     return text
 
 
-def render_migrate_parameters(parameters: object) -> str:
+def render_migrate_parameters(parameters: MigrationParametersInfo) -> str:
     """``info migrate_parameters`` (``hmp_info_migrate_parameters``, our members)."""
-    assert isinstance(parameters, dict)
     return (
-        f"max-bandwidth: {parameters['max-bandwidth']} bytes/second\n"
-        f"downtime-limit: {parameters['downtime-limit']} ms\n"
+        f"max-bandwidth: {parameters.max_bandwidth} bytes/second\n"
+        f"downtime-limit: {parameters.downtime_limit} ms\n"
     )
 
 
-def render_migrate_capabilities(capabilities: object) -> str:
+def render_migrate_capabilities(capabilities: list[MigrationCapabilityStatus]) -> str:
     """``info migrate_capabilities``."""
-    assert isinstance(capabilities, list)
-    return "".join(f"{c['capability']}: {'on' if c['state'] else 'off'}\n" for c in capabilities)
+    return "".join(f"{c.capability}: {'on' if c.state else 'off'}\n" for c in capabilities)
 
 
 # -- registration -----------------------------------------------------------------------------

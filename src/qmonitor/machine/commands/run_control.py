@@ -56,34 +56,30 @@ class RamDigest:
     workload_step: int
 
 
-# -- human renderers (the result as JSON data in, QEMU's text out) ----------------------------
+# -- human renderers (the handler's result in, QEMU's text out) ------------------------------
 
 
-def render_status(status: object) -> str:
+def render_status(status: StatusInfo) -> str:
     """``info status`` (monitor/hmp-cmds.c ``hmp_info_status``)."""
-    assert isinstance(status, dict)
-    text = "VM status: " + ("running" if status["running"] else "paused")
-    if not status["running"] and status["status"] != RunState.PAUSED:
-        text += f" ({status['status']})"
+    text = "VM status: " + ("running" if status.running else "paused")
+    if not status.running and status.status != RunState.PAUSED:
+        text += f" ({status.status})"
     return text + "\n"
 
 
-def render_name(info: object) -> str:
+def render_name(info: NameInfo) -> str:
     """``info name``: the name alone, nothing without one."""
-    assert isinstance(info, dict)
-    return f"{info['name']}\n" if info.get("name") is not None else ""
+    return f"{info.name}\n" if info.name is not None else ""
 
 
-def render_uuid(info: object) -> str:
+def render_uuid(info: UuidInfo) -> str:
     """``info uuid``."""
-    assert isinstance(info, dict)
-    return f"{info['UUID']}\n"
+    return f"{info.UUID}\n"
 
 
-def render_digest(info: object) -> str:
+def render_digest(info: RamDigest) -> str:
     """``info ram-digest`` (ours): the digest and its step."""
-    assert isinstance(info, dict)
-    return f"{info['digest']} (workload step {info['workload-step']})\n"
+    return f"{info.digest} (workload step {info.workload_step})\n"
 
 
 # -- registration -----------------------------------------------------------------------------

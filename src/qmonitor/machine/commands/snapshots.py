@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from qmonitor import Context, HumanSyntax, Job, Monitor, QMPError, QMPName
 from qmonitor.machine.commands.services import MachineServices
@@ -39,7 +39,7 @@ class SnapshotEntry:
     loadable: bool
 
 
-def render_snapshots(entries: object) -> str:
+def render_snapshots(entries: list[SnapshotEntry]) -> str:
     """``info snapshots`` (block/monitor/block-hmp-cmds.c ``hmp_info_snapshots``, block/qapi.c
     ``bdrv_snapshot_dump``, QEMU 7.2 layout).
 
@@ -48,29 +48,28 @@ def render_snapshots(entries: object) -> str:
     some disk: there too the tag is taken but cannot be loaded. The first section then says
     "None" if it has nothing, as QEMU's does.
     """
-    assert isinstance(entries, list)
     if not entries:
         return "There is no snapshot available.\n"
     header = f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"
-    loadable = [entry for entry in entries if entry["loadable"]]
+    loadable = [entry for entry in entries if entry.loadable]
     lines = ["List of snapshots present on all disks:"]
     lines += [header, *map(_snapshot_line, loadable)] if loadable else ["None"]
-    refused = [entry for entry in entries if not entry["loadable"]]
+    refused = [entry for entry in entries if not entry.loadable]
     if refused:
         lines += ["", f"List of partial (non-loadable) snapshots on '{SNAPSHOT_NODE}':", header]
         lines += map(_snapshot_line, refused)
     return "\n".join(lines) + "\n"
 
 
-def _snapshot_line(entry: dict[str, Any]) -> str:
-    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["date-sec"]))
-    milliseconds = entry["vm-clock-nsec"] // 1_000_000
+def _snapshot_line(entry: SnapshotEntry) -> str:
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.date_sec))
+    milliseconds = entry.vm_clock_nsec // 1_000_000
     seconds, milliseconds = divmod(milliseconds, 1000)
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}.{milliseconds:03d}"
-    size = human_size(entry["vm-state-size"])
-    return f"{'--':<9} {entry['tag']:<16} {size:>8}{date:>20}{clock:>13}{'':>11}"
+    size = human_size(entry.vm_state_size)
+    return f"{'--':<9} {entry.tag:<16} {size:>8}{date:>20}{clock:>13}{'':>11}"
 
 
 # -- registration -----------------------------------------------------------------------------
