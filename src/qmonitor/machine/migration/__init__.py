@@ -51,7 +51,9 @@ re-exported here):
 
 - :mod:`.types`: what ``query-migrate`` shows (status, statistics, info) and the parameters;
 - :mod:`.uri`: the migration URIs;
-- :mod:`.wire`: the stream's format and :class:`MigrationStreamError`;
+- :mod:`.wire`: the stream's format, sans I/O: every header and record packed and unpacked
+  (and checked) there, and :class:`MigrationStreamError`; source and destination only move
+  the bytes;
 - :mod:`.channel`: the blocking channels (sockets, files, passed descriptors) and the threads
   that copy pages through them;
 - :mod:`.source`: :class:`OutgoingMigration`; :mod:`.destination`: :class:`IncomingMigration`;

@@ -15,16 +15,19 @@ from qmonitor.machine.migration.channel import _Channel, migration_executor
 from qmonitor.machine.migration.types import MigrationInfo, MigrationStatus, Notify, SocketAddress
 from qmonitor.machine.migration.uri import MigrationAddress
 from qmonitor.machine.migration.wire import (
-    _LENGTH,
-    _RECORD,
     _ZERO_CHUNK,
     ACK,
+    LENGTH_SIZE,
     MAGIC,
     RECORD_END,
     RECORD_PAGES,
-    RECORD_ZERO,
+    RECORD_SIZE,
     MigrationStreamError,
-    _json_object,
+    check_magic,
+    parse_device_state,
+    parse_header,
+    parse_length,
+    parse_record,
 )
 
 
@@ -166,24 +169,16 @@ class IncomingMigration:
     def _receive(self, channel: _Channel) -> dict[str, Any]:
         """Read the whole stream into guest RAM (worker thread); return the device state."""
         ram = self.machine.ram
-        if channel.read_exact(len(MAGIC)) != MAGIC:
-            raise MigrationStreamError("not a qmonitor migration stream")
-        (length,) = _LENGTH.unpack(channel.read_exact(_LENGTH.size))
-        header = _json_object(channel.read_exact(length), "header")
-        if header.get("ram-size") != len(ram) or header.get("page-size") != PAGE_SIZE:
-            raise MigrationStreamError(
-                f"RAM size mismatch: the source has {header.get('ram-size')} bytes, "
-                f"this VM has {len(ram)}"
-            )
+        check_magic(channel.read_exact(len(MAGIC)))
+        length = parse_length(channel.read_exact(LENGTH_SIZE))
+        parse_header(channel.read_exact(length), len(ram))
         view = memoryview(ram)
         pages = len(ram) // PAGE_SIZE
         while True:
-            kind, count, first = _RECORD.unpack(channel.read_exact(_RECORD.size))
+            kind, count, first = parse_record(channel.read_exact(RECORD_SIZE), pages)
             if kind == RECORD_END:
-                (length,) = _LENGTH.unpack(channel.read_exact(_LENGTH.size))
-                return _json_object(channel.read_exact(length), "device state")
-            if first + count > pages or kind not in (RECORD_PAGES, RECORD_ZERO):
-                raise MigrationStreamError(f"bad record {kind} for pages {first}..{first + count}")
+                length = parse_length(channel.read_exact(LENGTH_SIZE))
+                return parse_device_state(channel.read_exact(length))
             start, end = first * PAGE_SIZE, (first + count) * PAGE_SIZE
             if kind == RECORD_PAGES:
                 channel.read_into(view[start:end])

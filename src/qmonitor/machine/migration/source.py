@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import json
 import logging
 import os
 import re
@@ -34,16 +33,15 @@ from qmonitor.machine.migration.types import (
 )
 from qmonitor.machine.migration.uri import MigrationAddress
 from qmonitor.machine.migration.wire import (
-    _LENGTH,
-    _RECORD,
     _ZERO_CHUNK,
     ACK,
     CHUNK_PAGES,
-    MAGIC,
     MAX_RECORD_PAGES,
-    RECORD_END,
-    RECORD_PAGES,
-    RECORD_ZERO,
+    RECORD_SIZE,
+    end_record,
+    pages_record,
+    stream_header,
+    zero_record,
 )
 
 log = logging.getLogger("qmonitor.migration")
@@ -179,11 +177,9 @@ class OutgoingMigration:
                 self._channel = await offload(lambda: _connect(self.address))
             if self._cancel.is_set():
                 raise _Cancelled
-            header = json.dumps(
-                {"ram-size": len(machine.ram), "page-size": PAGE_SIZE, "name": machine.name}
-            ).encode()
+            header = stream_header(len(machine.ram), machine.name)
             channel = self._channel
-            await offload(lambda: channel.send(MAGIC + _LENGTH.pack(len(header)) + header))
+            await offload(lambda: channel.send(header))
             machine.mark_all_dirty()
             await self._precopy()
             await self._complete()
@@ -273,15 +269,15 @@ class OutgoingMigration:
         self._final_stage = True
         dirty_map = self._sync()
         precopy_bytes = self.stats.transferred
-        state = json.dumps(
+        end = end_record(
             {
                 "workload-step": machine.workload_step,
                 "seed": machine.seed,
                 "vm-clock-nsec": machine.guest_clock_ns(),
                 "run-state": (machine.resume_state or RunState.PAUSED).value,
             }
-        ).encode()
-        await offload(functools.partial(self._send_final, dirty_map, state), migration_executor())
+        )
+        await offload(functools.partial(self._send_final, dirty_map, end), migration_executor())
         self.downtime = int((time.monotonic() - stopped_at) * 1000)
         self.stats.precopy_bytes = precopy_bytes
         self.stats.downtime_bytes = self.stats.transferred - precopy_bytes
@@ -290,12 +286,13 @@ class OutgoingMigration:
 
     # -- the sender (worker thread side) -----------------------------------------------------
 
-    def _send_final(self, dirty_map: bytes, state: bytes) -> None:
+    def _send_final(self, dirty_map: bytes, end: bytes) -> None:
+        """The last dirty pages, then ``end`` (:func:`~.wire.end_record`: the device state)."""
         channel = self._channel
         assert channel is not None
         self._send_pages(dirty_map)
-        channel.send(_RECORD.pack(RECORD_END, 0, 0) + _LENGTH.pack(len(state)) + state)
-        self.stats.transferred += _RECORD.size + _LENGTH.size + len(state)
+        channel.send(end)
+        self.stats.transferred += len(end)
         if self.address.one_way:
             channel.finish(self.address)
             return
@@ -334,9 +331,9 @@ class OutgoingMigration:
                 self._send_zero(channel, first + run_first, run_end - run_first)
 
     def _send_zero(self, channel: _Channel, first: int, count: int) -> None:
-        channel.send(_RECORD.pack(RECORD_ZERO, count, first))
+        channel.send(zero_record(first, count))
         self.stats.duplicate += count
-        self._account(_RECORD.size, count)
+        self._account(RECORD_SIZE, count)
 
     def _queue_data(self, view: memoryview, first: int, count: int) -> None:
         """Add data pages to the pending run, sending it first if they do not extend it.
@@ -365,8 +362,8 @@ class OutgoingMigration:
         channel = self._channel
         assert channel is not None
         self._pending = (0, 0)
-        self._account(_RECORD.size, 0)
-        channel.send(_RECORD.pack(RECORD_PAGES, count, first))
+        self._account(RECORD_SIZE, 0)
+        channel.send(pages_record(first, count))
         channel.send(view[first * PAGE_SIZE : (first + count) * PAGE_SIZE])
 
     def _account(self, sent: int, pages: int) -> None:
