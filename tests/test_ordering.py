@@ -53,15 +53,16 @@ class Recorder:
 
 
 async def test_seed_scenario_slow_async_command_does_not_block_others(server: TestServer) -> None:
-    """A 2-s async command: the same connection (ids) and other connections are answered
-    meanwhile; id-less requests behind an id-less slow one wait their turn."""
+    """A slow async command (held until the test lets it finish, rather than two seconds of
+    wall clock): the same connection (ids) and other connections are answered meanwhile;
+    id-less requests behind an id-less slow one wait their turn."""
     a = await server.client()  # routes by id: the slow request carries one
     b = await server.client()  # another connection
     c = await server.client()  # positional: no ids at all
     try:
         recorder = Recorder()
-        await a.send_raw(request("sleep", {"seconds": 2.0}, id="slow"))
-        await c.send_raw(request("sleep", {"seconds": 2.0}))
+        await a.send_raw(request("wait-gate", {"name": "slow-a"}, id="slow"))
+        await c.send_raw(request("wait-gate", {"name": "slow-c"}))
         await c.send_raw(request("echo", {"value": "behind"}))
         await c.send_raw(request("add", {"a": 1, "b": 1}, id="behind-with-id"))
         readers = [
@@ -76,9 +77,11 @@ async def test_seed_scenario_slow_async_command_does_not_block_others(server: Te
         b_done = await b.execute("sleep", {"seconds": 0.01}, id="b-sleep")
         assert b_done == {"return": "slept 0.01", "id": "b-sleep"}
         recorder.log.append(("b", b"answered"))
+        server.gate.open("slow-a")
+        server.gate.open("slow-c")
         await asyncio.gather(*readers)
 
-        slow_a = line('{"return": "slept 2.0", "id": "slow"}')
+        slow_a = line('{"return": "slow-a", "id": "slow"}')
         assert recorder.lines("a") == [
             line('{"return": 3, "id": "q1"}'),
             line('{"return": 7, "id": "q2"}'),
@@ -86,7 +89,7 @@ async def test_seed_scenario_slow_async_command_does_not_block_others(server: Te
         ]
         # b got its answers while a's and c's slow commands were still running
         assert recorder.position("b", b"answered") < recorder.position("a", slow_a)
-        slow_c = line('{"return": "slept 2.0"}')
+        slow_c = line('{"return": "slow-c"}')
         assert recorder.position("b", b"answered") < recorder.position("c", slow_c)
         # on c, everything behind the id-less slow request waited its turn, in order
         assert recorder.lines("c") == [
