@@ -111,7 +111,9 @@ def parse_record(data: bytes, ram_pages: int) -> Record:
     an unknown kind or pages beyond the RAM."""
     record = Record._make(_RECORD.unpack(data))
     kind, count, first = record
-    if kind != RECORD_END and (first + count > ram_pages or kind not in (RECORD_PAGES, RECORD_ZERO)):
+    if kind == RECORD_END:
+        return record
+    if first + count > ram_pages or kind not in (RECORD_PAGES, RECORD_ZERO):
         raise MigrationStreamError(f"bad record {kind} for pages {first}..{first + count}")
     return record
 
