@@ -24,7 +24,8 @@ from qmonitor.security.authz import (
     glob_match,
     parse_list_file,
 )
-from qmonitor.server.authorize import Authorizer, read_like_glib
+from qmonitor.server.authorize import read_like_glib
+from qmonitor.server.objects import CommandLineObjects
 
 
 def _glib() -> ctypes.CDLL | None:
@@ -43,7 +44,9 @@ needs_glib = pytest.mark.skipif(GLIB is None, reason="GLib is not installed")
 
 def objects(*options: str) -> dict[str, object]:
     arguments = [part for option in options for part in ("-object", option)]
-    return dict(Authorizer.from_command_line(parse_command_line(arguments)).objects)
+    made = CommandLineObjects()
+    parse_command_line(arguments, objects=made)
+    return dict(made.authorizer.objects)
 
 
 def test_objects_from_both_forms_and_both_list_file_names() -> None:

@@ -302,10 +302,20 @@ def test_verify_peer_decides_whether_a_certificate_is_required(pki: Pki) -> None
         ("passwordid=sec0", "passwordid: encrypted keys are not supported by qmonitor"),
     ],
 )
-def test_gnutls_only_properties_are_refused(option: str, message: str) -> None:
+def test_gnutls_only_properties_are_refused_when_the_object_is_made(
+    option: str, message: str, pki: Pki
+) -> None:
+    """Read like QEMU (its checks of the option come first), refused when made."""
+    creds = tls_creds_from_properties(
+        {
+            "qom-type": "tls-creds-x509",
+            "id": "t",
+            "dir": str(pki.server_dir),
+            "endpoint": "server",
+            option.split("=")[0]: "x",
+        },
+        keyval=True,
+    )
     with pytest.raises(ObjectError) as raised:
-        tls_creds_from_properties(
-            {"qom-type": "tls-creds-x509", "id": "t", "dir": "/d", option.split("=")[0]: "x"},
-            keyval=True,
-        )
+        server_context(creds)
     assert raised.value.message == message

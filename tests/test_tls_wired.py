@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import QMPClient
 
-from qmonitor.cmdline import parse_command_line
-from qmonitor.launch import standin_launch
+from qmonitor.launch import read_command_line, standin_launch
 from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.testing import start_server
 from tls_util import ALICE_SUBJECT, BOB_SUBJECT, Pki, greeting_or_eof, make_pki
@@ -375,7 +374,7 @@ def test_what_qmonitor_does_not_do_is_refused_in_one_line(
 def test_a_tls_monitor_beyond_loopback_needs_no_allow_insecure_tcp(pki: Pki) -> None:
     """The plan carries the chardev's TLS, which the exposure check takes (binding 0.0.0.0
     is left to docs/SECURITY.md's example: the tests bind loopback only)."""
-    command_line = parse_command_line(
+    command_line, objects = read_command_line(
         [
             *tls_options(pki, None),
             *(
@@ -387,7 +386,7 @@ def test_a_tls_monitor_beyond_loopback_needs_no_allow_insecure_tcp(pki: Pki) -> 
             *("-mon", "chardev=mon1,mode=control"),
         ]
     )
-    secured, plain = standin_launch(command_line).plan.monitors
+    secured, plain = standin_launch(command_line, objects).plan.monitors
     assert secured.address is not None and plain.address is not None
     assert insecure_tcp_error(secured.address, tls=secured.tls is not None) is None
     assert insecure_tcp_error(plain.address, tls=plain.tls is not None) is not None
