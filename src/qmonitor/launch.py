@@ -244,10 +244,12 @@ def last_argument(command_line: QemuCommandLine, name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class MonitorTls:
-    """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener."""
+    """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener
+    (``ca_file``: the credentials' CA, for the line telling how to connect)."""
 
     context: ssl.SSLContext
     admit: Admit | None
+    ca_file: str
 
 
 TLS_CREDS_TYPE_UNSUPPORTED: Final = (
@@ -280,7 +282,7 @@ def tls_for_monitors(
     if not monitors:
         return {}
     from qmonitor.server.peer import tls_authz_gate
-    from qmonitor.server.tls import TLS_CREDS_X509
+    from qmonitor.server.tls import CA_CERT, TLS_CREDS_X509
 
     qom_types = {str(item["id"]): str(item["qom-type"]) for item in command_line.objects}
     found: dict[str, MonitorTls] = {}
@@ -295,7 +297,8 @@ def tls_for_monitors(
             raise LaunchError(TLS_CONNECTING_OUT_UNSUPPORTED.format(**names))
         authz_id = chardev.options.get("tls-authz")
         admit = None if authz_id is None else tls_authz_gate(objects.authorizer, authz_id)
-        found[chardev.id] = MonitorTls(objects.credentials[creds_id].context, admit)
+        credentials = objects.credentials[creds_id]
+        found[chardev.id] = MonitorTls(credentials.context, admit, credentials.creds.path(CA_CERT))
     return found
 
 
@@ -323,6 +326,7 @@ def monitor_plans(
                 pretty=spec.pretty,
                 tls=None if secured is None else secured.context,
                 admit=None if secured is None else secured.admit,
+                tls_ca_file=None if secured is None else secured.ca_file,
             )
         )
     return plans
