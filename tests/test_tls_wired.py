@@ -497,3 +497,39 @@ async def test_qmonitor_run_says_how_to_connect_over_tls_and_that_works(
             assert hmp.stderr is not None
             hmp.stderr.close()
             os.close(master)
+
+
+async def test_roles_over_tls_identities_in_the_human_monitor(
+    pki: Pki, clients: dict[str, ssl.SSLContext], short_tmp: Path
+) -> None:
+    """The stand-in with docs/examples/policy.toml and a TLS human monitor: bob (an observer
+    by the default role) runs ``info status`` but not ``stop``, which runs nothing; ``help``
+    lists only what his role may run."""
+    policy = Path(__file__).resolve().parent.parent / "docs" / "examples" / "policy.toml"
+    port = free_port()
+    monitor = tls_chardev(port, mode="readline")
+    options = [
+        *tls_options(pki, AUTHZ_LIST_JSON.replace("bob", "mallory")),
+        "--policy",
+        str(policy),
+    ]
+    async with emulator(STANDIN, short_tmp, monitor, options):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=clients["bob"], server_hostname="127.0.0.1"
+        )
+        try:
+            async with asyncio.timeout(20):
+                await reader.readuntil(b"(qemu) ")
+                writer.write(b"info status\rstop\rinfo status\rhelp\r")  # Enter: CR
+                seen = b""
+                while seen.count(b"(qemu) ") < 4:
+                    seen += await reader.readuntil(b"(qemu) ")
+        finally:
+            writer.close()
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                await writer.wait_closed()
+    status, stop, status_after, help_text = seen.split(b"(qemu) ")[:4]
+    assert status.endswith(b"VM status: running\r\n")
+    assert stop.endswith(b"Error: The command 'stop' is not allowed for role 'observer'\r\n")
+    assert status_after.endswith(b"VM status: running\r\n")
+    assert b"info [subcommand]" in help_text and b"\r\nstop " not in help_text
