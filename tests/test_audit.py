@@ -252,6 +252,8 @@ async def test_the_monitors_tracer_feeds_the_audit_log(tmp_path: Path, short_tmp
     events = [(r["event"], r.get("command")) for r in read_records(path)]
     assert events == [
         ("session.opened", None),
+        ("command.started", "qmp_capabilities"),  # answered in negotiation mode, audited too
+        ("command.complete", "qmp_capabilities"),
         ("command.started", "echo"),
         ("command.complete", "echo"),
         ("command.started", "fail"),

@@ -24,7 +24,8 @@ from qmonitor.security.authz import (
     glob_match,
     parse_list_file,
 )
-from qmonitor.server.authorize import Authorizer, read_like_glib
+from qmonitor.server.authorize import read_like_glib
+from qmonitor.server.objects import CommandLineObjects
 
 
 def _glib() -> ctypes.CDLL | None:
@@ -43,7 +44,9 @@ needs_glib = pytest.mark.skipif(GLIB is None, reason="GLib is not installed")
 
 def objects(*options: str) -> dict[str, object]:
     arguments = [part for option in options for part in ("-object", option)]
-    return dict(Authorizer.from_command_line(parse_command_line(arguments)).objects)
+    made = CommandLineObjects()
+    parse_command_line(arguments, objects=made)
+    return dict(made.authorizer.objects)
 
 
 def test_objects_from_both_forms_and_both_list_file_names() -> None:
@@ -237,3 +240,24 @@ def test_files_are_read_with_glibs_error_texts(tmp_path: Path) -> None:
         except OSError as error:
             got = str(error)
         assert got == expected, path
+
+
+def test_a_list_file_is_read_in_its_place_among_the_objects(tmp_path: Path) -> None:
+    """``authz-list-file`` (which QEMU 7.2 cannot create) is made where QEMU makes the other
+    early objects: in command-line order, after every option's properties were checked."""
+    missing_file = f"authz-list-file,id=f,filename={tmp_path}/none.json"
+    missing_dir = f"tls-creds-x509,id=t,dir={tmp_path}/none,endpoint=server"
+    unreadable = f"Unable to read '{tmp_path}/none.json'"
+    inaccessible = f"Unable to access credentials {tmp_path}/none/ca-cert.pem"
+
+    def first_error(*options: str) -> str:
+        arguments = [part for option in options for part in ("-object", option)]
+        with pytest.raises(CommandLineError) as raised:
+            parse_command_line(arguments, objects=CommandLineObjects())
+        return str(raised.value)
+
+    assert first_error(missing_file, missing_dir).startswith(unreadable)
+    assert first_error(missing_dir, missing_file).startswith(inaccessible)
+    assert first_error(missing_file, "authz-simple,id=a") == (
+        "-object authz-simple,id=a: Parameter 'identity' is missing"
+    )

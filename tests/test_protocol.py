@@ -43,7 +43,9 @@ def test_negotiation_mode_refuses_everything_but_capabilities_and_runs_them_itse
     assert connection.state is SessionState.NEGOTIATING
 
     accepted = feed(connection, b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
-    assert accepted == Negotiated(None, False)
+    assert accepted == Negotiated(
+        None, False, Request("qmp_capabilities", {"enable": ["oob"]}, None, False, False)
+    )
     assert connection.negotiated and connection.oob_enabled
     assert connection.state is SessionState.COMMAND_MODE
 
@@ -64,7 +66,8 @@ def test_a_capability_not_offered_is_refused_and_negotiation_goes_on() -> None:
     refused = feed(connection, b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
     assert type(refused) is InvalidRequest
     assert refused.error.desc == "Capability oob not available"
-    assert feed(connection, b'{"execute":"qmp_capabilities"}') == Negotiated(None, False)
+    accepted = feed(connection, b'{"execute":"qmp_capabilities"}')
+    assert accepted == Negotiated(None, False, Request("qmp_capabilities", {}))
 
 
 def test_negotiated_follows_the_state_through_the_table() -> None:

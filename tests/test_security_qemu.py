@@ -18,6 +18,7 @@ import contextlib
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,9 +30,8 @@ from cryptography.x509.oid import NameOID
 
 from qmonitor.cmdline import CommandLineError, parse_command_line
 from qmonitor.security.x509dn import distinguished_name
-from qmonitor.server.authorize import Authorizer
+from qmonitor.server.objects import CommandLineObjects
 from qmonitor.server.peer import tls_authz_gate
-from qmonitor.server.tls import tls_credentials_from_command_line
 from qmonitor.testing import QEMU_BINARY, start_server
 from tls_util import ALICE_SUBJECT, BOB_SUBJECT, Pki, greeting_or_eof, make_pki, tls_monitor
 from x509util import CertificateAuthority, name
@@ -155,8 +155,9 @@ async def test_qemu_and_qmonitor_admit_and_refuse_the_same_clients(
     contexts += [pki.client_context(None), pki.client_context("foreign", foreign)]
     async with qemu_tls_monitor(pki, authz_object, tmp_path / "qemu.log") as port:
         by_qemu = [(await greeting_or_eof(port, c)).startswith(b'{"QMP"') for c in contexts]
-    authorizer = Authorizer.from_command_line(parse_command_line(["-object", authz_object]))
-    async with tls_monitor(pki, tls_authz_gate(authorizer, "auth0")) as (_, listener):
+    made = CommandLineObjects()
+    parse_command_line(["-object", authz_object], objects=made)
+    async with tls_monitor(pki, tls_authz_gate(made.authorizer, "auth0")) as (_, listener):
         port = listener.bound_address.port
         by_us = [(await greeting_or_eof(port, c)).startswith(b'{"QMP"') for c in contexts]
     assert by_qemu == by_us
@@ -221,9 +222,7 @@ def directories(pki: Pki) -> dict[str, str]:
 
 def ours(arguments: list[str]) -> str:
     try:
-        command_line = parse_command_line(arguments)
-        Authorizer.from_command_line(command_line)
-        tls_credentials_from_command_line(command_line)
+        parse_command_line(arguments, objects=CommandLineObjects())
     except CommandLineError as error:
         return error.render(PROGRAM)
     return ""
@@ -240,3 +239,136 @@ def test_bad_objects_are_refused_with_qemus_message(
     )
     assert result.returncode == 1
     assert ours(arguments) == result.stderr.decode()
+
+
+# --- several bad options: which error comes first -------------------------------------------
+
+CHARDEV = "socket,id=c,host=127.0.0.1,port=1,server=on,wait=off"
+MISSING_DIR = "tls-creds-x509,id=t,dir={tmp}/none,endpoint=server"
+GOOD_CREDS = "tls-creds-x509,id=t,dir={pki},endpoint=server"
+DUPLICATE_JSON = '{"qom-type": "authz-simple", "id": "a", "identity": "x"}'
+
+ORDERINGS = {
+    # QEMU reads every -object's properties as the option loop reaches it...
+    "two bad objects, the first reported": [
+        *("-object", "tls-creds-x509,id=t,bogus=1"),
+        *("-object", "authz-simple,id=a"),
+    ],
+    "a bad property before a later option's error": [
+        *("-object", "authz-simple,id=a,bogus=1"),
+        *("-m", "foo"),
+    ],
+    "an earlier option's error before a bad property": [
+        *("-m", "foo"),
+        *("-object", "authz-simple,id=a,bogus=1"),
+    ],
+    "a bad property before a chardev naming missing credentials": [
+        *("-object", "authz-simple,id=a,bogus=1"),
+        *("-chardev", f"{CHARDEV},tls-creds=nope"),
+    ],
+    "a later object's bad property before an earlier one's missing files": [
+        *("-object", MISSING_DIR),
+        *("-object", '{"qom-type": "authz-list", "id": "a", "rules": [1]}'),
+    ],
+    "a later bad property before an earlier read-only property": [
+        *("-object", f"{GOOD_CREDS},loaded=on"),
+        *("-object", "authz-simple,id=a"),
+    ],
+    "QEMU's check of the option before qmonitor's refusal of priority": [
+        *("-object", "tls-creds-x509,id=t,priority=NORMAL,bogus=1"),
+    ],
+    # ...and creates them after the loop, in order, before the chardevs and the machine's
+    # options (vl.c qemu_create_early_backends).
+    "missing files before a chardev naming missing credentials": [
+        *("-object", MISSING_DIR),
+        *("-chardev", f"{CHARDEV},tls-creds=nope"),
+    ],
+    "missing files before a chardev given earlier": [
+        *("-chardev", f"{CHARDEV},tls-creds=nope"),
+        *("-object", MISSING_DIR),
+    ],
+    "the first object's missing files": [
+        *("-object", "tls-creds-x509,id=t,dir={tmp}/ca-only,endpoint=server"),
+        *("-object", "tls-creds-x509,id=t2,dir={tmp}/none,endpoint=server"),
+    ],
+    "a read-only property before a chardev error": [
+        *("-object", f"{GOOD_CREDS},loaded=on"),
+        *("-chardev", f"{CHARDEV},tls-creds=nope"),
+    ],
+    "missing files before a -mon naming no chardev": [
+        *("-object", MISSING_DIR),
+        *("-mon", "nope"),
+    ],
+    "missing files before a bad -smp": [*("-object", MISSING_DIR), *("-smp", "foo")],
+    "an unknown machine type before missing files": [
+        *("-object", MISSING_DIR),
+        *("-machine", "bogus"),
+    ],
+    "an unknown tls-authz id is not an error at start": [
+        *("-object", GOOD_CREDS),
+        *("-chardev", f"{CHARDEV},tls-creds=t,tls-authz=missing"),
+        *("-mon", "c,mode=control"),
+        *("-mon", "nope"),
+    ],
+    "credentials naming an authz object": [
+        *("-object", "authz-simple,id=a,identity=x"),
+        *("-chardev", f"{CHARDEV},tls-creds=a"),
+    ],
+    "two objects with one id, one in JSON": [
+        *("-object", "authz-simple,id=a,identity=y"),
+        *("-object", DUPLICATE_JSON),
+        *("-object", MISSING_DIR),
+    ],
+    "a late object with an early one's id, before the monitors": [
+        *("-object", '{"qom-type": "memory-backend-ram", "id": "a", "size": 1048576}'),
+        *("-object", "authz-simple,id=a,identity=x"),
+        *("-mon", "nope"),
+    ],
+}
+
+STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
+
+
+async def _stderr_of(command: list[str]) -> tuple[int | None, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, stderr = await process.communicate()
+    return process.returncode, stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def orderings(directories: dict[str, str]) -> dict[str, tuple[tuple[int | None, str], ...]]:
+    """Each case run by QEMU and by the stand-in, all at once: {case: (QEMU's, ours)}."""
+
+    def argv(case: str) -> list[str]:
+        return [
+            part.replace("{tmp}", directories["tmp"]).replace("{pki}", directories["pki"])
+            for part in [*BASE, *ORDERINGS[case]]
+        ]
+
+    async def run_all() -> dict[str, tuple[tuple[int | None, str], ...]]:
+        results = await asyncio.gather(
+            *(
+                asyncio.gather(
+                    _stderr_of([QEMU_BINARY, *argv(case)]), _stderr_of([STANDIN, *argv(case)])
+                )
+                for case in ORDERINGS
+            )
+        )
+        return {case: tuple(result) for case, result in zip(ORDERINGS, results, strict=True)}
+
+    return asyncio.run(run_all())
+
+
+@pytest.mark.parametrize("case", list(ORDERINGS))
+def test_the_first_error_of_several_is_qemus(
+    orderings: dict[str, tuple[tuple[int | None, str], ...]], case: str
+) -> None:
+    (qemu_status, qemu_says), (our_status, we_say) = orderings[case]
+    assert qemu_status == our_status == 1
+    assert we_say.replace("qmonitor-system-x86_64", PROGRAM) == qemu_says

@@ -24,12 +24,14 @@ from qemu.qmp import ExecuteError, QMPClient
 from conftest import wait_until
 from qmonitor import AddressError, Monitor, insecure_tcp_error, register_human_monitor_command
 from qmonitor.core.schema import Secret
+from qmonitor.qmp.protocol import NEGOTIATION_REQUIRED
 from qmonitor.security.authz import AuthzList, ListFormat, ListPolicy, ListRule
 from qmonitor.security.policy import parse_policy
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.listen import Address, parse_address
 from qmonitor.server.peer import tls_authz_gate
 from qmonitor.server.tls import server_context
+from qmonitor.testing import RawQMPClient
 from test_machine_processes import Launcher, wait_migration
 from test_machine_processes import launcher as launcher  # the fixture
 from tls_util import ALICE_SUBJECT, BOB_SUBJECT, Pki, greeting_or_eof, make_pki, server_creds
@@ -165,6 +167,8 @@ async def test_roles_over_tls_identities_with_the_audit_trail(pki: Pki, tmp_path
             assert record["duration_ms"] >= 0
     assert [(r["event"], r["identity"], r.get("command")) for r in first] == [
         ("session.opened", bob_dn, None),
+        ("command.started", bob_dn, "qmp_capabilities"),
+        ("command.complete", bob_dn, "qmp_capabilities"),
         ("command.started", bob_dn, "query-status"),
         ("command.complete", bob_dn, "query-status"),
         ("command.started", bob_dn, "stop"),
@@ -188,13 +192,15 @@ async def test_roles_over_tls_identities_with_the_audit_trail(pki: Pki, tmp_path
         ("command.complete", bob_dn, "help"),
         ("command.complete", bob_dn, "human-monitor-command"),
     ]
-    denied = first[4]
+    denied = first[6]
     assert denied["role"] == "observer" and denied["error_class"] == "GenericError"
     assert denied["error"] == OBSERVER_STOP and denied["arguments"] == {}
     assert "id" in denied  # qemu.qmp sends an id with every request
     assert first[0]["role"] == "observer"
     assert [(r["event"], r["identity"], r.get("command")) for r in second[:-2]] == [
         ("session.opened", alice_dn, None),
+        ("command.started", alice_dn, "qmp_capabilities"),
+        ("command.complete", alice_dn, "qmp_capabilities"),
         ("command.started", alice_dn, "query-commands"),
         ("command.complete", alice_dn, "query-commands"),
         ("command.started", alice_dn, "set-password"),
@@ -205,7 +211,7 @@ async def test_roles_over_tls_identities_with_the_audit_trail(pki: Pki, tmp_path
     ]
     closed = {(r["event"], r["identity"]) for r in second[-2:]}  # closed together, any order
     assert closed == {("session.closed", alice_dn), ("session.closed", bob_dn)}
-    assert second[3]["arguments"] == {"password": "***"}
+    assert second[5]["arguments"] == {"password": "***"}
 
 
 # --- unix peers, a client run as another uid ---------------------------------------------------
@@ -428,3 +434,45 @@ def test_qmonitor_run_refuses_clear_text_tcp_on_every_interface(short_tmp: Path)
         "(tls-creds=); give --allow-insecure-tcp to serve it in clear text anyway\n"
     )
     assert list(short_tmp.iterdir()) == []  # refused before anything was made
+
+
+# --- negotiation mode: qmp_capabilities is a command like the others ---------------------------
+
+
+async def test_negotiation_requests_are_policed_and_audited(
+    short_tmp: Path, tmp_path: Path
+) -> None:
+    """The connection answers requests in negotiation mode itself; the policy still decides
+    ``qmp_capabilities`` (a role without it stays in negotiation mode), and the audit trail
+    has every request, as in command mode."""
+    audit = tmp_path / "audit.log"
+    policy = parse_policy('default-role = "locked"\n[roles.locked]\nallow = ["query-*"]\n')
+    monitor = Monitor("locked", policy=policy, audit=audit)
+    path = str(short_tmp / "qmp.sock")
+    await monitor.listen(f"unix:{path},server=on,wait=off")
+    client = await RawQMPClient.connect_unix(path)
+    negotiate_first = {"class": "CommandNotFound", "desc": NEGOTIATION_REQUIRED}
+    not_allowed = "The command 'qmp_capabilities' is not allowed for role 'locked'"
+    try:
+        assert await client.execute("query-version", id=1) == {"id": 1, "error": negotiate_first}
+        assert await client.execute("qmp_capabilities", id=2) == {
+            "id": 2,
+            "error": {"class": "GenericError", "desc": not_allowed},
+        }
+        assert await client.execute("query-version", id=3) == {"id": 3, "error": negotiate_first}
+    finally:
+        await client.close()
+        await monitor.close()
+    records = read_records(audit)
+    assert [(r["event"], r.get("command"), r.get("id")) for r in records] == [
+        ("session.opened", None, None),
+        ("command.started", "query-version", 1),
+        ("command.failed", "query-version", 1),
+        ("command.started", "qmp_capabilities", 2),
+        ("command.denied", "qmp_capabilities", 2),
+        ("command.started", "query-version", 3),
+        ("command.failed", "query-version", 3),
+        ("session.closed", None, None),
+    ]
+    assert records[4]["role"] == "locked" and records[4]["error"] == not_allowed
+    assert records[2]["error_class"] == "CommandNotFound"

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from cryptography.x509.oid import NameOID
 from qemu.qmp import QMPClient
 
+from qmonitor import Monitor
 from qmonitor.cmdline.objects import ObjectError
 from qmonitor.core.session import Identity
 from qmonitor.security.authz import (
@@ -28,7 +30,7 @@ from qmonitor.security.authz import (
     ListRule,
 )
 from qmonitor.server.authorize import Authorizer
-from qmonitor.server.listen import Listener
+from qmonitor.server.listen import Address, Listener, start_listener
 from qmonitor.server.peer import connection_identity, tls_authz_gate
 from qmonitor.server.tls import (
     TlsCredsX509,
@@ -85,6 +87,29 @@ async def test_clients_without_a_certificate_the_ca_signed_are_refused(pki: Pki)
         assert (await greeting_or_eof(port, good)).startswith(b'{"QMP"')
         assert await greeting_or_eof(port, pki.client_context("foreign", foreign)) == b""
         assert await greeting_or_eof(port, pki.client_context(None)) == b""
+
+
+async def test_an_optional_dh_params_pem_is_loaded_and_serves(pki: Pki, tmp_path: Path) -> None:
+    """QEMU's optional ``dh-params.pem`` (here an RFC 7919 group, as ``openssl genpkey
+    -genparam -algorithm DH -pkeyopt dh_param:ffdhe2048`` writes it) is taken."""
+    directory = tmp_path / "tls"
+    shutil.copytree(pki.server_dir, directory)
+    subprocess.run(
+        ["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+         "dh_param:ffdhe2048", "-out", str(directory / "dh-params.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = server_context(TlsCredsX509("t", str(directory), TlsEndpoint.SERVER))
+    monitor = Monitor("dh")
+    listener = await start_listener(
+        Address("tcp", host="127.0.0.1", port=0), monitor.qmp_session_factory, tls=context
+    )
+    monitor.listeners.append(listener)
+    alice = pki.client_context("alice", pki.authority.issue(ALICE_SUBJECT, server=False))
+    try:
+        assert (await greeting_or_eof(port_of(listener), alice)).startswith(b'{"QMP"')
+    finally:
+        await monitor.close()
 
 
 async def test_a_plain_tcp_client_gets_no_greeting(pki: Pki) -> None:
@@ -302,10 +327,20 @@ def test_verify_peer_decides_whether_a_certificate_is_required(pki: Pki) -> None
         ("passwordid=sec0", "passwordid: encrypted keys are not supported by qmonitor"),
     ],
 )
-def test_gnutls_only_properties_are_refused(option: str, message: str) -> None:
+def test_gnutls_only_properties_are_refused_when_the_object_is_made(
+    option: str, message: str, pki: Pki
+) -> None:
+    """Read like QEMU (its checks of the option come first), refused when made."""
+    creds = tls_creds_from_properties(
+        {
+            "qom-type": "tls-creds-x509",
+            "id": "t",
+            "dir": str(pki.server_dir),
+            "endpoint": "server",
+            option.split("=")[0]: "x",
+        },
+        keyval=True,
+    )
     with pytest.raises(ObjectError) as raised:
-        tls_creds_from_properties(
-            {"qom-type": "tls-creds-x509", "id": "t", "dir": "/d", option.split("=")[0]: "x"},
-            keyval=True,
-        )
+        server_context(creds)
     assert raised.value.message == message

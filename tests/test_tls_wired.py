@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from qemu.qmp import QMPClient
 
-from qmonitor.cmdline import parse_command_line
-from qmonitor.launch import standin_launch
+from qmonitor.launch import read_command_line, standin_launch
 from qmonitor.server.exposure import insecure_tcp_error
 from qmonitor.testing import start_server
 from tls_util import ALICE_SUBJECT, BOB_SUBJECT, Pki, greeting_or_eof, make_pki
@@ -375,7 +377,7 @@ def test_what_qmonitor_does_not_do_is_refused_in_one_line(
 def test_a_tls_monitor_beyond_loopback_needs_no_allow_insecure_tcp(pki: Pki) -> None:
     """The plan carries the chardev's TLS, which the exposure check takes (binding 0.0.0.0
     is left to docs/SECURITY.md's example: the tests bind loopback only)."""
-    command_line = parse_command_line(
+    command_line, objects = read_command_line(
         [
             *tls_options(pki, None),
             *(
@@ -387,7 +389,147 @@ def test_a_tls_monitor_beyond_loopback_needs_no_allow_insecure_tcp(pki: Pki) -> 
             *("-mon", "chardev=mon1,mode=control"),
         ]
     )
-    secured, plain = standin_launch(command_line).plan.monitors
+    secured, plain = standin_launch(command_line, objects).plan.monitors
     assert secured.address is not None and plain.address is not None
     assert insecure_tcp_error(secured.address, tls=secured.tls is not None) is None
     assert insecure_tcp_error(plain.address, tls=plain.tls is not None) is not None
+
+
+# --- qmonitor run's "connect with:" line for a TLS monitor ----------------------------------
+
+
+@contextlib.asynccontextmanager
+async def qmonitor_run(arguments: list[str], state: Path) -> AsyncIterator[list[str]]:
+    """``qmonitor run`` with ``arguments``; yields its start-up lines once it has said them."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qmonitor", "run", "-m", "16M", "--dirty-rate", "0",
+        "--state-dir", str(state), *arguments,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while not lines or not lines[-1].startswith("qmonitor: snapshots in "):
+                line = await process.stderr.readline()
+                assert line, f"qmonitor run ended: {lines}"
+                lines.append(line.decode().rstrip("\n"))
+        yield lines
+    finally:
+        process.kill()
+        await process.wait()
+
+
+def connect_lines(lines: list[str]) -> dict[str, str]:
+    """{socket line: the command after it} of the start-up lines."""
+    prefix = "qmonitor: connect with: "
+    return {
+        where: command.removeprefix(prefix)
+        for where, command in itertools.pairwise(lines)
+        if command.startswith(prefix)
+    }
+
+
+def read_until(descriptor: int, marker: bytes) -> bytes:
+    """Bytes from a pty until ``marker`` (select() waits for each chunk; 20 s in all)."""
+    deadline = time.monotonic() + 20
+    seen = b""
+    while marker not in seen:
+        ready, _, _ = select.select([descriptor], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {marker!r} in {seen!r}"
+        seen += os.read(descriptor, 4096)
+    return seen
+
+
+async def test_qmonitor_run_says_how_to_connect_over_tls_and_that_works(
+    pki: Pki, short_tmp: Path
+) -> None:
+    """The line names socat's TLS client with the server's CA and QEMU's names for a client's
+    certificate and key; pasted into a shell where those files are alice's, it connects: QMP
+    answers, and the human monitor too (socat's ``echo=0,icanon=0`` need a terminal)."""
+    qmp_port, hmp_port = free_port(), free_port()
+    arguments = [
+        *tls_options(pki, AUTHZ_SIMPLE),
+        *("-qmp", f"tcp:127.0.0.1:{qmp_port},server=on,wait=off,tls-creds=tls0,tls-authz=auth0"),
+        *("-monitor", f"tcp:127.0.0.1:{hmp_port},server=on,wait=off,tls-creds=tls0"),
+    ]
+    client_dir = short_tmp / "client"
+    client_dir.mkdir()
+    pki.authority.issue(ALICE_SUBJECT, server=False).write(
+        client_dir / "client-cert.pem", client_dir / "client-key.pem"
+    )
+    async with qmonitor_run(arguments, short_tmp / "state") as lines:
+        commands = connect_lines(lines)
+        ca = pki.server_dir / "ca-cert.pem"
+        assert commands[f"qmonitor: QMP socket 127.0.0.1:{qmp_port} (TLS)"] == (
+            f"socat - OPENSSL:127.0.0.1:{qmp_port},cafile={ca},cert=client-cert.pem,"
+            "key=client-key.pem  # cert=, key=: your certificate, signed by that CA, and its key"
+        )
+        qmp = await asyncio.create_subprocess_shell(
+            commands[f"qmonitor: QMP socket 127.0.0.1:{qmp_port} (TLS)"],
+            cwd=client_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert qmp.stdin is not None and qmp.stdout is not None
+        async with asyncio.timeout(20):
+            assert (await qmp.stdout.readline()).startswith(b'{"QMP": ')
+            qmp.stdin.write(b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n')
+            assert json.loads(await qmp.stdout.readline()) == {"return": {}}
+            status = json.loads(await qmp.stdout.readline())
+            qmp.stdin.close()
+            await qmp.wait()
+        assert status["return"]["status"] == "running"
+
+        master, slave = os.openpty()
+        hmp = subprocess.Popen(
+            commands[f"qmonitor: HMP socket 127.0.0.1:{hmp_port} (TLS)"],
+            shell=True, cwd=client_dir, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(slave)
+        try:
+            await asyncio.to_thread(read_until, master, b"(qemu) ")
+            os.write(master, b"info status\r")
+            assert b"VM status: running" in await asyncio.to_thread(
+                read_until, master, b"VM status: running"
+            )
+        finally:
+            hmp.kill()
+            hmp.wait()
+            assert hmp.stderr is not None
+            hmp.stderr.close()
+            os.close(master)
+
+
+async def test_roles_over_tls_identities_in_the_human_monitor(
+    pki: Pki, clients: dict[str, ssl.SSLContext], short_tmp: Path
+) -> None:
+    """The stand-in with docs/examples/policy.toml and a TLS human monitor: bob (an observer
+    by the default role) runs ``info status`` but not ``stop``, which runs nothing; ``help``
+    lists only what his role may run."""
+    policy = Path(__file__).resolve().parent.parent / "docs" / "examples" / "policy.toml"
+    port = free_port()
+    monitor = tls_chardev(port, mode="readline")
+    options = [
+        *tls_options(pki, AUTHZ_LIST_JSON.replace("bob", "mallory")),
+        "--policy",
+        str(policy),
+    ]
+    async with emulator(STANDIN, short_tmp, monitor, options):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=clients["bob"], server_hostname="127.0.0.1"
+        )
+        try:
+            async with asyncio.timeout(20):
+                await reader.readuntil(b"(qemu) ")
+                writer.write(b"info status\rstop\rinfo status\rhelp\r")  # Enter: CR
+                seen = b""
+                while seen.count(b"(qemu) ") < 4:
+                    seen += await reader.readuntil(b"(qemu) ")
+        finally:
+            writer.close()
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                await writer.wait_closed()
+    status, stop, status_after, help_text = seen.split(b"(qemu) ")[:4]
+    assert status.endswith(b"VM status: running\r\n")
+    assert stop.endswith(b"Error: The command 'stop' is not allowed for role 'observer'\r\n")
+    assert status_after.endswith(b"VM status: running\r\n")
+    assert b"info [subcommand]" in help_text and b"\r\nstop " not in help_text

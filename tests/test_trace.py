@@ -81,6 +81,8 @@ async def test_every_request_leaves_started_then_one_outcome_with_its_peer(
     no_args: dict[str, object] = {"arguments": {}}
     line = {"arguments": {"command-line": "quick"}}
     assert durations_removed(recorder.named("command.")) == [
+        ("command.started", {"command": "qmp_capabilities", **qmp, **no_args}),
+        ("command.complete", {"command": "qmp_capabilities", **qmp, **no_args}),
         ("command.started", {"command": "quick", "id": 1, **qmp, **no_args}),
         ("command.complete", {"command": "quick", "id": 1, **qmp, **no_args}),
         ("command.started", {"command": "slow", "id": 2, **qmp, **no_args}),
@@ -147,16 +149,17 @@ async def test_a_raising_tracer_is_logged_and_breaks_nothing(
         with caplog.at_level(logging.ERROR, logger="qmonitor.trace"):
             assert await client.execute("quick") == {"return": "quick\n"}
             assert await client.execute("slow") == {"return": {}}
-        assert caplog.text.count("failed on command.") == 4
+        # qmp_capabilities, quick and slow: started and an outcome each
+        assert caplog.text.count("failed on command.") == 6
         assert first.records == last.records
         assert [name for name, _ in last.records] == [
             "session.opened",
-            *["command.started", "command.complete"] * 2,
+            *["command.started", "command.complete"] * 3,
         ]
         monitor.remove_tracer(broken)
         monitor.remove_tracer(last)
         assert await client.execute("quick") == {"return": "quick\n"}
-        assert len(first.records) == 7 and len(last.records) == 5
+        assert len(first.records) == 9 and len(last.records) == 7
     finally:
         await client.close()
         await monitor.close()

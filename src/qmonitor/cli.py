@@ -209,12 +209,12 @@ def _configure_logging(verbose: int, log: str | None) -> None:
 
 def run_command(arguments: Sequence[str]) -> int:
     """``qmonitor run``: QEMU's command line (:mod:`qmonitor.launch`), a person's defaults."""
-    from qmonitor.cmdline import CommandLineError, parse_command_line
-    from qmonitor.launch import RUN_OWN_OPTIONS, print_reports, run_launch
+    from qmonitor.cmdline import CommandLineError
+    from qmonitor.launch import RUN_OWN_OPTIONS, print_reports, read_command_line, run_launch
     from qmonitor.machine.run import run_machine
 
     try:
-        command_line = parse_command_line(arguments, own_options=RUN_OWN_OPTIONS)
+        command_line, objects = read_command_line(arguments, RUN_OWN_OPTIONS)
     except CommandLineError as error:
         sys.stderr.write(error.render("qmonitor"))
         return 1
@@ -226,7 +226,7 @@ def run_command(arguments: Sequence[str]) -> int:
         print(VERSION_TEXT)
         return 0
     try:
-        launch = run_launch(command_line)
+        launch = run_launch(command_line, objects)
         _configure_logging(launch.verbose, launch.log)
     except LaunchError as exc:
         print(f"qmonitor: {exc}", file=sys.stderr)

@@ -62,6 +62,7 @@ from qmonitor.machine.run import (
     default_state_dir,
 )
 from qmonitor.server.listen import Address
+from qmonitor.server.objects import CommandLineObjects
 
 if TYPE_CHECKING:
     import ssl
@@ -243,10 +244,12 @@ def last_argument(command_line: QemuCommandLine, name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class MonitorTls:
-    """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener."""
+    """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener
+    (``ca_file``: the credentials' CA, for the line telling how to connect)."""
 
     context: ssl.SSLContext
     admit: Admit | None
+    ca_file: str
 
 
 TLS_CREDS_TYPE_UNSUPPORTED: Final = (
@@ -259,32 +262,28 @@ TLS_CONNECTING_OUT_UNSUPPORTED: Final = (
 )
 
 
-def tls_for_monitors(command_line: QemuCommandLine) -> dict[str, MonitorTls]:
+def tls_for_monitors(
+    command_line: QemuCommandLine, objects: CommandLineObjects
+) -> dict[str, MonitorTls]:
     """The TLS of each monitor chardev with ``tls-creds=``, by chardev id; LaunchError.
 
-    The ``-object tls-creds-x509`` and ``authz-*`` objects are made as QEMU makes them (every
-    one, used or not; QEMU's errors, :mod:`qmonitor.server.tls`,
-    :mod:`qmonitor.server.authorize`). That ``tls-creds=`` names TLS credentials for the
-    chardev's endpoint was checked while the command line was read (char-socket.c, QEMU's
-    texts). A ``tls-authz=`` id is looked up at each connection, as QEMU does
-    (authz/base.c ``qauthz_is_allowed_by_id``): an id that names no authz object starts, and
-    refuses every client with a certificate.
+    The ``-object tls-creds-x509`` and ``authz-*`` objects were made while the command line
+    was read, where QEMU makes them (every one, used or not; QEMU's errors in QEMU's order:
+    :mod:`qmonitor.server.objects`), and that ``tls-creds=`` names TLS credentials for the
+    chardev's endpoint was checked there too (char-socket.c, QEMU's texts). A ``tls-authz=``
+    id is looked up at each connection, as QEMU does (authz/base.c
+    ``qauthz_is_allowed_by_id``): an id that names no authz object starts, and refuses every
+    client with a certificate.
 
     Not QEMU's (docs/STANDIN.md): ``tls-creds-anon``/``tls-creds-psk`` credentials and TLS on a
     monitor that connects out are refused at start with one line.
     """
     monitors = [spec for spec in command_line.monitors if "tls-creds" in spec.chardev.options]
-    if not command_line.objects and not monitors:
+    if not monitors:
         return {}
-    from qmonitor.server.authorize import Authorizer
     from qmonitor.server.peer import tls_authz_gate
-    from qmonitor.server.tls import TLS_CREDS_X509, tls_credentials_from_command_line
+    from qmonitor.server.tls import CA_CERT, TLS_CREDS_X509
 
-    try:
-        authorizer = Authorizer.from_command_line(command_line)
-        credentials = tls_credentials_from_command_line(command_line)
-    except CommandLineError as error:
-        raise LaunchError(str(error)) from None
     qom_types = {str(item["id"]): str(item["qom-type"]) for item in command_line.objects}
     found: dict[str, MonitorTls] = {}
     for spec in monitors:
@@ -297,18 +296,23 @@ def tls_for_monitors(command_line: QemuCommandLine) -> dict[str, MonitorTls]:
         if not chardev.server:
             raise LaunchError(TLS_CONNECTING_OUT_UNSUPPORTED.format(**names))
         authz_id = chardev.options.get("tls-authz")
-        admit = None if authz_id is None else tls_authz_gate(authorizer, authz_id)
-        found[chardev.id] = MonitorTls(credentials[creds_id].context, admit)
+        admit = None if authz_id is None else tls_authz_gate(objects.authorizer, authz_id)
+        credentials = objects.credentials[creds_id]
+        found[chardev.id] = MonitorTls(credentials.context, admit, credentials.creds.path(CA_CERT))
     return found
 
 
 def monitor_plans(
-    command_line: QemuCommandLine, *, interactive: bool = False, wait: bool = False
+    command_line: QemuCommandLine,
+    objects: CommandLineObjects,
+    *,
+    interactive: bool = False,
+    wait: bool = False,
 ) -> list[MonitorPlan]:
     """The command line's monitors, each with its chardev's TLS (:func:`tls_for_monitors`);
     with ``wait``, a listening chardev with ``wait=on`` holds start-up until its first client,
     as in QEMU (the stand-in; ``qmonitor run`` serves at once)."""
-    tls = tls_for_monitors(command_line)
+    tls = tls_for_monitors(command_line, objects)
     plans = []
     for spec in command_line.monitors:
         secured = tls.get(spec.chardev.id)
@@ -322,16 +326,29 @@ def monitor_plans(
                 pretty=spec.pretty,
                 tls=None if secured is None else secured.context,
                 admit=None if secured is None else secured.admit,
+                tls_ca_file=None if secured is None else secured.ca_file,
             )
         )
     return plans
 
 
-def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM) -> Launch:
-    """``qmonitor-system-x86_64``: QEMU's defaults (see the module docstring)."""
+def read_command_line(
+    arguments: Sequence[str], own_options: Mapping[str, bool] | None = None
+) -> tuple[QemuCommandLine, CommandLineObjects]:
+    """The arguments read as QEMU reads them, and the TLS and authz objects they make
+    (CommandLineError, in QEMU's order)."""
+    objects = CommandLineObjects()
+    return parse_command_line(arguments, own_options, objects), objects
+
+
+def standin_launch(
+    command_line: QemuCommandLine, objects: CommandLineObjects, program: str = STANDIN_PROGRAM
+) -> Launch:
+    """``qmonitor-system-x86_64``: QEMU's defaults (see the module docstring); ``objects`` are
+    those :func:`read_command_line` made."""
     own = own_values(command_line)
     monitors = list(command_line.monitors)
-    plans = monitor_plans(command_line, wait=True)
+    plans = monitor_plans(command_line, objects, wait=True)
     if command_line.default_monitor and command_line.defaults and command_line.nographic:
         # vl.c: with -nographic, the default monitor is muxed with the serial port on stdio.
         plans.append(MonitorPlan("readline", Address("stdio"), "compat_monitor0"))
@@ -354,13 +371,16 @@ def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM
     return Launch(command_line, plan)
 
 
-def run_launch(command_line: QemuCommandLine, program: str = "qmonitor") -> Launch:
-    """``qmonitor run``: a person's defaults (see the module docstring)."""
+def run_launch(
+    command_line: QemuCommandLine, objects: CommandLineObjects, program: str = "qmonitor"
+) -> Launch:
+    """``qmonitor run``: a person's defaults (see the module docstring); ``objects`` are those
+    :func:`read_command_line` made."""
     own = own_values(command_line)
     name = "vm0" if command_line.name is None else command_line.name
     name_argument = last_argument(command_line, "name") or name
     monitors = list(command_line.monitors)
-    plans = monitor_plans(command_line, interactive=True)
+    plans = monitor_plans(command_line, objects, interactive=True)
     qmp = [plan for plan in plans if plan.mode == "control"]
     default_socket = not qmp
     if default_socket:
@@ -670,7 +690,7 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     program = os.path.basename(sys.argv[0]) if argv is None else STANDIN_PROGRAM
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        command_line = parse_command_line(arguments, own_options=STANDIN_OWN_OPTIONS)
+        command_line, objects = read_command_line(arguments, STANDIN_OWN_OPTIONS)
     except CommandLineError as error:
         sys.stderr.write(error.render(program))
         return 1
@@ -682,7 +702,7 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(help_text(program))
         return 0
     try:
-        launch = standin_launch(command_line, program)
+        launch = standin_launch(command_line, objects, program)
     except LaunchError as error:
         print(f"{program}: {error}", file=sys.stderr)
         return 1

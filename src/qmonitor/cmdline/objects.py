@@ -6,19 +6,24 @@ text for the ``-object TYPE,key=value`` form. The objects qmonitor acts on (the 
 ``tls-creds-x509``) read their members here, in QAPI order, with the messages of QEMU's input
 visitors (qapi/qobject-input-visitor.c, qapi/opts-visitor.c).
 
-QEMU reports two kinds of error about an object: those found while its option is read are
-printed after the option (``-object authz-simple,id=a: Parameter 'identity' is missing``),
-those of its creation after the command line alone (``Unable to access credentials ...``).
-:class:`ObjectError` says which; :func:`command_line_error` writes it as QEMU prints it.
+QEMU looks at an object twice (softmmu/vl.c). While the option loop reads ``-object`` it
+visits the object's properties (``object_option_parse``: QAPI's ``visit_type_ObjectOptions``),
+so a bad property is reported there, after the option
+(``-object authz-simple,id=a: Parameter 'identity' is missing``), before any later option is
+read. After the loop, ``qemu_create_early_backends`` creates the objects (all the types here:
+``object_create_early``), in command-line order, before any chardev; their errors are printed
+alone (``Unable to access credentials ...``). An :class:`ObjectMaker` is called at those two
+moments by :func:`qmonitor.cmdline.parse_command_line`, which does no I/O itself: the maker is
+the layer that does. :class:`ObjectError` says whether QEMU prints an error after the option.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from qmonitor.cmdline import CommandLineError, QemuCommandLine
 from qmonitor.core.cutils import qapi_bool_parse
 from qmonitor.core.errors import QMonitorError
 
@@ -121,23 +126,36 @@ def members_of(properties: Mapping[str, object]) -> dict[str, object]:
     return {key: value for key, value in properties.items() if key not in BASE_MEMBERS}
 
 
-def objects_with_options(
-    command_line: QemuCommandLine, qom_types: frozenset[str]
-) -> Iterator[tuple[Mapping[str, object], str, bool]]:
-    """The ``-object``s of the given types: (properties, the option's argument, keyval form).
+@dataclass(frozen=True, slots=True)
+class ObjectOption:
+    """One ``-object`` option: its properties, and its argument as given (which locates its
+    errors and tells the JSON form, starting with ``{``, from the key=value form)."""
 
-    ``command_line.objects`` keeps the ``-object`` options' properties in the order of the
-    ``-object`` entries of ``command_line.options``; the argument locates errors and tells the
-    JSON form (it starts with ``{``) from the key=value form.
+    properties: Mapping[str, object]
+    argument: str
+
+    @property
+    def keyval(self) -> bool:
+        """The ``-object TYPE,key=value`` form (every value text), not JSON."""
+        return not self.argument.startswith("{")
+
+
+class ObjectMaker(Protocol):
+    """Makes the ``-object`` types in :attr:`qom_types`, at QEMU's two moments (see above).
+
+    Both methods raise :class:`ObjectError`; ``parse_command_line`` turns it into QEMU's
+    :class:`~qmonitor.cmdline.errors.CommandLineError`, after the option when it is located.
     """
-    arguments = [argument or "" for name, argument in command_line.options if name == "object"]
-    for properties, argument in zip(command_line.objects, arguments, strict=True):
-        if str(properties["qom-type"]) in qom_types:
-            yield properties, argument, not argument.startswith("{")
 
+    @property
+    def qom_types(self) -> frozenset[str]:
+        """The types this maker reads and creates; other objects are only recorded."""
+        ...
 
-def command_line_error(error: ObjectError, argument: str) -> CommandLineError:
-    """``error`` as QEMU prints it: after ``-object ARGUMENT:`` when it is located."""
-    if error.located:
-        return CommandLineError(f"-object {argument}: {error.message}")
-    return CommandLineError(error.message)
+    def read(self, option: ObjectOption) -> None:
+        """Check the option's properties as the option loop reads it (no I/O)."""
+        ...
+
+    def create(self, option: ObjectOption) -> None:
+        """Create the object (files read, contexts made), after the loop, before chardevs."""
+        ...

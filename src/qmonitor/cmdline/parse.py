@@ -5,8 +5,9 @@ QEMU reads its arguments twice. The first pass only looks options up: an unknown
 looked at. The second pass handles the options in order; each value is parsed as its option
 reads it (QemuOpts, keyval or JSON), and ``-version`` or ``-help`` ends the parse where it
 stands. After the loop come the checks that need everything: sandbox and RTC settings, the
-memory size, the machine type, the chardevs, the machine's memory and CPU topology, the
-accelerators, the monitors and the RAM backend, in that order. Every error is QEMU's text,
+memory size, the machine type, the objects an :class:`~qmonitor.cmdline.objects.ObjectMaker`
+makes, the chardevs, the machine's memory and CPU topology, the accelerators, the monitors and
+the RAM backend, in that order. Every error is QEMU's text,
 with the option it came from in front where QEMU puts it (``-m 64x: Parameter 'size' expects
 ...``); :class:`~qmonitor.cmdline.errors.CommandLineError` carries it.
 
@@ -23,6 +24,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Final
 
 from qmonitor.cmdline.chardev import (
@@ -61,6 +63,7 @@ from qmonitor.cmdline.model import (
     OwnOption,
     QemuCommandLine,
 )
+from qmonitor.cmdline.objects import ObjectError, ObjectMaker, ObjectOption
 from qmonitor.cmdline.options import QEMU_OPTIONS, QemuOption
 from qmonitor.cmdline.qapi import BOOL, STR, Member, QapiError, check_unexpected, visit_members
 from qmonitor.cmdline.qemuopts import (
@@ -228,6 +231,7 @@ class _State:
     """What the second pass has gathered (vl.c's globals and option lists)."""
 
     argv: tuple[str, ...]
+    maker: ObjectMaker | None = None
     store: OptsStore = field(default_factory=OptsStore)
     locations: dict[int, str] = field(default_factory=dict)  # id(QemuOpts) -> location
     reports: list[Diagnostic] = field(default_factory=list)
@@ -257,6 +261,8 @@ class _State:
     max_ram_size: int | None = None
     ram_slots: int | None = None
     objects: list[dict[str, object]] = field(default_factory=list)
+    object_options: list[tuple[ObjectOption, str]] = field(default_factory=list)  # + location
+    created_ids: set[str] = field(default_factory=set)  # the objects made so far (/objects)
     devices: list[Mapping[str, object]] = field(default_factory=list)
     audiodevs: list[Mapping[str, object]] = field(default_factory=list)
     globals: list[GlobalProperty] = field(default_factory=list)
@@ -286,21 +292,25 @@ class _State:
 
 
 def parse_command_line(
-    argv: Sequence[str], own_options: Mapping[str, bool] | None = None
+    argv: Sequence[str],
+    own_options: Mapping[str, bool] | None = None,
+    objects: ObjectMaker | None = None,
 ) -> QemuCommandLine:
     """Parse QEMU's command line ``argv`` (without the program name) as QEMU 7.2 does.
 
     ``own_options`` maps the caller's own ``--double-dash`` option names (``"--state-dir"``)
     to whether each takes an argument (given as ``--name VALUE`` or ``--name=VALUE``); they
     are passed through, in order, in ``QemuCommandLine.own_options``. Their names must not be
-    QEMU's, since QEMU reads ``--name`` as ``-name``. Raises CommandLineError for anything QEMU
-    refuses, and for QEMU options qmonitor does not implement.
+    QEMU's, since QEMU reads ``--name`` as ``-name``. ``objects`` reads and creates the
+    ``-object`` types it makes where QEMU does (:class:`~qmonitor.cmdline.objects.ObjectMaker`),
+    so that its errors come in QEMU's order among the others. Raises CommandLineError for
+    anything QEMU refuses, and for QEMU options qmonitor does not implement.
     """
     own = dict(own_options or {})
     for name in own:
         if not name.startswith("--") or _lookup(name) is not None:
             raise ValueError(f"own option {name!r} must start with -- and not be QEMU's")
-    state = _State(tuple(argv))
+    state = _State(tuple(argv), objects)
     _first_pass(state, own)
     try:
         stopped = _second_pass(state, own)
@@ -598,6 +608,75 @@ def _object(state: _State, argument: str, location: str) -> None:
     if properties["qom-type"] in _MEMORY_BACKENDS:
         _check_backend_size(state, properties, location, json=argument.startswith("{"))
     state.objects.append(properties)
+    option = ObjectOption(properties, argument)
+    state.object_options.append((option, location))
+    if state.maker is not None and properties["qom-type"] in state.maker.qom_types:
+        try:
+            state.maker.read(option)
+        except ObjectError as error:
+            raise state.fail(location if error.located else None, error.message) from None
+
+
+class _ObjectPhase(Enum):
+    """When QEMU 7.2 creates an object (vl.c ``object_create_pre_sandbox``,
+    ``object_create_early``): most before the chardevs, those that name a chardev, a netdev or
+    a block node after them, memory backends after them too (their allocation must not delay
+    the monitor's socket), ``thread-context`` before the sandbox is applied."""
+
+    PRE_SANDBOX = "pre-sandbox"
+    EARLY = "early"
+    LATE = "late"
+
+
+_LATE_TYPES: Final = frozenset(
+    {
+        "rng-egd",
+        "qtest",
+        "cryptodev-vhost-user",
+        "filter-buffer",
+        "filter-dump",
+        "filter-mirror",
+        "filter-redirector",
+        "colo-compare",
+        "filter-rewriter",
+        "filter-replay",
+    }
+)
+
+
+def _phase_of(qom_type: str) -> _ObjectPhase:
+    if qom_type == "thread-context":
+        return _ObjectPhase.PRE_SANDBOX
+    if qom_type in _LATE_TYPES or qom_type.startswith("memory-backend-"):
+        return _ObjectPhase.LATE
+    return _ObjectPhase.EARLY
+
+
+def _create_objects(state: _State, phase: _ObjectPhase) -> None:
+    """vl.c ``object_option_foreach_add()``: the objects of one phase, in command-line order.
+
+    Each is added to QOM's ``/objects`` container, which refuses a second child of the same
+    name (qom/object.c ``object_property_try_add``): two ``-object`` options with one id and
+    at least one in the JSON form (QemuOpts catches two key=value ones as they are read).
+    The types the maker makes are made here, with their errors.
+    """
+    maker = state.maker
+    for option, location in state.object_options:
+        qom_type = str(option.properties["qom-type"])
+        if _phase_of(qom_type) is not phase:
+            continue
+        object_id = str(option.properties["id"])
+        if object_id in state.created_ids:
+            raise state.fail(
+                None,
+                f"attempt to add duplicate property '{object_id}' to object (type 'container')",
+            )
+        state.created_ids.add(object_id)
+        if maker is not None and qom_type in maker.qom_types:
+            try:
+                maker.create(option)
+            except ObjectError as error:
+                raise state.fail(location if error.located else None, error.message) from None
 
 
 def _check_backend_size(
@@ -778,6 +857,7 @@ def _groups(state: _State, opts_list: QemuOptsList) -> list[QemuOpts]:
 
 def _after_the_loop(state: _State) -> QemuCommandLine:
     """What qemu_init() does after the option loop, for what qmonitor models, in its order."""
+    _create_objects(state, _ObjectPhase.PRE_SANDBOX)  # qemu_process_early_options()
     for opts in _groups(state, SANDBOX_OPTS):
         _check_sandbox(state, opts)
     rtc = state.store.find(RTC_OPTS, None)
@@ -785,10 +865,12 @@ def _after_the_loop(state: _State) -> QemuCommandLine:
         _check_rtc(state, rtc)
     _memory_into_machine(state)
     machine_type, type_given = _select_machine(state)
+    _create_objects(state, _ObjectPhase.EARLY)  # qemu_create_early_backends()
     chardevs = _create_chardevs(state)
     memory_backend = state.machine.get("memory-backend")  # qemu_apply_legacy_machine_options()
     smp = _apply_machine_options(state, machine_type)
     accelerators = _configure_accelerators(state)
+    _create_objects(state, _ObjectPhase.LATE)  # qemu_create_late_backends()
     monitors = _create_monitors(state, chardevs)
     if isinstance(memory_backend, str):
         _resolve_memory_backend(state, memory_backend)

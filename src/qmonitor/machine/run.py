@@ -67,7 +67,9 @@ class MonitorPlan:
 
        ``tls`` is the server context of the chardev's ``tls-creds=`` and ``admit`` the admission
        of its ``tls-authz=`` (:func:`qmonitor.launch.tls_for_monitors`): every connection is TLS,
-       and a client the authz object refuses is closed before the greeting.
+       and a client the authz object refuses is closed before the greeting. ``tls_ca_file``
+       is the credentials' ``DIR/ca-cert.pem``, which the start-up line telling how to connect
+       names.
     ``pretty``: a QMP monitor writing pretty-printed
        JSON (``-qmp-pretty``, ``-mon ...,pretty=on``).
     """
@@ -79,6 +81,7 @@ class MonitorPlan:
     wait_location: str | None = None
     tls: ssl.SSLContext | None = None
     admit: Admit | None = None
+    tls_ca_file: str | None = None
     pretty: bool = False
 
 
@@ -142,8 +145,44 @@ def default_state_dir(name: str) -> str:
     return os.path.join(base, "qmonitor", "vms", name)
 
 
-def _client_command(address: Address, protocol: str) -> str:
+CLIENT_CERTIFICATE_FILES: Final = ("client-cert.pem", "client-key.pem")
+"""The client's certificate and key in the TLS connect line: QEMU's names for them in a
+client's credentials directory (crypto/tlscredsx509.h), for the operator to replace."""
+
+_WILDCARD_HOSTS: Final = ("", "0.0.0.0", "::")
+
+
+def _tls_client_command(address: Address, protocol: str, ca_file: str, certificate: bool) -> str:
+    """socat's TLS client (``OPENSSL:``) for a monitor served with ``tls-creds``.
+
+    qmp-shell speaks no TLS; socat checks the server's certificate against ``cafile`` and its
+    name against the host connected to. A listener on every address is reached as
+    ``localhost`` (a name server certificates usually carry, docs/SECURITY.md). With
+    ``verify-peer=on`` the client shows its own certificate: ``cert=``/``key=`` are QEMU's
+    names for a client's files, to be replaced by the operator's.
+    """
+    host = "localhost" if address.host in _WILDCARD_HOSTS else address.host
+    host = f"[{host}]" if ":" in host else host
+    options = [f"cafile={ca_file}"]
+    if certificate:
+        cert, key = CLIENT_CERTIFICATE_FILES
+        options += [f"cert={cert}", f"key={key}"]
+    target = shlex.quote(f"OPENSSL:{host}:{address.port}," + ",".join(options))
+    terminal = "-,echo=0,icanon=0" if protocol == "HMP" else "-"
+    command = f"socat {terminal} {target}"
+    if certificate:
+        command += "  # cert=, key=: your certificate, signed by that CA, and its key"
+    return command
+
+
+def _client_command(
+    address: Address, protocol: str, tls: ssl.SSLContext | None = None, ca_file: str | None = None
+) -> str:
     """A command line that connects to ``address``, ready to paste into a shell."""
+    if tls is not None and ca_file is not None:
+        import ssl  # loaded already: the listener is TLS
+
+        return _tls_client_command(address, protocol, ca_file, tls.verify_mode == ssl.CERT_REQUIRED)
     if protocol == "HMP":
         # QEMU's line editor echoes and edits: the terminal must pass keys through as typed.
         target = (
@@ -163,13 +202,13 @@ def _client_command(address: Address, protocol: str) -> str:
     return f"qmp-shell {shlex.quote(target)}  # from: pip install qemu.qmp"
 
 
-def _where(protocol: str, address: Address) -> list[str]:
+def _where(protocol: str, address: Address, planned: MonitorPlan) -> list[str]:
     """The lines saying where a listening monitor is, and how to connect to it."""
     where = address.path if address.transport == "unix" else f"{address.host}:{address.port}"
-    return [
-        f"qmonitor: {protocol} socket {where}",
-        f"qmonitor: connect with: {_client_command(address, protocol)}",
-    ]
+    if planned.tls is not None:
+        where += " (TLS)"
+    command = _client_command(address, protocol, planned.tls, planned.tls_ca_file)
+    return [f"qmonitor: {protocol} socket {where}", f"qmonitor: connect with: {command}"]
 
 
 async def _wait_for_client(monitor: Monitor, location: str, program: str) -> None:
@@ -362,7 +401,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 await _wait_for_client(monitor, planned.wait_location, program)
             if address.transport in ("unix", "tcp") and address.server:
                 label = "QMP" if planned.mode == "control" else "HMP"
-                shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address)
+                shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address, planned)
         if shown and plan.announce:
             print("\n".join(shown), file=sys.stderr, flush=True)
         if plan.incoming not in (None, "defer"):

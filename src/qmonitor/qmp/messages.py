@@ -31,18 +31,22 @@ class InvalidRequest:
     """Input that cannot be run: answered with ``error`` in its place in the order.
 
     Parse errors and non-objects have no id (QEMU cannot know it); a well-formed object with a
-    bad member keeps its id.
+    bad member keeps its id. ``request`` is the well-formed request refused in negotiation mode
+    (None otherwise), for the caller's records.
     """
 
     error: QMPError
     request_id: Any = None
     has_id: bool = False
+    request: Request | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Negotiated:
     """``qmp_capabilities`` succeeded: answered with ``{"return": {}}``, and the connection is in
-    command mode from the next message on (QMP spec, section 4)."""
+    command mode from the next message on (QMP spec, section 4). ``request`` is the
+    ``qmp_capabilities`` request, for the caller's records."""
 
     request_id: Any = None
     has_id: bool = False
+    request: Request | None = None

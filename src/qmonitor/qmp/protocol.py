@@ -14,6 +14,8 @@ The rules, all from QEMU (docs/interop/qmp-spec.rst and monitor/qmp.c, qapi/qmp-
   answered with CommandNotFound ``Expecting capabilities negotiation with
   'qmp_capabilities'`` (monitor/qmp.c ``qmp_dispatch`` on ``qmp_cap_negotiation_commands``).
   No event is sent in this mode: :attr:`QMPServerConnection.negotiated` says when they may be.
+  The caller may refuse ``qmp_capabilities`` before it runs (``negotiation_check``: a roles
+  policy), and learns of every request answered here (the events carry it: an audit trail).
 * Command mode: every well-formed request is handed to the caller to dispatch, even
   ``qmp_capabilities``, which QEMU dispatches like any command: its arguments are checked,
   then its handler answers CommandNotFound ``Capabilities negotiation is already complete,
@@ -35,7 +37,7 @@ nothing else changes the state::
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum, StrEnum
 from typing import Any, Final
 
@@ -152,8 +154,12 @@ class QMPServerConnection:
         capabilities: Sequence[str] = ("oob",),
         framer: JSONStreamFramer | None = None,
         pretty: bool = False,
+        negotiation_check: Callable[[Request], QMPError | None] | None = None,
     ) -> None:
         self.version = version  # shared by every connection; never changed
+        # Asked before qmp_capabilities runs: an error refuses it (the connection stays in
+        # negotiation mode), before its arguments are looked at, as a policy refuses a command.
+        self.negotiation_check = negotiation_check
         # A ``pretty=on`` monitor's connection (``-qmp-pretty``): its output is laid out by
         # qmonitor.qmp.encode.pretty_lines (the send_* methods stay compact, for everyone).
         self.pretty = pretty
@@ -188,7 +194,11 @@ class QMPServerConnection:
         """
         if request.command != CAPABILITIES_COMMAND or request.oob:
             error = QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
-            return InvalidRequest(error, request.request_id, request.has_id)
+            return InvalidRequest(error, request.request_id, request.has_id, request)
+        check = self.negotiation_check
+        refusal = check(request) if check is not None else None
+        if refusal is not None:
+            return InvalidRequest(refusal, request.request_id, request.has_id, request)
         try:
             arguments = _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
             enable = typing.cast(list[QMPCapability], arguments["enable"] or [])
@@ -196,10 +206,10 @@ class QMPServerConnection:
             if unavailable:
                 raise QMPError(f"Capability {', '.join(unavailable)} not available")
         except QMPError as error:
-            return InvalidRequest(error, request.request_id, request.has_id)
+            return InvalidRequest(error, request.request_id, request.has_id, request)
         self._transition(Trigger.CAPABILITIES_ACCEPTED)
         self.oob_enabled = QMPCapability.OOB in enable
-        return Negotiated(request.request_id, request.has_id)
+        return Negotiated(request.request_id, request.has_id, request)
 
     def close(self) -> None:
         """Mark the connection closed (idempotent)."""

@@ -24,14 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qmonitor.cmdline import QemuCommandLine
-from qmonitor.cmdline.objects import ObjectError, command_line_error, objects_with_options
+from qmonitor.cmdline.objects import ObjectError
 from qmonitor.security.authz import (
-    AUTHZ_TYPES,
     Authz,
     AuthzList,
     AuthzListFile,
-    authz_from_properties,
     parse_list_file,
     read_error,
     watch_error,
@@ -140,8 +137,8 @@ class _Checker:
 class Authorizer:
     """The authz objects by id; :meth:`is_allowed` is what a ``tls-authz=ID`` listener asks.
 
-    Build it with :meth:`from_command_line` (errors as QEMU prints them), or :meth:`add`
-    objects (a list file is read there: ObjectError if it does not load).
+    :meth:`add` objects (a list file is read there: ObjectError if it does not load); a
+    command line's come from :class:`qmonitor.server.objects.CommandLineObjects`.
     """
 
     def __init__(self) -> None:
@@ -152,27 +149,6 @@ class Authorizer:
         assert authz.id is not None
         rules = ListFileRules(authz) if isinstance(authz, AuthzListFile) else None
         self._checkers[authz.id] = _Checker(authz, rules)
-
-    @classmethod
-    def from_command_line(cls, command_line: QemuCommandLine) -> Authorizer:
-        """The command line's authz objects; CommandLineError as QEMU reports them.
-
-        As in QEMU, every object's properties are checked (errors after the ``-object``
-        option) before any is created (a list file's errors, alone).
-        """
-        found = []
-        for properties, argument, keyval in objects_with_options(command_line, AUTHZ_TYPES):
-            try:
-                found.append((authz_from_properties(properties, keyval=keyval), argument))
-            except ObjectError as error:
-                raise command_line_error(error, argument) from None
-        authorizer = cls()
-        for authz, argument in found:
-            try:
-                authorizer.add(authz)
-            except ObjectError as error:
-                raise command_line_error(error, argument) from None
-        return authorizer
 
     def __contains__(self, authz_id: object) -> bool:
         return authz_id in self._checkers

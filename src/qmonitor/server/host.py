@@ -20,9 +20,11 @@ from typing import Any, Protocol
 from qmonitor.core.clock import Clock
 from qmonitor.core.commands import Command, CommandRegistry
 from qmonitor.core.dispatch import Invocation, Returned
+from qmonitor.core.errors import QMPError
 from qmonitor.core.events import Event
 from qmonitor.core.faults import FaultSet
 from qmonitor.core.session import Session
+from qmonitor.qmp.messages import Request
 from qmonitor.server.builtins import VersionInfo
 from qmonitor.server.listen import HangupWatch
 
@@ -131,6 +133,14 @@ class SessionHost(Protocol):
 
     def trace(self, name: str, info: Mapping[str, object]) -> None:
         """Record ``name`` (``event.dropped``, ...) on the monitor's one trace path."""
+        ...
+
+    def negotiation_refusal(self, request: Request, session: Session) -> QMPError | None:
+        """The roles policy's refusal of a ``qmp_capabilities`` in negotiation mode, if any."""
+        ...
+
+    def trace_negotiation(self, request: Request, session: Session, error: QMPError | None) -> None:
+        """Record a request answered in negotiation mode, as :meth:`submit` records others."""
         ...
 
     def add_event_listener(self, listener: EventListener) -> None:

@@ -43,6 +43,7 @@ from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.core.trace import log as trace_log
 from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
+from qmonitor.qmp.messages import Request
 from qmonitor.security.x509dn import DistinguishedNameError
 from qmonitor.server.audit import AuditLog, registry_secrets
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
@@ -356,6 +357,41 @@ class Monitor:
             record=record,
             clock=self.clock,
         )
+
+    def negotiation_refusal(self, request: Request, session: Session) -> QMPError | None:
+        """Whether the roles policy refuses ``session`` the ``qmp_capabilities`` it sent in
+        negotiation mode (where the connection runs it itself): :class:`CommandDenied`, or
+        None. A role that may not run it stays in negotiation mode."""
+        policy = self.policy
+        command = self.registry.get_qmp(request.command)
+        if policy is None or command is None:
+            return None
+        try:
+            self._check_policy(policy, command, request.arguments, session)
+        except CommandDenied as denied:
+            return denied
+        return None
+
+    def trace_negotiation(self, request: Request, session: Session, error: QMPError | None) -> None:
+        """Record a request the connection answered in negotiation mode (``qmp_capabilities``
+        run, refused by the policy, or any other command refused there): the same
+        ``command.started`` and outcome as a request in command mode."""
+        if not (self._trace.tracers or _tracing_to_log(_LOGGED)):
+            return
+        record = CommandTrace(
+            self._trace,
+            request.command,
+            request.request_id,
+            session,
+            request.arguments,
+            self.clock.monotonic,
+        )
+        if error is None:
+            record.complete()
+        elif isinstance(error, CommandDenied):
+            record.denied(error, error.role)
+        else:
+            record.failed(error)
 
     def _check_policy(
         self, policy: Policy, command: Command, arguments: Mapping[str, object], session: Session

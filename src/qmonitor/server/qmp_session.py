@@ -84,7 +84,12 @@ class QMPSession(asyncio.Protocol):
         self._close_at_eof = close_at_eof
         self._input_ended = False  # end of input seen: answer what was read, then close
         self._watched_socket: int | None = None  # watched for a hang-up after end of input
-        self.connection = QMPServerConnection(host.version, host.capabilities, pretty=pretty)
+        self.connection = QMPServerConnection(
+            host.version,
+            host.capabilities,
+            pretty=pretty,
+            negotiation_check=lambda request: host.negotiation_refusal(request, self),
+        )
         self._pretty = pretty  # output goes through pretty_lines (a -qmp-pretty monitor)
         self.transport: asyncio.Transport | None = None
         self.requests_in_flight: dict[int, tuple[Invocation, Request]] = {}
@@ -346,11 +351,15 @@ class QMPSession(asyncio.Protocol):
             self._handle(event)
 
     def _handle(self, event: Request | InvalidRequest | Negotiated) -> None:
-        if type(event) is not Request:
-            if type(event) is InvalidRequest:
-                self._reply_error(event.error, event.request_id, event.has_id)
-            else:
-                self._write(self.connection.send_return({}, event.request_id, event.has_id))
+        if isinstance(event, InvalidRequest):
+            if event.request is not None:  # answered in negotiation mode
+                self.host.trace_negotiation(event.request, self, event.error)
+            self._reply_error(event.error, event.request_id, event.has_id)
+            return
+        if isinstance(event, Negotiated):
+            if event.request is not None:
+                self.host.trace_negotiation(event.request, self, None)
+            self._write(self.connection.send_return({}, event.request_id, event.has_id))
             return
         request = event
         faults = self.host.faults

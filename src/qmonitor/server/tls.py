@@ -40,14 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from qmonitor.cmdline import QemuCommandLine
-from qmonitor.cmdline.objects import (
-    ObjectError,
-    PropertyVisitor,
-    command_line_error,
-    members_of,
-    objects_with_options,
-)
+from qmonitor.cmdline.objects import ObjectError, PropertyVisitor, members_of
 from qmonitor.security.x509dn import distinguished_name
 
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -90,13 +83,22 @@ class TlsEndpoint(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TlsCredsX509:
-    """A ``tls-creds-x509`` object's properties."""
+    """A ``tls-creds-x509`` object's properties.
+
+    ``loaded``, ``priority`` and ``passwordid`` are kept as given, to be refused when the
+    object is created (:func:`server_context`, :func:`client_context`), as QEMU refuses
+    ``loaded`` (it sets properties then): an error in a later property, or a later
+    ``-object``'s, is reported first, as QEMU reports it.
+    """
 
     id: str
     dir: str | None
     endpoint: TlsEndpoint = TlsEndpoint.CLIENT
     verify_peer: bool = True
     sanity_check: bool = True
+    loaded: bool | None = None
+    priority: str | None = None
+    passwordid: str | None = None
 
     def path(self, filename: str) -> str:
         """``DIR/FILE``, as crypto/tlscreds.c builds it."""
@@ -104,19 +106,20 @@ class TlsCredsX509:
 
 
 def tls_creds_from_properties(properties: Mapping[str, object], *, keyval: bool) -> TlsCredsX509:
-    """The ``tls-creds-x509`` an ``-object`` option describes, or :class:`ObjectError`."""
+    """The ``tls-creds-x509`` an ``-object`` option describes, or :class:`ObjectError`.
+
+    These are the checks QEMU makes while it reads the option (its QAPI visitor, in
+    qapi/crypto.json's member order); nothing is refused for being unsupported yet.
+    """
     members = members_of(properties)
     visitor = PropertyVisitor(keyval=keyval)
     verify_peer = visitor.boolean(members, "verify-peer", "verify-peer")
     directory = visitor.string(members, "dir", "dir")
     endpoint = visitor.enum(members, "endpoint", "endpoint", TlsEndpoint)
-    if visitor.string(members, "priority", "priority") is not None:
-        raise ObjectError("priority: GnuTLS priority strings are not supported by qmonitor")
-    if visitor.boolean(members, "loaded", "loaded") is not None:
-        raise ObjectError(f"Property '{TLS_CREDS_X509}.loaded' is not writable", located=False)
+    priority = visitor.string(members, "priority", "priority")
+    loaded = visitor.boolean(members, "loaded", "loaded")
     sanity_check = visitor.boolean(members, "sanity-check", "sanity-check")
-    if visitor.string(members, "passwordid", "passwordid") is not None:
-        raise ObjectError("passwordid: encrypted keys are not supported by qmonitor")
+    passwordid = visitor.string(members, "passwordid", "passwordid")
     visitor.unexpected(members, _MEMBERS)
     return TlsCredsX509(
         str(properties["id"]),
@@ -124,7 +127,26 @@ def tls_creds_from_properties(properties: Mapping[str, object], *, keyval: bool)
         endpoint or TlsEndpoint.CLIENT,
         True if verify_peer is None else verify_peer,
         True if sanity_check is None else sanity_check,
+        loaded,
+        priority,
+        passwordid,
     )
+
+
+def _refuse_unsettable(creds: TlsCredsX509) -> None:
+    """What creating the object refuses before its files are looked at.
+
+    QEMU sets the properties before it loads the files (qom/object_interfaces.c
+    ``user_creatable_add_type``): ``loaded`` is read-only there. ``priority`` (a GnuTLS
+    priority string) and ``passwordid`` (a ``secret`` object) are qmonitor's refusals, after
+    every check QEMU makes of the option.
+    """
+    if creds.loaded is not None:
+        raise ObjectError(f"Property '{TLS_CREDS_X509}.loaded' is not writable", located=False)
+    if creds.priority is not None:
+        raise ObjectError("priority: GnuTLS priority strings are not supported by qmonitor")
+    if creds.passwordid is not None:
+        raise ObjectError("passwordid: encrypted keys are not supported by qmonitor")
 
 
 def _credential_path(creds: TlsCredsX509, filename: str, *, required: bool) -> str | None:
@@ -184,6 +206,7 @@ def server_context(creds: TlsCredsX509) -> ssl.SSLContext:
     The files are checked in QEMU's order, each with QEMU's error: ca-cert (required even
     with ``verify-peer=off``), ca-crl, server-cert, server-key, dh-params. ObjectError.
     """
+    _refuse_unsettable(creds)
     ca_cert = _credential_path(creds, CA_CERT, required=True)
     ca_crl = _credential_path(creds, CA_CRL, required=False)
     certificate = _credential_path(creds, SERVER_CERT, required=True)
@@ -221,6 +244,7 @@ def client_context(creds: TlsCredsX509) -> ssl.SSLContext:
     With ``verify-peer=on`` the server's certificate and host name are checked
     (crypto/tlssession.c checks the chardev's host against the certificate).
     """
+    _refuse_unsettable(creds)
     ca_cert = _credential_path(creds, CA_CERT, required=True)
     certificate = _credential_path(creds, CLIENT_CERT, required=False)
     key = _credential_path(creds, CLIENT_KEY, required=False)
@@ -249,29 +273,6 @@ class TlsCredentials:
 
     creds: TlsCredsX509
     context: ssl.SSLContext
-
-
-def tls_credentials_from_command_line(command_line: QemuCommandLine) -> dict[str, TlsCredentials]:
-    """The command line's ``tls-creds-x509`` objects by id, loaded; CommandLineError.
-
-    As in QEMU, every object's properties are checked (errors after the ``-object`` option)
-    before any is loaded (errors alone).
-    """
-    found = []
-    for properties, argument, keyval in objects_with_options(
-        command_line, frozenset({TLS_CREDS_X509})
-    ):
-        try:
-            found.append((tls_creds_from_properties(properties, keyval=keyval), argument))
-        except ObjectError as error:
-            raise command_line_error(error, argument) from None
-    loaded = {}
-    for creds, argument in found:
-        try:
-            loaded[creds.id] = TlsCredentials(creds, context_for(creds))
-        except ObjectError as error:
-            raise command_line_error(error, argument) from None
-    return loaded
 
 
 def peer_distinguished_name(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
