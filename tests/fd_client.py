@@ -110,6 +110,33 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def descriptor_targets(pid: int) -> list[str]:
+    """What each descriptor of process ``pid`` refers to (``socket:[N]``, ``pipe:[N]``, a path).
+
+    A descriptor closed while the directory is read is left out. Counting targets of one kind
+    (sockets, one pipe) rather than all descriptors keeps a check exact while the process
+    opens and closes files of its own, e.g. a module it imports on first use."""
+    targets = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except FileNotFoundError:
+            continue
+    return targets
+
+
+def open_sockets(pid: int) -> int:
+    """How many sockets process ``pid`` has open (its listeners and its clients)."""
+    return sum(target.startswith("socket:") for target in descriptor_targets(pid))
+
+
+def holds(pid: int, local_fd: int) -> int:
+    """How many descriptors of process ``pid`` are the open file ``local_fd`` of ours (both
+    ends of a pipe are one ``pipe:[inode]``, so they count together)."""
+    mine = os.readlink(f"/proc/self/fd/{local_fd}")
+    return descriptor_targets(pid).count(mine)
+
+
 def same_file(pid: int, remote_fd: int, local_fd: int) -> bool:
     """Whether descriptor ``remote_fd`` of process ``pid`` is the open file ``local_fd`` of
     ours (a pipe's ``pipe:[inode]``, a file's path)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_until
-from fd_client import FdClient, open_fds
+from fd_client import FdClient, holds, open_sockets
 from qmonitor.testing import start_qemu, start_server
 
 pytestmark = pytest.mark.qemu
@@ -129,15 +129,16 @@ async def commands(path: str, pid: int, transcript: Transcript) -> None:
 
 async def fdsets_while_paused(path: str, pid: int, transcript: Transcript) -> None:
     """With ``-S``: nothing is closed, removed or not, until a clean-up finds the guest running."""
-    idle = open_fds(pid)
+    idle = open_sockets(pid)
     send = await Recorder.connect(path, transcript)
     with pipe() as (read_end, write_end):
         await send("add-fd", (read_end,), fdset_id=3)
         await send("add-fd", (write_end,), fdset_id=3)
-    await send("remove-fd", fdset_id=3)
-    await send("query-fdsets")
-    send.client.close()
-    await wait_until(lambda: open_fds(pid) == idle + 2)  # the client is gone, the set kept
+        await send("remove-fd", fdset_id=3)
+        await send("query-fdsets")
+        send.client.close()
+        # The client is gone (its socket closed), the set kept (both ends of the pipe held).
+        await wait_until(lambda: open_sockets(pid) == idle and holds(pid, read_end) == 2)
     send = await Recorder.connect(path, transcript)
     await send("query-fdsets")
     await send("cont")
@@ -149,13 +150,14 @@ async def fdsets_while_paused(path: str, pid: int, transcript: Transcript) -> No
 
 async def cleanup_when_the_last_client_leaves(path: str, pid: int, transcript: Transcript) -> None:
     """Running, no client left: the fd sets are closed; the monitor's names are kept."""
-    idle = open_fds(pid)
+    idle = open_sockets(pid)
     send = await Recorder.connect(path, transcript)
     with pipe() as (read_end, write_end):
         await send("add-fd", (read_end,), opaque="r")
         await send("getfd", (write_end,), fdname="keep")
-    send.client.close()
-    await wait_until(lambda: open_fds(pid) == idle + 1)  # only "keep" is left
+        send.client.close()
+        # The client is gone, its fd set closed; only "keep" (one end) is left.
+        await wait_until(lambda: open_sockets(pid) == idle and holds(pid, read_end) == 1)
     send = await Recorder.connect(path, transcript)
     await send("query-fdsets")
     await send("closefd", fdname="keep")
