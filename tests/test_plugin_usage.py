@@ -189,3 +189,50 @@ def test_loading_the_plugin_loads_no_server_module() -> None:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=os.environ
     ).stdout
     assert output == "[]\n"
+
+
+def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pytester) -> None:
+    """A machine that dies under a test is otherwise seen only as a lost connection, and its
+    stderr goes with its directory at teardown: a failing test's report says, per machine,
+    how its process ended and what it wrote on stderr. A passing test's report does not."""
+    pytester.makeini(USER_INI)
+    pytester.makepyfile(
+        test_user="""
+        import os
+        import signal
+
+        import pytest
+
+
+        @pytest.mark.qmonitor_vm(faults={"faults": [
+            {"command": "stop", "action": "error", "desc": "no"},
+        ]})
+        async def test_the_machine_dies(vm_factory, vm):
+            quiet = vm_factory(name="quiet")
+            stopped = vm_factory(name="stopped")
+            stopped.stop()
+            qmp = await vm.qmp()
+            with pytest.raises(Exception):
+                await qmp.execute("stop")
+            os.kill(vm.pid, signal.SIGKILL)
+            await qmp.execute("query-status")
+
+
+        async def test_a_passing_test(vm):
+            await vm.qmp()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"-+ vm0 \(qmonitor-system-x86_64, pid \d+\): killed by SIGKILL during the test -+",
+            r"fault rule 1 fired: error on stop from pid \d+ on .*/qmp.sock",
+            r"-+ quiet \(qmonitor-system-x86_64, pid \d+\): running -+",
+            r"\(nothing on standard error\)",
+            r"-+ stopped \(qmonitor-system-x86_64, pid \d+\): exited with status 0 after vm.stop"
+            r"\(\) -+",
+            r"qmonitor-system-x86_64: terminating on signal 15",
+        ]
+    )
+    assert len(re.findall(r"\(qmonitor-system-x86_64, pid", result.stdout.str())) == 3
