@@ -156,6 +156,15 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qemu-binary", "/no/qemu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--qemu-binary: /no/qemu is not an executable*"])
+    # An executable that is no QEMU: it exits at once, and says nothing.
+    pytester.makepyfile(test_plain="def test_plain(vm):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--qemu-binary=/bin/true", "test_plain.py"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*/bin/true did not start (exited with 0), nothing on standard error"]
+    )
 
 
 def test_the_entry_point_for_a_python_without_the_script_is_the_stand_ins() -> None:

@@ -90,6 +90,7 @@ class VM:
     """One running machine: its monitor sockets, its process, and clients made on request."""
 
     name: str
+    """The machine's ``-name`` (and the name of its ``qemu.qmp`` clients' loggers)."""
     qmp_socket: str
     """Path of the QMP unix socket (listening when the fixture hands the machine over)."""
     hmp_socket: str
@@ -292,7 +293,8 @@ def _wait_listening(
         if exited or time.monotonic() > deadline:
             why = f"exited with {process.returncode}" if exited else "timed out"
             output = Path(stderr).read_text(errors="replace").strip()
-            pytest.fail(f"{program} did not start ({why}): {output}", pytrace=False)
+            said = f": {output}" if output else ", nothing on standard error"
+            pytest.fail(f"{program} did not start ({why}){said}", pytrace=False)
 
 
 class VMFactory:
@@ -304,6 +306,7 @@ class VMFactory:
         self.machines: list[VM] = []
 
     def __call__(self, **options: Any) -> VM:
+        """Start a machine with these :class:`VMOptions` (an unknown one is a usage error)."""
         return self.start(VMOptions.from_keywords("vm_factory()", options))
 
     def start(self, options: VMOptions) -> VM:
