@@ -203,7 +203,9 @@ def test_loading_the_plugin_loads_no_server_module() -> None:
 def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pytester) -> None:
     """A machine that dies under a test is otherwise seen only as a lost connection, and its
     stderr goes with its directory at teardown: a failing test's report says, per machine,
-    how its process ended and what it wrote on stderr. A passing test's report does not."""
+    how its process ended and what it wrote on stderr. A passing test's report does not.
+    Teardown cleans up after a failing test as after any other. TMPDIR is too long for a
+    socket path in it here (as pytest's directories often are): the machines live in /tmp."""
     pytester.makeini(USER_INI)
     pytester.makepyfile(
         test_user="""
@@ -211,6 +213,13 @@ def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pyt
         import signal
 
         import pytest
+
+
+        @pytest.fixture(autouse=True)
+        def report_machines(vm_factory):
+            yield
+            for machine in vm_factory.machines:
+                print(f"MACHINE {machine.directory}")
 
 
         @pytest.mark.qmonitor_vm(faults={"faults": [
@@ -231,7 +240,11 @@ def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pyt
             await vm.qmp()
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    temporary = pytester.path / "tmp"
+    temporary.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temporary))
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.re_match_lines(
         [
@@ -244,4 +257,11 @@ def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pyt
             r"qmonitor-system-x86_64: terminating on signal 15",
         ]
     )
-    assert len(re.findall(r"\(qmonitor-system-x86_64, pid", result.stdout.str())) == 3
+    pids = re.findall(r"\(qmonitor-system-x86_64, pid (\d+)\)", result.stdout.str())
+    assert len(pids) == 3
+    # the failing test's machines are gone, processes and files, as a passing test's are
+    assert not any(alive(int(pid)) for pid in pids)
+    assert list(temporary.iterdir()) == []
+    directories = re.findall(r"MACHINE (\S+)", result.stdout.str())
+    assert len(directories) == 4 and len(str(temporary / "qmvm-12345678/qmp.sock")) > 107
+    assert all(d.startswith("/tmp/qmvm-") and not Path(d).exists() for d in directories)

@@ -52,6 +52,10 @@ POLL_INTERVAL = 0.001
 """Seconds between two looks at a starting machine's sockets. A look is a ``stat`` of each
 socket file, and a read of ``/proc/net/unix`` only once both exist, so looking often costs the
 machine that is starting next to nothing; the machine's exit ends the wait at once."""
+SOCKET_PATH_MAX = 107
+"""Bytes a unix socket's path may have: ``sun_path`` holds 108 (Linux ``sys/un.h``) and QEMU
+keeps one for the terminating NUL (``unix_listen_saddr`` in util/qemu-sockets.c refuses a
+longer path as "UNIX socket path '...' is too long")."""
 OPTION_NAMES = ("name", "memory", "paused", "faults", "extra_args")
 
 _factories_key = pytest.StashKey[list["VMFactory"]]()
@@ -206,6 +210,17 @@ def wait_for_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
     return process.poll() is not None
 
 
+def machine_directory() -> str:
+    """A new directory for a machine's sockets and files: in ``TMPDIR``, as any temporary
+    directory, unless its socket paths would be longer than :data:`SOCKET_PATH_MAX` there
+    (pytest's own temporary directories often are): then in ``/tmp``, where they fit."""
+    directory = tempfile.mkdtemp(prefix="qmvm-")
+    if len(os.fsencode(os.path.join(directory, "qmp.sock"))) <= SOCKET_PATH_MAX:
+        return directory
+    os.rmdir(directory)
+    return tempfile.mkdtemp(prefix="qmvm-", dir="/tmp")
+
+
 def _find_double_script() -> str | None:
     """The ``qmonitor-system-x86_64`` console script of this Python (beside its interpreter,
     where pip puts it in a virtual environment) or on ``PATH``."""
@@ -315,8 +330,7 @@ class VMFactory:
         if options.faults is not None and self.qemu_binary is not None:
             pytest.skip("faults need the qmonitor double, and this run is against real QEMU")
         name = options.name or f"vm{len(self.machines)}"
-        # Short, so that the socket paths fit sun_path (108 bytes) wherever TMPDIR points.
-        directory = tempfile.mkdtemp(prefix="qmvm-")
+        directory = machine_directory()
         qmp_socket = os.path.join(directory, "qmp.sock")
         hmp_socket = os.path.join(directory, "hmp.sock")
         command = machine_command(
