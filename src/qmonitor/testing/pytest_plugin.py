@@ -41,9 +41,11 @@ if TYPE_CHECKING:
 DOUBLE_SCRIPT = "qmonitor-system-x86_64"
 """The double's console script, which takes QEMU's own command line."""
 STANDIN_ENTRY_POINT = (
-    "import sys; from qmonitor.launch import standin_main; sys.exit(standin_main(sys.argv[1:]))"
+    "import sys; sys.argv[0] = 'qmonitor-system-x86_64'; "
+    "from qmonitor.launch import standin_main; sys.exit(standin_main())"
 )
-"""What the console script runs, for ``python -c`` where the script is not installed."""
+"""What the console script runs, for ``python -c`` where the script is not installed: as the
+script, so that its messages name it and its process ends as the script's does."""
 STARTUP_TIMEOUT = 30.0
 """Seconds a machine has to open its monitor sockets (QEMU takes longest on a loaded host)."""
 STOP_TIMEOUT = 10.0
