@@ -229,6 +229,111 @@ async def test_rules_are_listed_and_cleared_and_bad_ones_refused(qmp: QMPClient)
     assert await qmp.execute(ADD, {"command": "echo", "action": "garble"}) == {"id": 4}
 
 
+async def test_the_first_live_rule_fires_on_valid_requests_nested_arguments_as_subsets(
+    faulty: tuple[TestServer, list[tuple[str, dict[str, Any]]]], qmp: QMPClient
+) -> None:
+    """Rules are tried lowest id first and a spent one is skipped; ``arguments`` is matched as
+    a subset at every level of nesting; ``class`` defaults to GenericError; a request that
+    fails validation gets its usual error and fires nothing."""
+    server, _ = faulty
+
+    @server.monitor.command
+    def configure(options: dict[str, Any]) -> dict[str, Any]:
+        return options
+
+    nested = {"options": {"disk": {"cache": "none"}}}
+    await qmp.execute(
+        ADD, {"command": "configure", "arguments": nested, "action": "error", "desc": "first",
+              "times": 1},
+    )  # fmt: skip
+    await qmp.execute(ADD, {"command": "configure", "action": "error", "desc": "second"})
+    with pytest.raises(ExecuteError, match=r"^Invalid parameter type"):
+        await qmp.execute("configure", {"options": 1})
+    inner = {"disk": {"cache": "none", "aio": "native"}, "net": {}}
+    with pytest.raises(ExecuteError) as caught:
+        await qmp.execute("configure", {"options": inner})
+    assert (caught.value.error_class, str(caught.value)) == ("GenericError", "first")
+    with pytest.raises(ExecuteError, match=r"^second$"):  # rule 1 is spent
+        await qmp.execute("configure", {"options": inner})
+    listed: Any = await qmp.execute(LIST)
+    assert [(r["id"], r["fired"]) for r in listed] == [(1, 1), (2, 1)]
+    await qmp.execute(CLEAR, {"id": 2})
+    await qmp.execute(
+        ADD, {"command": "configure", "arguments": nested, "action": "error", "desc": "nested"}
+    )
+    other_cache = {"disk": {"cache": "writeback"}}
+    assert await qmp.execute("configure", {"options": other_cache}) == other_cache
+
+
+async def test_a_delayed_request_is_in_flight_and_can_be_cancelled(
+    faulty: tuple[TestServer, list[tuple[str, dict[str, Any]]]], qmp: QMPClient
+) -> None:
+    _, records = faulty
+    await qmp.execute(ADD, {"command": "echo", "action": "delay", "seconds": 600})
+    delayed = asyncio.ensure_future(
+        qmp._raw({"execute": "echo", "arguments": {"value": "x"}, "id": "slow"}, assign_id=False)
+    )
+    await wait_until(lambda: any(n == "fault.fired" for n, _ in records))
+    await qmp.execute("__io.github.qmonitor_cancel", {"id": "slow"})
+    reply: Any = await asyncio.wait_for(delayed, 10)
+    assert reply["error"]["desc"] == "Command 'echo' was cancelled by the client"
+
+
+async def test_command_events_go_to_every_client_in_command_mode(
+    faulty: tuple[TestServer, list[tuple[str, dict[str, Any]]]], qmp: QMPClient
+) -> None:
+    server, _ = faulty
+    await qmp.execute(
+        ADD, {"command": "echo", "action": "events", "events": [{"event": "BOTH"}], "times": 1}
+    )
+    other = QMPClient("other")
+    await other.connect(server.path)
+    try:
+        listeners = [EventListener("BOTH"), EventListener("BOTH")]
+        with qmp.listen(listeners[0]), other.listen(listeners[1]):
+            assert await other.execute("echo", {"value": "x"}) == "x"
+            for listener in listeners:
+                assert (await asyncio.wait_for(listener.get(), 10))["event"] == "BOTH"
+    finally:
+        await other.disconnect()
+
+
+@pytest.mark.parametrize("when", ["before-reply", "after-reply"])
+async def test_a_disconnect_on_the_greeting(
+    when: str, faulty: tuple[TestServer, list[tuple[str, dict[str, Any]]]], qmp: QMPClient
+) -> None:
+    """The connection is closed before the greeting (nothing at all arrives) or right after."""
+    server, _ = faulty
+    await qmp.execute(ADD, {"on": "greeting", "action": "disconnect", "when": when})
+    reader, writer = await asyncio.open_unix_connection(server.path)
+    received = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+    writer.close()
+    if when == "before-reply":
+        assert received == b""
+    else:
+        assert received.startswith(b'{"QMP": {"version": ') and received.endswith(b"\r\n")
+        assert received.count(b"\r\n") == 1
+
+
+async def test_a_hung_greeting_never_comes_while_other_connections_are_served(
+    faulty: tuple[TestServer, list[tuple[str, dict[str, Any]]]], qmp: QMPClient
+) -> None:
+    """Where the greeting would be written nothing is: the socket has nothing to read once
+    the rule fired, and still nothing after a later connection was greeted and served."""
+    server, records = faulty
+    await qmp.execute(ADD, {"on": "greeting", "action": "hang", "times": 1})
+    with socket.socket(socket.AF_UNIX) as hung:
+        hung.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(hung, server.path)
+        await wait_until(lambda: any(i.get("target") == "the greeting" for _, i in records))
+        later = QMPClient("later")  # times: 1, spent: this one is greeted and served
+        await later.connect(server.path)
+        assert await later.execute("echo", {"value": "x"}) == "x"
+        await later.disconnect()
+        with pytest.raises(BlockingIOError):  # no byte, and no end of stream either
+            hung.recv(1, socket.MSG_PEEK)
+
+
 @pytest.mark.parametrize(
     ("document", "error"),
     [
@@ -336,10 +441,18 @@ async def _wait_status(client: QMPClient, *statuses: str) -> dict[str, Any]:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize(
+    "fail",
+    [{"at-pass": 2}, {"after-bytes": 200}],
+    ids=["at-pass", "after-bytes"],
+)
 async def test_migration_failing_at_pass_2_leaves_the_source_running_with_its_digest(
-    short_tmp: Path, machines: list[Machine]
+    fail: dict[str, int], short_tmp: Path, machines: list[Machine]
 ) -> None:
-    rules = [{"machine": "migration", "action": "fail", "at-pass": 2, "times": 1}]
+    """At its second pass, or once 200 bytes went out, the migration fails as on a reset
+    connection; the source goes on running, RAM untouched. Without the fault it completes:
+    the idle guest's pages are all zero, sent as runs in about 360 bytes over two passes."""
+    rules = [{"machine": "migration", "action": "fail", **fail, "times": 1}]
     machine = Machine(
         short_tmp, rules, "-m", "16M", "--dirty-rate", "0", "--allow-path", str(short_tmp)
     )
@@ -412,3 +525,30 @@ def test_a_bad_faults_file_stops_qmonitor_run_with_one_line(short_tmp: Path) -> 
     assert finished.returncode == 1
     assert finished.stderr == f"qmonitor: {faults}: rule 1: member 'seconds' must be a number\n"
     assert not (short_tmp / "state").exists()
+
+
+async def test_savevm_io_error_through_hmp_keeps_the_older_snapshot(
+    short_tmp: Path, machines: list[Machine]
+) -> None:
+    """HMP ``savevm`` meets the rule as ``snapshot-save`` does (added at run time here), and
+    the snapshot saved before under the same tag is kept, byte for byte."""
+    machine = Machine(short_tmp, [], "-m", "16M", "--dirty-rate", "64M")
+    machines.append(machine)
+    client = await machine.client()
+    hmp = "human-monitor-command"
+    try:
+        await wait_until_step(client)
+        assert await client.execute(hmp, {"command-line": "savevm t"}) == ""
+        saved = {p.name: p.read_bytes() for p in machine.state_dir.rglob("*") if p.is_file()}
+        rule = {"machine": "savevm", "action": "io-error", "at-percent": 50}
+        assert await client.execute(ADD, rule) == {"id": 1}
+        failed = await client.execute(hmp, {"command-line": "savevm t"})
+        assert failed == "Error: Could not save snapshot 't': Input/output error\r\n"
+        assert (await client.execute("query-status"))["status"] == "running"
+        listed: Any = await client.execute(LIST)
+        assert [(r["id"], r["fired"]) for r in listed] == [(1, 1)]
+    finally:
+        await client.disconnect()
+    machine.stop()
+    after = {p.name: p.read_bytes() for p in machine.state_dir.rglob("*") if p.is_file()}
+    assert after == saved and any(name.startswith("t") for name in saved), sorted(saved)

@@ -156,6 +156,15 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qemu-binary", "/no/qemu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--qemu-binary: /no/qemu is not an executable*"])
+    # An executable that is no QEMU: it exits at once, and says nothing.
+    pytester.makepyfile(test_plain="def test_plain(vm):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--qemu-binary=/bin/true", "test_plain.py"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*/bin/true did not start (exited with 0), nothing on standard error"]
+    )
 
 
 def test_the_entry_point_for_a_python_without_the_script_is_the_stand_ins() -> None:
@@ -189,3 +198,70 @@ def test_loading_the_plugin_loads_no_server_module() -> None:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=os.environ
     ).stdout
     assert output == "[]\n"
+
+
+def test_a_failing_test_reports_what_became_of_its_machines(pytester: pytest.Pytester) -> None:
+    """A machine that dies under a test is otherwise seen only as a lost connection, and its
+    stderr goes with its directory at teardown: a failing test's report says, per machine,
+    how its process ended and what it wrote on stderr. A passing test's report does not.
+    Teardown cleans up after a failing test as after any other. TMPDIR is too long for a
+    socket path in it here (as pytest's directories often are): the machines live in /tmp."""
+    pytester.makeini(USER_INI)
+    pytester.makepyfile(
+        test_user="""
+        import os
+        import signal
+
+        import pytest
+
+
+        @pytest.fixture(autouse=True)
+        def report_machines(vm_factory):
+            yield
+            for machine in vm_factory.machines:
+                print(f"MACHINE {machine.directory}")
+
+
+        @pytest.mark.qmonitor_vm(faults={"faults": [
+            {"command": "stop", "action": "error", "desc": "no"},
+        ]})
+        async def test_the_machine_dies(vm_factory, vm):
+            quiet = vm_factory(name="quiet")
+            stopped = vm_factory(name="stopped")
+            stopped.stop()
+            qmp = await vm.qmp()
+            with pytest.raises(Exception):
+                await qmp.execute("stop")
+            os.kill(vm.pid, signal.SIGKILL)
+            await qmp.execute("query-status")
+
+
+        async def test_a_passing_test(vm):
+            await vm.qmp()
+        """
+    )
+    temporary = pytester.path / "tmp"
+    temporary.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temporary))
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"-+ vm0 \(qmonitor-system-x86_64, pid \d+\): killed by SIGKILL during the test -+",
+            r"fault rule 1 fired: error on stop from pid \d+ on .*/qmp.sock",
+            r"-+ quiet \(qmonitor-system-x86_64, pid \d+\): running -+",
+            r"\(nothing on standard error\)",
+            r"-+ stopped \(qmonitor-system-x86_64, pid \d+\): exited with status 0 after vm.stop"
+            r"\(\) -+",
+            r"qmonitor-system-x86_64: terminating on signal 15",
+        ]
+    )
+    pids = re.findall(r"\(qmonitor-system-x86_64, pid (\d+)\)", result.stdout.str())
+    assert len(pids) == 3
+    # the failing test's machines are gone, processes and files, as a passing test's are
+    assert not any(alive(int(pid)) for pid in pids)
+    assert list(temporary.iterdir()) == []
+    directories = re.findall(r"MACHINE (\S+)", result.stdout.str())
+    assert len(directories) == 4 and len(str(temporary / "qmvm-12345678/qmp.sock")) > 107
+    assert all(d.startswith("/tmp/qmvm-") and not Path(d).exists() for d in directories)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -40,13 +41,23 @@ if TYPE_CHECKING:
 DOUBLE_SCRIPT = "qmonitor-system-x86_64"
 """The double's console script, which takes QEMU's own command line."""
 STANDIN_ENTRY_POINT = (
-    "import sys; from qmonitor.launch import standin_main; sys.exit(standin_main(sys.argv[1:]))"
+    "import sys; sys.argv[0] = 'qmonitor-system-x86_64'; "
+    "from qmonitor.launch import standin_main; sys.exit(standin_main())"
 )
-"""What the console script runs, for ``python -c`` where the script is not installed."""
+"""What the console script runs, for ``python -c`` where the script is not installed: as the
+script, so that its messages name it and its process ends as the script's does."""
 STARTUP_TIMEOUT = 30.0
 """Seconds a machine has to open its monitor sockets (QEMU takes longest on a loaded host)."""
 STOP_TIMEOUT = 10.0
 """Seconds a machine has to exit after SIGTERM before it is killed."""
+POLL_INTERVAL = 0.001
+"""Seconds between two looks at a starting machine's sockets. A look is a ``stat`` of each
+socket file, and a read of ``/proc/net/unix`` only once both exist, so looking often costs the
+machine that is starting next to nothing; the machine's exit ends the wait at once."""
+SOCKET_PATH_MAX = 107
+"""Bytes a unix socket's path may have: ``sun_path`` holds 108 (Linux ``sys/un.h``) and QEMU
+keeps one for the terminating NUL (``unix_listen_saddr`` in util/qemu-sockets.c refuses a
+longer path as "UNIX socket path '...' is too long")."""
 OPTION_NAMES = ("name", "memory", "paused", "faults", "extra_args")
 
 _factories_key = pytest.StashKey[list["VMFactory"]]()
@@ -85,6 +96,7 @@ class VM:
     """One running machine: its monitor sockets, its process, and clients made on request."""
 
     name: str
+    """The machine's ``-name`` (and the name of its ``qemu.qmp`` clients' loggers)."""
     qmp_socket: str
     """Path of the QMP unix socket (listening when the fixture hands the machine over)."""
     hmp_socket: str
@@ -96,10 +108,14 @@ class VM:
     is_double: bool
     """True for qmonitor, False for the real QEMU of ``--qemu-binary``."""
     process: subprocess.Popen[bytes]
+    """The machine's process (``vm.process.poll()`` says whether it still runs)."""
     _clients: list[tuple[QMPClient, asyncio.AbstractEventLoop]] = field(default_factory=list)
+    _stop_requested: bool = False  # SIGTERM sent, by stop() or by teardown
+    _stopped_during_test: bool = False  # stop() was called by the test
 
     @property
     def pid(self) -> int:
+        """The machine's process id."""
         return self.process.pid
 
     @property
@@ -139,15 +155,72 @@ class VM:
 
         A test may call it to make the machine vanish under its client; teardown calls it too.
         """
-        process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+        self._stopped_during_test = True
+        self._request_stop()
+        return self._wait_stopped()
+
+    def _request_stop(self) -> None:
+        """Send SIGTERM, once, if the machine runs: QEMU's (and the stand-in's) orderly
+        shutdown, ``termsig_handler`` in os-posix.c."""
+        if not self._stop_requested and self.process.poll() is None:
+            self._stop_requested = True
+            self.process.send_signal(signal.SIGTERM)
+
+    def _wait_stopped(self) -> int:
+        """Wait for the exit (SIGKILL after :data:`STOP_TIMEOUT` s) and return its status."""
+        if not wait_for_exit(self.process, STOP_TIMEOUT):
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode
+
+    def state(self) -> str:
+        """What became of the process, in words, for a failing test's report."""
+        status = self.process.poll()
+        if status is None:
+            return "running"
+        if status < 0:
             try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+                how = f"killed by {signal.Signals(-status).name}"
+            except ValueError:
+                how = f"killed by signal {-status}"
+        else:
+            how = f"exited with status {status}"
+        return f"{how} after vm.stop()" if self._stopped_during_test else f"{how} during the test"
+
+
+def wait_for_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``process`` to exit and reap it; whether it did.
+
+    A pidfd (Linux 5.3) is readable the moment the process exits. ``Popen.wait(timeout)``
+    polls instead, with sleeps that double up to 50 ms, which on its own would add up to half
+    of a machine's exit time to every test's teardown.
+    """
+    if process.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return process.poll() is not None
+
+
+def machine_directory() -> str:
+    """A new directory for a machine's sockets and files: in ``TMPDIR``, as any temporary
+    directory, unless its socket paths would be longer than :data:`SOCKET_PATH_MAX` there
+    (pytest's own temporary directories often are): then in ``/tmp``, where they fit."""
+    directory = tempfile.mkdtemp(prefix="qmvm-")
+    if len(os.fsencode(os.path.join(directory, "qmp.sock"))) <= SOCKET_PATH_MAX:
+        return directory
+    os.rmdir(directory)
+    return tempfile.mkdtemp(prefix="qmvm-", dir="/tmp")
 
 
 def _find_double_script() -> str | None:
@@ -229,18 +302,16 @@ def _wait_listening(
     exits or takes longer than :data:`STARTUP_TIMEOUT`."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
-        listening = _listening_unix_paths()
-        if listening is None:
-            ready = all(os.path.exists(path) for path in paths)
-        else:
-            ready = all(path in listening for path in paths)
-        if ready:
-            return
-        if process.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with {process.returncode}" if process.poll() is not None else "timed out"
+        if all(os.path.exists(path) for path in paths):
+            listening = _listening_unix_paths()
+            if listening is None or all(path in listening for path in paths):
+                return
+        exited = wait_for_exit(process, POLL_INTERVAL)
+        if exited or time.monotonic() > deadline:
+            why = f"exited with {process.returncode}" if exited else "timed out"
             output = Path(stderr).read_text(errors="replace").strip()
-            pytest.fail(f"{program} did not start ({why}): {output}", pytrace=False)
-        time.sleep(0.005)
+            said = f": {output}" if output else ", nothing on standard error"
+            pytest.fail(f"{program} did not start ({why}){said}", pytrace=False)
 
 
 class VMFactory:
@@ -252,14 +323,16 @@ class VMFactory:
         self.machines: list[VM] = []
 
     def __call__(self, **options: Any) -> VM:
+        """Start a machine with these :class:`VMOptions` (an unknown one is a usage error)."""
         return self.start(VMOptions.from_keywords("vm_factory()", options))
 
     def start(self, options: VMOptions) -> VM:
+        """Start a machine with ``options``; return it once its QMP and human monitor sockets
+        listen. A test that asks real QEMU for faults is skipped."""
         if options.faults is not None and self.qemu_binary is not None:
             pytest.skip("faults need the qmonitor double, and this run is against real QEMU")
         name = options.name or f"vm{len(self.machines)}"
-        # Short, so that the socket paths fit sun_path (108 bytes) wherever TMPDIR points.
-        directory = tempfile.mkdtemp(prefix="qmvm-")
+        directory = machine_directory()
         qmp_socket = os.path.join(directory, "qmp.sock")
         hmp_socket = os.path.join(directory, "hmp.sock")
         command = machine_command(
@@ -285,12 +358,18 @@ class VMFactory:
         return machine
 
     def close(self) -> None:
-        """Stop every machine and remove its directory."""
+        """Stop every machine and remove its directory.
+
+        Every machine is told to stop before any is waited for, so that a test's machines
+        shut down side by side.
+        """
         machines, self.machines = self.machines, []
         for machine in machines:
             machine.close_clients()
         for machine in machines:
-            machine.stop()
+            machine._request_stop()
+        for machine in machines:
+            machine._wait_stopped()
             shutil.rmtree(machine.directory, ignore_errors=True)
 
 
@@ -323,6 +402,23 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     for factory in item.stash.get(_factories_key, []):
         for machine in factory.machines:
             machine.close_clients()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report gets a section per machine: what became of its process, and
+    its standard error (which teardown removes with the machine's directory). A machine that
+    died under the test is otherwise seen only as a client's lost connection."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed or call.when == "setup":  # a machine that fails to start says why
+        return
+    for factory in item.stash.get(_factories_key, []):
+        for machine in factory.machines:
+            program = os.path.basename(machine.command[0])
+            title = f"{machine.name} ({program}, pid {machine.pid}): {machine.state()}"
+            output = Path(machine.stderr_path).read_text(errors="replace")
+            report.sections.append((title, output or "(nothing on standard error)\n"))
 
 
 @pytest.fixture
