@@ -44,7 +44,7 @@ from qmonitor.core.qdict import member_order
 from qmonitor.core.schema import compile_signature
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
-from qmonitor.qmp.stream import NEED_DATA, JSONMessage, JSONParseError, JSONStreamFramer, NeedData
+from qmonitor.qmp.stream import NEED_DATA, JSONParseError, JSONStreamFramer, NeedData
 
 
 class SessionState(Enum):
@@ -231,15 +231,15 @@ class QMPServerConnection:
         :class:`~qmonitor.qmp.messages.InvalidRequest`: input to answer with its error;
         :class:`~qmonitor.qmp.messages.Negotiated`: capabilities accepted, answer ``{}``.
         """
-        event = self._framer.next_event()
-        if type(event) is JSONMessage:
-            request = check_request(event.value, self.oob_enabled)
-            if self.state is _COMMAND_MODE or type(request) is not Request:
-                return request
-            return self._negotiate(request)
-        if type(event) is JSONParseError:
-            return InvalidRequest(QMPError(event.desc))
-        return NEED_DATA
+        value = self._framer.next_value()
+        if value is NEED_DATA:
+            return NEED_DATA
+        if type(value) is JSONParseError:
+            return InvalidRequest(QMPError(value.desc))
+        request = check_request(value, self.oob_enabled)
+        if self.state is _COMMAND_MODE or type(request) is not Request:
+            return request
+        return self._negotiate(request)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -262,9 +262,12 @@ class QMPServerConnection:
     def send_return_text(result_text: str, request_id: object, has_id: bool) -> bytes:
         """A success reply whose return value is already JSON text (see encode.result_writer)."""
         if has_id:
-            id_text = (
-                quoted_string(request_id) if type(request_id) is str else encode_json(request_id)
-            )
+            if type(request_id) is int:  # the usual id (qemu.qmp counts): json-writer.c's
+                id_text = str(request_id)
+            elif type(request_id) is str:
+                id_text = quoted_string(request_id)
+            else:
+                id_text = encode_json(request_id)
             text = f'{{"return": {result_text}, "id": {id_text}}}\r\n'
         else:
             text = f'{{"return": {result_text}}}\r\n'
