@@ -209,6 +209,10 @@ class Command:
     detachable: bool = False
     qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
     compiled: CommandSignature | None = field(default=None, repr=False, compare=False)
+    # The function writing a result as QMP's JSON text, made from the signature by the first
+    # monitor that needs it (qmonitor.qmp.encode.result_writer) and kept here: found with the
+    # command, no lookup per request.
+    result_text: Callable[[object], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def signature(self) -> CommandSignature:

@@ -187,7 +187,6 @@ class Monitor:
         self._schema_key = (-1, -1)
         self._role_schemas: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
         self._events_generation = 0
-        self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
         self._session_peers: dict[object, dict[str, object]] = {}
         self._on_sessions_closed: asyncio.Future[object] | None = None
         register_builtins(self)
@@ -245,11 +244,12 @@ class Monitor:
         return cached[1]
 
     def result_writer(self, command: Command) -> Callable[[object], str]:
-        """The function writing ``command``'s results as JSON text (built once per command)."""
-        entry = self._result_writers.get(command.name)
-        if entry is None or entry[0] is not command:
-            entry = self._result_writers[command.name] = (command, result_writer(command.signature))
-        return entry[1]
+        """The function writing ``command``'s results as JSON text (built once per command,
+        kept as its ``result_text``)."""
+        writer = command.result_text
+        if writer is None:
+            writer = command.result_text = result_writer(command.signature)
+        return writer
 
     # -- the trace path --------------------------------------------------------------------
 
