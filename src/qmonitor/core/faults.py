@@ -327,7 +327,9 @@ class FaultSet:
     fired: Fired | None = None
     _entries: dict[int, _Entry] = field(default_factory=dict)
     _next_id: int = 1
-    _command_rules: int = 0  # how many rules name a command: the dispatch point's fast path
+    # How many rules name a command: a plain attribute, read per request by the dispatch
+    # point and the QMP session (zero: the request need not be matched at all).
+    command_rules: int = field(default=0, init=False)
 
     def add(self, rule: FaultRule) -> int:
         """Put ``rule`` in force; its id."""
@@ -335,21 +337,21 @@ class FaultSet:
         self._next_id += 1
         self._entries[rule_id] = _Entry(rule)
         if rule.command is not None:
-            self._command_rules += 1
+            self.command_rules += 1
         return rule_id
 
     def remove(self, rule_id: int) -> bool:
         """Take rule ``rule_id`` out; False if there is none."""
         entry = self._entries.pop(rule_id, None)
         if entry is not None and entry.rule.command is not None:
-            self._command_rules -= 1
+            self.command_rules -= 1
         return entry is not None
 
     def clear(self) -> int:
         """Take every rule out; how many there were."""
         count = len(self._entries)
         self._entries.clear()
-        self._command_rules = 0
+        self.command_rules = 0
         return count
 
     def entries(self) -> list[dict[str, Any]]:
@@ -358,11 +360,6 @@ class FaultSet:
             {"id": rule_id, **entry.rule.members(), "fired": entry.fired}
             for rule_id, entry in self._entries.items()
         ]
-
-    @property
-    def has_command_rules(self) -> bool:
-        """Whether any rule names a command (else a request need not be matched at all)."""
-        return self._command_rules > 0
 
     def _fire(self, rule_id: int, entry: _Entry, info: Mapping[str, object]) -> FaultRule:
         entry.fired += 1

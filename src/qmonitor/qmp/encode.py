@@ -215,8 +215,16 @@ _INLINE_WRITERS = {
     "boolean": "('true' if {v} is True else 'false' if {v} is False else G({v}))",
     "integer": "(str({v}) if type({v}) is int else G({v}))",
     "string": "(Q({v}) if type({v}) is str else G({v}))",
-    "enum": "(Q({v}._value_) if isinstance({v}, Enum) else G({v}))",  # .value is a descriptor
+    # An enum member's text is written once and kept (T, by member; N writes and keeps it).
+    "enum": "((T.get({v}) or N({v})) if isinstance({v}, Enum) else G({v}))",
 }
+_ENUM_TEXTS: dict[Enum, str] = {}
+
+
+def _enum_text(member: Enum) -> str:
+    """An enum member's value as JSON text, kept for the next result that holds it."""
+    text = _ENUM_TEXTS[member] = quoted_string(member._value_)  # .value is a descriptor
+    return text
 
 
 def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[object], str]:
@@ -227,7 +235,13 @@ def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[ob
     leaves out a None optional member (QAPI's absent member). No call per member for the
     common JSON types.
     """
-    namespace: dict[str, object] = {"G": encode_json, "Q": quoted_string, "Enum": Enum}
+    namespace: dict[str, object] = {
+        "G": encode_json,
+        "Q": quoted_string,
+        "Enum": Enum,
+        "T": _ENUM_TEXTS,
+        "N": _enum_text,
+    }
     fetches, expressions = [], []
     for number, (_, python_name, member) in enumerate(steps):
         expression = _INLINE_WRITERS.get(member.json_type)

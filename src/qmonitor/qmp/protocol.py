@@ -92,6 +92,8 @@ ALREADY_NEGOTIATED: Final = "Capabilities negotiation is already complete, comma
 NOT_AN_OBJECT: Final = "QMP input must be a JSON object"
 
 _EXECUTE = "execute"
+# A request is made per request: tuple.__new__ is a C call, a named tuple's own __new__ is not.
+_new_request: Final = tuple.__new__
 _EXEC_OOB = "exec-oob"
 
 
@@ -114,7 +116,7 @@ def check_request(message: object, oob_enabled: bool) -> Request | InvalidReques
             and (arguments is None or type(arguments) is dict)
             and (arguments is not None or "arguments" not in message)
         ):
-            return Request(command, arguments or {}, request_id, has_id, False)
+            return _new_request(Request, (command, arguments or {}, request_id, has_id, False))
     keys = tuple(message)
     for position in member_order(keys):
         member = keys[position]

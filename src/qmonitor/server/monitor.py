@@ -315,12 +315,12 @@ class Monitor:
             policy = self.policy
             if policy is not None:
                 self._check_policy(policy, command, arguments, session)
-            kwargs = command.signature.convert_arguments(arguments)
+            kwargs = (command.compiled or command.signature).convert_arguments(arguments)
             authorize = self.authorize
             if authorize is not None:
                 self._authorize(authorize, session, command_name, arguments)
             faults = self.faults
-            if faults is not None and faults.has_command_rules:
+            if faults is not None and faults.command_rules:
                 rule = faults.command_fault(command_name, arguments, COMMAND_ACTIONS, session.peer)
                 if rule is not None:
                     faulty = apply_command_fault(
