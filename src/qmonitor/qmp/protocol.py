@@ -106,17 +106,6 @@ def check_request(message: object, oob_enabled: bool) -> Request | InvalidReques
     command: str | None = None
     execute_key: str | None = None
     arguments: Any = None
-    # Fast path for the shape every client sends; falls through to the exact walk otherwise.
-    if len(message) <= 3:
-        command = message.get(_EXECUTE)
-        arguments = message.get("arguments")
-        if (
-            type(command) is str
-            and len(message) == 1 + has_id + ("arguments" in message)
-            and (arguments is None or type(arguments) is dict)
-            and (arguments is not None or "arguments" not in message)
-        ):
-            return _new_request(Request, (command, arguments or {}, request_id, has_id, False))
     keys = tuple(message)
     for position in member_order(keys):
         member = keys[position]
@@ -234,9 +223,23 @@ class QMPServerConnection:
         :class:`~qmonitor.qmp.messages.Negotiated`: capabilities accepted, answer ``{}``.
         """
         value = self._framer.next_value()
-        if value is NEED_DATA:
+        if type(value) is dict and self.state is _COMMAND_MODE:
+            # The shape every client sends, checked here rather than by check_request's walk:
+            # a string "execute", an object "arguments" or none, maybe an "id", nothing else.
+            command = value.get(_EXECUTE)
+            if type(command) is str:
+                has_id = "id" in value
+                arguments = value.get("arguments")
+                if type(arguments) is dict:
+                    if len(value) == 2 + has_id:
+                        return _new_request(
+                            Request, (command, arguments, value.get("id"), has_id, False)
+                        )
+                elif arguments is None and len(value) == 1 + has_id:  # no "arguments" member
+                    return _new_request(Request, (command, {}, value.get("id"), has_id, False))
+        elif value is NEED_DATA:
             return NEED_DATA
-        if type(value) is JSONParseError:
+        elif type(value) is JSONParseError:
             return InvalidRequest(QMPError(value.desc))
         request = check_request(value, self.oob_enabled)
         if self.state is _COMMAND_MODE or type(request) is not Request:

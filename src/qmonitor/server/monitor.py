@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
 from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
-from qmonitor.core.dispatch import Invocation, Returned, invoke, run_on_loop, run_sync
+from qmonitor.core.dispatch import (
+    Invocation,
+    Returned,
+    internal_error,
+    invoke,
+    run_on_loop,
+    run_sync,
+)
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.faults import COMMAND_ACTIONS, FaultSet
@@ -336,7 +343,15 @@ class Monitor:
                     if faulty is not None:
                         return faulty
             if command.style is _SYNC:
-                value = run_sync(command, kwargs, request_id, session)
+                if command.context_parameter is not None:
+                    value = run_sync(command, kwargs, request_id, session)
+                else:  # run_sync without a Context to make, inlined: every query is such
+                    try:
+                        value = command.handler(**kwargs)
+                    except QMPError:
+                        raise
+                    except Exception as exc:
+                        raise internal_error(command, exc) from exc
                 if record is not None:
                     record.complete()
                 return (command, value)
