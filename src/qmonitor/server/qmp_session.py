@@ -296,12 +296,15 @@ class QMPSession(asyncio.Protocol):
         if self._output_batch is not None:  # re-entered from a reply's completion
             self._pump_requests()
             return
-        self._output_batch = []
+        batch: list[bytes] = []
+        self._output_batch = batch
         try:
             answered_all = self._pump_requests()
         finally:
-            self._flush_output_batch()
             self._output_batch = None
+            if batch:  # _flush_output_batch, inlined: once per read
+                self._output_batch_bytes = 0
+                self._send(b"".join(batch) if len(batch) > 1 else batch[0])
         if answered_all and self._close_at_eof and self.transport is not None:
             self.transport.close()  # after the replies still buffered have gone out
 
@@ -343,7 +346,8 @@ class QMPSession(asyncio.Protocol):
                 return False
             event = read_ahead.popleft() if read_ahead else connection.next_event()
             if event is NEED_DATA:
-                self._resume_reading()
+                if self._reading_paused:
+                    self._resume_reading()
                 return self._input_ended and not in_flight
             self._handle(event)
 
