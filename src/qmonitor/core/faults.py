@@ -327,9 +327,11 @@ class FaultSet:
     fired: Fired | None = None
     _entries: dict[int, _Entry] = field(default_factory=dict)
     _next_id: int = 1
-    # How many rules name a command: a plain attribute, read per request by the dispatch
-    # point and the QMP session (zero: the request need not be matched at all).
-    command_rules: int = field(default=0, init=False)
+    _command_rules: int = 0  # how many rules name a command
+    # Whether any rule names a command (else a request need not be matched at all): a plain
+    # attribute kept up to date by add, remove and clear, read per request by the dispatch
+    # point and the QMP session.
+    has_command_rules: bool = field(default=False, init=False)
 
     def add(self, rule: FaultRule) -> int:
         """Put ``rule`` in force; its id."""
@@ -337,21 +339,24 @@ class FaultSet:
         self._next_id += 1
         self._entries[rule_id] = _Entry(rule)
         if rule.command is not None:
-            self.command_rules += 1
+            self._command_rules += 1
+            self.has_command_rules = True
         return rule_id
 
     def remove(self, rule_id: int) -> bool:
         """Take rule ``rule_id`` out; False if there is none."""
         entry = self._entries.pop(rule_id, None)
         if entry is not None and entry.rule.command is not None:
-            self.command_rules -= 1
+            self._command_rules -= 1
+            self.has_command_rules = self._command_rules > 0
         return entry is not None
 
     def clear(self) -> int:
         """Take every rule out; how many there were."""
         count = len(self._entries)
         self._entries.clear()
-        self.command_rules = 0
+        self._command_rules = 0
+        self.has_command_rules = False
         return count
 
     def entries(self) -> list[dict[str, Any]]:

@@ -327,7 +327,7 @@ class Monitor:
             if authorize is not None:
                 self._authorize(authorize, session, command_name, arguments)
             faults = self.faults
-            if faults is not None and faults.command_rules:
+            if faults is not None and faults.has_command_rules:
                 rule = faults.command_fault(command_name, arguments, COMMAND_ACTIONS, session.peer)
                 if rule is not None:
                     faulty = apply_command_fault(

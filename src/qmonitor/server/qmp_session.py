@@ -362,7 +362,7 @@ class QMPSession(asyncio.Protocol):
         command_name, arguments, request_id, has_id, oob = request
         host = self.host
         faults = host.faults
-        if faults is not None and faults.command_rules:
+        if faults is not None and faults.has_command_rules:
             rule = faults.command_fault(command_name, arguments, REPLY_ACTIONS, self.peer)
             if rule is not None:
                 self._reply_faults[id(request)] = rule
