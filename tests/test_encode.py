@@ -110,6 +110,54 @@ def test_compiled_result_writer_equals_the_generic_path() -> None:
     assert write(odd) == encode_json(signature.encode_return(odd))
 
 
+@dataclass(frozen=True)
+class FrozenScalars:
+    running: bool
+    count: int
+    colour: Colour
+
+
+@dataclass(frozen=True)
+class FrozenWithList:
+    items: list[int]
+
+
+@dataclass
+class Mutable:
+    running: bool
+    count: int
+
+
+def test_a_result_written_again_comes_out_as_it_is_now() -> None:
+    """A writer may remember the text of a result that cannot change (a frozen dataclass of
+    booleans, integers, strings and enum members: query-status answers with one per run
+    state), never of one that can."""
+
+    def frozen() -> FrozenScalars: ...
+
+    def frozen_with_list() -> FrozenWithList: ...
+
+    def mutable() -> Mutable: ...
+
+    signature = compile_signature(frozen)
+    write = result_writer(signature)
+    first, second = FrozenScalars(True, 1, Colour.RED), FrozenScalars(False, 2, Colour.RED)
+    for value in (first, first, second, first):
+        assert write(value) == encode_json(signature.encode_return(value))
+    signature = compile_signature(frozen_with_list)
+    write = result_writer(signature)
+    with_list = FrozenWithList([1])
+    assert write(with_list) == '{"items": [1]}'
+    with_list.items.append(2)
+    assert write(with_list) == '{"items": [1, 2]}'
+    signature = compile_signature(mutable)
+    write = result_writer(signature)
+    changing = Mutable(True, 1)
+    assert write(changing) == encode_json(signature.encode_return(changing))
+    changing.count = 2
+    assert write(changing) == '{"count": 2, "running": true}'
+
+
 def test_result_writer_for_results_that_are_not_dataclasses() -> None:
     def nothing() -> None: ...
 

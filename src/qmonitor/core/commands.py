@@ -241,6 +241,10 @@ class Command:
     detachable: bool = False
     qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
     compiled: CommandSignature | None = field(default=None, repr=False, compare=False)
+    # The function writing a result as QMP's JSON text, made from the signature by the first
+    # monitor that needs it (qmonitor.qmp.encode.result_writer) and kept here: found with the
+    # command, no lookup per request.
+    result_text: Callable[[object], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def signature(self) -> CommandSignature:
@@ -281,6 +285,10 @@ class CommandRegistry:
 
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
+        self._qmp_commands: dict[str, Command] = {}  # those QMP clients can run
+        self.get_qmp: Callable[[str], Command | None] = self._qmp_commands.get
+        """The QMP command called ``name``, or None (human-only commands are not QMP's): the
+        dispatch point's lookup of every request, a dictionary's own ``get``."""
         self.generation = 0  # changes with every registration: caches built from us compare it
         self.defer_signatures = False
         """Compile a command's signature when it is first needed (its first call, the schema,
@@ -393,6 +401,8 @@ class CommandRegistry:
         if not self.defer_signatures:
             command.signature  # noqa: B018  # compiled now: a bad type hint raises here
         self._commands[qmp_name] = command
+        if qmp:
+            self._qmp_commands[qmp_name] = command
         self.generation += 1
         return command
 
@@ -449,14 +459,9 @@ class CommandRegistry:
         """The command called ``name`` (QMP or human-only), or None."""
         return self._commands.get(name)
 
-    def get_qmp(self, name: str) -> Command | None:
-        """The QMP command called ``name``, or None (human-only commands are not QMP's)."""
-        command = self._commands.get(name)
-        return command if command is not None and command.qmp else None
-
     def qmp_commands(self) -> Iterator[Command]:
         """The commands QMP clients can see."""
-        return (command for command in self._commands.values() if command.qmp)
+        return iter(self._qmp_commands.values())
 
     def __iter__(self) -> Iterator[Command]:
         return iter(self._commands.values())

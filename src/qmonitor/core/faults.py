@@ -327,7 +327,11 @@ class FaultSet:
     fired: Fired | None = None
     _entries: dict[int, _Entry] = field(default_factory=dict)
     _next_id: int = 1
-    _command_rules: int = 0  # how many rules name a command: the dispatch point's fast path
+    _command_rules: int = 0  # how many rules name a command
+    # Whether any rule names a command (else a request need not be matched at all): a plain
+    # attribute kept up to date by add, remove and clear, read per request by the dispatch
+    # point and the QMP session.
+    has_command_rules: bool = field(default=False, init=False)
 
     def add(self, rule: FaultRule) -> int:
         """Put ``rule`` in force; its id."""
@@ -336,6 +340,7 @@ class FaultSet:
         self._entries[rule_id] = _Entry(rule)
         if rule.command is not None:
             self._command_rules += 1
+            self.has_command_rules = True
         return rule_id
 
     def remove(self, rule_id: int) -> bool:
@@ -343,6 +348,7 @@ class FaultSet:
         entry = self._entries.pop(rule_id, None)
         if entry is not None and entry.rule.command is not None:
             self._command_rules -= 1
+            self.has_command_rules = self._command_rules > 0
         return entry is not None
 
     def clear(self) -> int:
@@ -350,6 +356,7 @@ class FaultSet:
         count = len(self._entries)
         self._entries.clear()
         self._command_rules = 0
+        self.has_command_rules = False
         return count
 
     def entries(self) -> list[dict[str, Any]]:
@@ -358,11 +365,6 @@ class FaultSet:
             {"id": rule_id, **entry.rule.members(), "fired": entry.fired}
             for rule_id, entry in self._entries.items()
         ]
-
-    @property
-    def has_command_rules(self) -> bool:
-        """Whether any rule names a command (else a request need not be matched at all)."""
-        return self._command_rules > 0
 
     def _fire(self, rule_id: int, entry: _Entry, info: Mapping[str, object]) -> FaultRule:
         entry.fired += 1

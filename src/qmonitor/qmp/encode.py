@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from typing import Final
 
 from qmonitor.core.qdict import member_order
 from qmonitor.core.schema import CommandSignature, ReturnMember
@@ -215,19 +216,40 @@ _INLINE_WRITERS = {
     "boolean": "('true' if {v} is True else 'false' if {v} is False else G({v}))",
     "integer": "(str({v}) if type({v}) is int else G({v}))",
     "string": "(Q({v}) if type({v}) is str else G({v}))",
-    "enum": "(Q({v}._value_) if isinstance({v}, Enum) else G({v}))",  # .value is a descriptor
+    # An enum member's text is written once and kept (T, by member; N writes and keeps it).
+    "enum": "((T.get({v}) or N({v})) if isinstance({v}, Enum) else G({v}))",
 }
+_ENUM_TEXTS: dict[Enum, str] = {}
+# Member types whose values cannot change (a frozen dataclass of them cannot either).
+_IMMUTABLE_JSON_TYPES: Final = frozenset(("boolean", "integer", "string", "enum"))
+_NOTHING: Final = object()  # a writer's last result before the first
 
 
-def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[object], str]:
+def _enum_text(member: Enum) -> str:
+    """An enum member's value as JSON text, kept for the next result that holds it."""
+    text = _ENUM_TEXTS[member] = quoted_string(member._value_)  # .value is a descriptor
+    return text
+
+
+def _compiled_writer(
+    steps: list[tuple[str, str, ReturnMember]], remember_last: bool = False
+) -> Callable[[object], str]:
     """A writer for one dataclass, generated from its member list (in QDict order).
 
     As the dataclasses module does for ``__init__``, the code is built from the fields: without
     optional members it is one string concatenation; with them, one statement per member that
     leaves out a None optional member (QAPI's absent member). No call per member for the
-    common JSON types.
+    common JSON types. With ``remember_last`` the writer keeps its last result and text, and
+    answers the same result object again with the same text (see :func:`result_writer`).
     """
-    namespace: dict[str, object] = {"G": encode_json, "Q": quoted_string, "Enum": Enum}
+    namespace: dict[str, object] = {
+        "G": encode_json,
+        "Q": quoted_string,
+        "Enum": Enum,
+        "T": _ENUM_TEXTS,
+        "N": _enum_text,
+        "L": [_NOTHING, ""],  # the last result written, and its text
+    }
     fetches, expressions = [], []
     for number, (_, python_name, member) in enumerate(steps):
         expression = _INLINE_WRITERS.get(member.json_type)
@@ -236,7 +258,10 @@ def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[ob
             expression = "('null' if {v} is None else G(E%d({v})))" % number  # noqa: UP031
         fetches.append(f"v{number} = result.{python_name}")
         expressions.append(expression.format(v=f"v{number}"))
-    lines = ["def write(result):", *(f"    {fetch}" for fetch in fetches)]
+    lines = ["def write(result):"]
+    if remember_last:
+        lines.append("    if result is L[0]: return L[1]")
+    lines += [f"    {fetch}" for fetch in fetches]
     if not any(member.omit_if_none for _, _, member in steps):
         pieces = [
             repr(("{" if number == 0 else ", ") + key_text) + " + " + expression
@@ -244,7 +269,7 @@ def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[ob
                 zip(steps, expressions, strict=True)
             )
         ]
-        lines.append("    return " + (" + ".join(pieces) + " + '}'" if pieces else "'{}'"))
+        lines.append("    text = " + (" + ".join(pieces) + " + '}'" if pieces else "'{}'"))
     else:
         lines.append("    parts = []")
         for number, ((key_text, _, member), expression) in enumerate(
@@ -255,7 +280,10 @@ def _compiled_writer(steps: list[tuple[str, str, ReturnMember]]) -> Callable[[ob
                 lines.append(f"    if v{number} is not None: {append}")
             else:
                 lines.append(f"    {append}")
-        lines.append("    return '{' + ', '.join(parts) + '}'")
+        lines.append("    text = '{' + ', '.join(parts) + '}'")
+    if remember_last:
+        lines.append("    L[0] = result; L[1] = text")
+    lines.append("    return text")
     exec("\n".join(lines) + "\n", namespace)
     return namespace["write"]  # type: ignore[return-value]
 
@@ -266,6 +294,11 @@ def result_writer(signature: CommandSignature) -> Callable[[object], str]:
     Equal to ``encode_json(signature.encode_return(result))``, but for a dataclass result it
     skips building the intermediate dict: members are written in QDict order from attributes.
     This is the hot path of every typed sync command (``query-status`` and the like).
+
+    A frozen dataclass whose members are all booleans, integers, strings and enum members
+    cannot change once made, so its text cannot either: the writer remembers the last one it
+    wrote, and a handler that answers with an object it keeps (``query-status``, one per run
+    state) has its text written once, not per request.
     """
     if signature.return_type is None:
         return lambda result: "{}"
@@ -274,9 +307,14 @@ def result_writer(signature: CommandSignature) -> Callable[[object], str]:
     if members is None:
         return lambda result: encode_json(encode_return(result))
     order = member_order(tuple(member.qmp_name for member in members))
+    params = getattr(signature.return_type, "__dataclass_params__", None)
+    immutable = getattr(params, "frozen", False) and all(
+        member.json_type in _IMMUTABLE_JSON_TYPES for member in members
+    )
     return _compiled_writer(
         [
             (quoted_string(members[p].qmp_name) + ": ", members[p].python_name, members[p])
             for p in order
-        ]
+        ],
+        remember_last=immutable,
     )

@@ -46,7 +46,7 @@ from qmonitor.core.qdict import member_order
 from qmonitor.core.schema import compile_signature
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
-from qmonitor.qmp.stream import NEED_DATA, JSONMessage, JSONParseError, JSONStreamFramer, NeedData
+from qmonitor.qmp.stream import NEED_DATA, JSONParseError, JSONStreamFramer, NeedData
 
 
 class SessionState(Enum):
@@ -94,6 +94,8 @@ ALREADY_NEGOTIATED: Final = "Capabilities negotiation is already complete, comma
 NOT_AN_OBJECT: Final = "QMP input must be a JSON object"
 
 _EXECUTE = "execute"
+# A request is made per request: tuple.__new__ is a C call, a named tuple's own __new__ is not.
+_new_request: Final = tuple.__new__
 _EXEC_OOB = "exec-oob"
 
 
@@ -106,17 +108,6 @@ def check_request(message: object, oob_enabled: bool) -> Request | InvalidReques
     command: str | None = None
     execute_key: str | None = None
     arguments: Any = None
-    # Fast path for the shape every client sends; falls through to the exact walk otherwise.
-    if len(message) <= 3:
-        command = message.get(_EXECUTE)
-        arguments = message.get("arguments")
-        if (
-            type(command) is str
-            and len(message) == 1 + has_id + ("arguments" in message)
-            and (arguments is None or type(arguments) is dict)
-            and (arguments is not None or "arguments" not in message)
-        ):
-            return Request(command, arguments or {}, request_id, has_id, False)
     keys = tuple(message)
     for position in member_order(keys):
         member = keys[position]
@@ -241,15 +232,29 @@ class QMPServerConnection:
         :class:`~qmonitor.qmp.messages.InvalidRequest`: input to answer with its error;
         :class:`~qmonitor.qmp.messages.Negotiated`: capabilities accepted, answer ``{}``.
         """
-        event = self._framer.next_event()
-        if type(event) is JSONMessage:
-            request = check_request(event.value, self.oob_enabled)
-            if self.state is _COMMAND_MODE or type(request) is not Request:
-                return request
-            return self._negotiate(request)
-        if type(event) is JSONParseError:
-            return InvalidRequest(QMPError(event.desc))
-        return NEED_DATA
+        value = self._framer.next_value()
+        if type(value) is dict and self.state is _COMMAND_MODE:
+            # The shape every client sends, checked here rather than by check_request's walk:
+            # a string "execute", an object "arguments" or none, maybe an "id", nothing else.
+            command = value.get(_EXECUTE)
+            if type(command) is str:
+                has_id = "id" in value
+                arguments = value.get("arguments")
+                if type(arguments) is dict:
+                    if len(value) == 2 + has_id:
+                        return _new_request(
+                            Request, (command, arguments, value.get("id"), has_id, False)
+                        )
+                elif arguments is None and len(value) == 1 + has_id:  # no "arguments" member
+                    return _new_request(Request, (command, {}, value.get("id"), has_id, False))
+        elif value is NEED_DATA:
+            return NEED_DATA
+        elif type(value) is JSONParseError:
+            return InvalidRequest(QMPError(value.desc))
+        request = check_request(value, self.oob_enabled)
+        if self.state is _COMMAND_MODE or type(request) is not Request:
+            return request
+        return self._negotiate(request)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -272,9 +277,12 @@ class QMPServerConnection:
     def send_return_text(result_text: str, request_id: object, has_id: bool) -> bytes:
         """A success reply whose return value is already JSON text (see encode.result_writer)."""
         if has_id:
-            id_text = (
-                quoted_string(request_id) if type(request_id) is str else encode_json(request_id)
-            )
+            if type(request_id) is int:  # the usual id (qemu.qmp counts): json-writer.c's
+                id_text = str(request_id)
+            elif type(request_id) is str:
+                id_text = quoted_string(request_id)
+            else:
+                id_text = encode_json(request_id)
             text = f'{{"return": {result_text}, "id": {id_text}}}\r\n'
         else:
             text = f'{{"return": {result_text}}}\r\n'

@@ -200,6 +200,8 @@ def _start_actions() -> tuple[tuple[int, int], ...]:
 
 
 _START_ACTIONS: Final = _start_actions()
+_loads: Final = orjson.loads  # per request: a global, not a module attribute
+_dumps: Final = orjson.dumps
 # What a bracket does to (brace count, bracket count).
 _BRACKET_COUNTS: Final = {
     ord("{"): (1, 0),
@@ -533,20 +535,35 @@ def _orjson_agrees(span: bytes | bytearray, max_nesting: int) -> JSONMessage | N
         return None
     except orjson.JSONEncodeError:  # orjson's README: dumps() stops at 254 levels
         return None
-    # Compact clients (qemu.qmp, libvirt) send what orjson writes back: then no key repeats and
-    # every number is spelled the usual way. Otherwise count ':'. Each sits between a key and
-    # its value or in a string, where it survives the round trip; orjson keeps one pair per
-    # distinct key, so a repeated key shows as a ':' lost. And 0e5 is 0.0 to orjson but three
-    # tokens to QEMU: look closer if the text has such a spelling and the value a float.
+    if (written != span or max_nesting < _ORJSON_MAX_DEPTH) and not _round_trip_agrees(
+        span, value, written, max_nesting
+    ):
+        return None
+    return JSONMessage(value)
+
+
+def _round_trip_agrees(
+    span: bytes | bytearray, value: object, written: bytes, max_nesting: int
+) -> bool:
+    """Whether orjson's ``value`` of ``span`` (``written`` back as orjson writes it) is QEMU's.
+
+    Compact clients (qemu.qmp, libvirt) send what orjson writes back: then no key repeats and
+    every number is spelled the usual way, and only a nesting limit below orjson's own needs a
+    look (the framer's callers test for that case first and skip this call). Otherwise count
+    ':'. Each sits between a key and its value or in a string, where it survives the round
+    trip; orjson keeps one pair per distinct key, so a repeated key shows as a ':' lost. And
+    0e5 is 0.0 to orjson but three tokens to QEMU: look closer if the text has such a spelling
+    and the value a float.
+    """
     rewritten = written != span
     if rewritten and written.count(b":") != span.count(b":"):
-        return None
+        return False
     zero_exponent = rewritten and _ZERO_EXPONENT.search(span) is not None
     if zero_exponent or max_nesting < _ORJSON_MAX_DEPTH:
         depth, has_float = _depth_and_floats(value)
         if depth > max_nesting or (zero_exponent and has_float):
-            return None
-    return JSONMessage(value)
+            return False
+    return True
 
 
 class JSONStreamFramer:
@@ -633,11 +650,22 @@ class JSONStreamFramer:
 
     def next_event(self) -> Event | NeedData:
         """The next event in input order, or NEED_DATA once everything buffered is consumed."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            return pending
+        value = self.next_value()
+        if value is NEED_DATA or type(value) is JSONParseError:
+            return value
+        return JSONMessage(value)
+
+    def next_value(self) -> object:
+        """:meth:`next_event` with a message's value bare rather than in a JSONMessage.
+
+        The QMP server's per-request path: it saves building the wrapper, and the plain object
+        that nearly every request is (see the module docstring) is framed and parsed here in
+        one function. No JSON value is a :class:`JSONParseError` or :data:`NEED_DATA`, so the
+        caller tells the three apart by type.
+        """
         if (
-            self._lexer_state == _START
+            self._pending is None
+            and self._lexer_state == _START
             and self._message_start < 0
             and not self._skipping
             and not self._after_separator
@@ -653,9 +681,46 @@ class JSONStreamFramer:
                     self._pos = 0
                 return NEED_DATA
             if buf[pos] == 0x7B:
-                message = self._next_plain_object(buf, pos)
-                if message is not None:
-                    return message
+                # The object at pos, if orjson can be trusted with it. Braces inside strings can
+                # fool the count; orjson then refuses the slice, or it is still exactly one
+                # valid object, which QEMU frames the same way.
+                close = buf.find(b"}", pos)
+                if close >= 0:
+                    opened = buf.count(b"{", pos, close)
+                    closed = 1
+                    while opened != closed and close >= 0:
+                        previous = close
+                        close = buf.find(b"}", previous + 1)
+                        opened += buf.count(b"{", previous, close)
+                        closed += 1
+                end = close + 1
+                if close >= 0 and end - pos <= self._fast_max_bytes:
+                    span = buf[pos:end]
+                    if span.isascii() and (span.find(b"\\") < 0 or b"\\u" not in span):
+                        try:
+                            value = _loads(span)
+                            written = _dumps(value)
+                        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+                            pass  # orjson's README: dumps() stops at 254 levels
+                        else:
+                            if (
+                                written == span and self._max_nesting >= _ORJSON_MAX_DEPTH
+                            ) or _round_trip_agrees(span, value, written, self._max_nesting):
+                                if end < size and buf[end] in _WHITESPACE_BYTES:
+                                    end = _run_end(_WHITESPACE_RUN, buf, end)
+                                if end == size:
+                                    buf.clear()
+                                    end = 0
+                                self._pos = end
+                                return value
+        event = self._next_lexed_event()
+        return event.value if type(event) is JSONMessage else event
+
+    def _next_lexed_event(self) -> Event | NeedData:
+        """The next event by the exact path (QEMU's lexer and parser)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
         event = self._lex()
         if event is not None:
             return event
@@ -695,35 +760,6 @@ class JSONStreamFramer:
                 event = _parse_error(b"premature EOI")
         self._discard_partial_message()
         return event
-
-    def _next_plain_object(self, buf: bytearray, start: int) -> JSONMessage | None:
-        """The fast path: the object at ``start`` if orjson can be trusted with it, else None."""
-        # Braces inside strings can fool the count; orjson then refuses the slice, or it is
-        # still exactly one valid object, which QEMU frames the same way.
-        close = buf.find(b"}", start)
-        if close < 0:
-            return None
-        opened = buf.count(b"{", start, close)
-        closed = 1
-        while opened != closed:
-            previous = close
-            close = buf.find(b"}", previous + 1)
-            if close < 0:
-                return None
-            opened += buf.count(b"{", previous, close)
-            closed += 1
-        end = close + 1
-        if end - start > self._fast_max_bytes:
-            return None
-        message = _orjson_agrees(buf[start:end], self._max_nesting)
-        if message is not None:
-            if end < len(buf) and buf[end] in _WHITESPACE_BYTES:
-                end = _run_end(_WHITESPACE_RUN, buf, end)
-            if end == len(buf):
-                buf.clear()
-                end = 0
-            self._pos = end
-        return message
 
     def _keep_from(self) -> int:
         """The first buffered byte still needed."""

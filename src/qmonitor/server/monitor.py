@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
 from qmonitor.core.commands import Command, CommandRegistry, HandlerStyle
-from qmonitor.core.dispatch import Invocation, Returned, invoke, run_on_loop, run_sync
+from qmonitor.core.dispatch import (
+    Invocation,
+    Returned,
+    internal_error,
+    invoke,
+    run_on_loop,
+    run_sync,
+)
 from qmonitor.core.errors import CommandNotFound, QMPError
 from qmonitor.core.events import Event, EventSpec, EventThrottle, ThrottleKey
 from qmonitor.core.faults import COMMAND_ACTIONS, FaultSet
@@ -188,7 +195,6 @@ class Monitor:
         self._schema_key = (-1, -1)
         self._role_schemas: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
         self._events_generation = 0
-        self._result_writers: dict[str, tuple[Command, Callable[[object], str]]] = {}
         self._session_peers: dict[object, dict[str, object]] = {}
         self._on_sessions_closed: asyncio.Future[object] | None = None
         register_builtins(self)
@@ -246,11 +252,12 @@ class Monitor:
         return cached[1]
 
     def result_writer(self, command: Command) -> Callable[[object], str]:
-        """The function writing ``command``'s results as JSON text (built once per command)."""
-        entry = self._result_writers.get(command.name)
-        if entry is None or entry[0] is not command:
-            entry = self._result_writers[command.name] = (command, result_writer(command.signature))
-        return entry[1]
+        """The function writing ``command``'s results as JSON text (built once per command,
+        kept as its ``result_text``)."""
+        writer = command.result_text
+        if writer is None:
+            writer = command.result_text = result_writer(command.signature)
+        return writer
 
     # -- the trace path --------------------------------------------------------------------
 
@@ -316,7 +323,7 @@ class Monitor:
             policy = self.policy
             if policy is not None:
                 self._check_policy(policy, command, arguments, session)
-            kwargs = command.signature.convert_arguments(arguments)
+            kwargs = (command.compiled or command.signature).convert_arguments(arguments)
             authorize = self.authorize
             if authorize is not None:
                 self._authorize(authorize, session, command_name, arguments)
@@ -337,7 +344,15 @@ class Monitor:
                     if faulty is not None:
                         return faulty
             if command.style is _SYNC:
-                value = run_sync(command, kwargs, request_id, session)
+                if command.context_parameter is not None:
+                    value = run_sync(command, kwargs, request_id, session)
+                else:  # run_sync without a Context to make, inlined: every query is such
+                    try:
+                        value = command.handler(**kwargs)
+                    except QMPError:
+                        raise
+                    except Exception as exc:
+                        raise internal_error(command, exc) from exc
                 if record is not None:
                     record.complete()
                 return (command, value)

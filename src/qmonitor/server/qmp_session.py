@@ -42,7 +42,7 @@ import logging
 from collections import deque
 from typing import Final, cast
 
-from qmonitor.core.dispatch import Invocation, encode_result, internal_error
+from qmonitor.core.dispatch import Invocation, internal_error
 from qmonitor.core.errors import QMPError
 from qmonitor.core.faults import REPLY_ACTIONS, FaultRule
 from qmonitor.core.session import SessionKind
@@ -56,6 +56,8 @@ from qmonitor.server.listen import HangupWatch, describe_peer
 from qmonitor.server.peer import session_identity
 
 log = logging.getLogger("qmonitor.qmp")
+
+send_return_text: Final = QMPServerConnection.send_return_text  # per request: a global
 
 READ_AHEAD_MAX: Final = 8  # QEMU monitor/qmp.c QMP_REQ_QUEUE_LEN_MAX
 MAX_REQUESTS_IN_FLIGHT: Final = 64  # per connection; the session stops reading past it
@@ -299,12 +301,15 @@ class QMPSession(asyncio.Protocol):
         if self._output_batch is not None:  # re-entered from a reply's completion
             self._pump_requests()
             return
-        self._output_batch = []
+        batch: list[bytes] = []
+        self._output_batch = batch
         try:
             answered_all = self._pump_requests()
         finally:
-            self._flush_output_batch()
             self._output_batch = None
+            if batch:  # _flush_output_batch, inlined: once per read
+                self._output_batch_bytes = 0
+                self._send(b"".join(batch) if len(batch) > 1 else batch[0])
         if answered_all and self._close_at_eof and self.transport is not None:
             self.transport.close()  # after the replies still buffered have gone out
 
@@ -346,7 +351,8 @@ class QMPSession(asyncio.Protocol):
                 return False
             event = read_ahead.popleft() if read_ahead else connection.next_event()
             if event is NEED_DATA:
-                self._resume_reading()
+                if self._reading_paused:
+                    self._resume_reading()
                 return self._input_ended and not in_flight
             self._handle(event)
 
@@ -362,33 +368,37 @@ class QMPSession(asyncio.Protocol):
             self._write(self.connection.send_return({}, event.request_id, event.has_id))
             return
         request = event
-        faults = self.host.faults
+        command_name, arguments, request_id, has_id, oob = request
+        host = self.host
+        faults = host.faults
         if faults is not None and faults.has_command_rules:
-            rule = faults.command_fault(
-                request.command, request.arguments, REPLY_ACTIONS, self.peer
-            )
+            rule = faults.command_fault(command_name, arguments, REPLY_ACTIONS, self.peer)
             if rule is not None:
                 self._reply_faults[id(request)] = rule
         try:
-            outcome = self.host.submit(
-                request.command,
-                request.arguments,
-                session=self,
-                request_id=request.request_id,
-                oob=request.oob,
+            outcome = host.submit(
+                command_name, arguments, session=self, request_id=request_id, oob=oob
             )
             if isinstance(outcome, tuple):  # Returned: a sync command's result
                 command, value = outcome
-                text = encode_result(command, value, self.host.result_writer(command))
-                self._write_reply(
-                    self.connection.send_return_text(text, request.request_id, request.has_id),
-                    request,
-                )
+                writer = command.result_text or host.result_writer(command)
+                try:
+                    text = writer(value)
+                except Exception as exc:  # a result its type hint denies
+                    raise internal_error(command, exc) from exc
+                reply = send_return_text(text, request_id, has_id)
+                batch = self._output_batch
+                if batch is None or self._pretty or self._reply_faults:
+                    self._write_reply(reply, request)
+                    return
+                # _write_laid_out, inlined: this is every sync request's way out.
+                batch.append(reply)
+                self._output_batch_bytes += len(reply)
+                if self._output_batch_bytes >= WRITE_HIGH_WATER:
+                    self._flush_output_batch()
                 return
         except QMPError as exc:
-            self._write_reply(
-                self.connection.send_error(exc, request.request_id, request.has_id), request
-            )
+            self._write_reply(self.connection.send_error(exc, request_id, has_id), request)
             return
         invocation = outcome
         if invocation.done:

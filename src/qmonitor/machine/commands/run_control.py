@@ -102,6 +102,9 @@ def register_run_control(
             monitor.emit("RESUME")
 
     machine.add_state_listener(announce)
+    # query-status's answer, one per run state (a StatusInfo is immutable and depends on the
+    # state alone): the monitor's most frequent request then builds no object (issue 8).
+    status_by_state: dict[RunState, StatusInfo] = {}
 
     @command(
         name="query-status",
@@ -110,7 +113,11 @@ def register_run_control(
     )
     def query_status() -> StatusInfo:
         """Query the run status of the VM."""
-        return StatusInfo(machine.running, False, machine.run_state)
+        state = machine.run_state
+        status = status_by_state.get(state)
+        if status is None:
+            status = status_by_state[state] = StatusInfo(state is RunState.RUNNING, False, state)
+        return status
 
     @command(
         name="query-name",
