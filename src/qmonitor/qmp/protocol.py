@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping, Sequence
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, Final
 
 from qmonitor.core.errors import ErrorClass, QMPError, StateError
 from qmonitor.core.qdict import member_order
-from qmonitor.core.schema import compile_signature
+from qmonitor.qmp.capabilities import CAPABILITIES_SIGNATURE, QMPCapability
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.stream import NEED_DATA, JSONMessage, JSONParseError, JSONStreamFramer, NeedData
@@ -72,20 +72,7 @@ TRANSITIONS: Final[Mapping[tuple[SessionState, Trigger], SessionState]] = {
 }
 
 
-class QMPCapability(StrEnum):
-    """Capabilities a client may enable (qapi/control.json ``QMPCapability``)."""
-
-    OOB = "oob"
-
-
 CAPABILITIES_COMMAND: Final = "qmp_capabilities"
-
-
-def qmp_capabilities_arguments(enable: list[QMPCapability] | None = None) -> None:
-    """qapi/control.json ``qmp_capabilities``: the arguments, checked as QEMU checks them."""
-
-
-_CAPABILITIES_SIGNATURE = compile_signature(qmp_capabilities_arguments)
 
 NEGOTIATION_REQUIRED: Final = "Expecting capabilities negotiation with 'qmp_capabilities'"
 ALREADY_NEGOTIATED: Final = "Capabilities negotiation is already complete, command ignored"
@@ -106,15 +93,17 @@ def check_request(message: object, oob_enabled: bool) -> Request | InvalidReques
     arguments: Any = None
     # Fast path for the shape every client sends; falls through to the exact walk otherwise.
     if len(message) <= 3:
-        command = message.get(_EXECUTE)
+        # Any JSON value until checked: held as ``object``, since compiled code (setup.py)
+        # checks a ``str`` local's type on assignment and would raise TypeError here.
+        execute: object = message.get(_EXECUTE)
         arguments = message.get("arguments")
         if (
-            type(command) is str
+            type(execute) is str
             and len(message) == 1 + has_id + ("arguments" in message)
             and (arguments is None or type(arguments) is dict)
             and (arguments is not None or "arguments" not in message)
         ):
-            return Request(command, arguments or {}, request_id, has_id, False)
+            return Request(execute, arguments or {}, request_id, has_id, False)
     keys = tuple(message)
     for position in member_order(keys):
         member = keys[position]
@@ -190,7 +179,7 @@ class QMPServerConnection:
             error = QMPError(NEGOTIATION_REQUIRED, ErrorClass.COMMAND_NOT_FOUND)
             return InvalidRequest(error, request.request_id, request.has_id)
         try:
-            arguments = _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
+            arguments = CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
             enable = typing.cast(list[QMPCapability], arguments["enable"] or [])
             unavailable = [c.value for c in enable if c not in self.capabilities]
             if unavailable:
