@@ -119,6 +119,7 @@ def ensure_compiled_venv() -> Path:
     _step(f"installing qmonitor's dependencies, test and build ones into {COMPILED_VENV.name}")
     subprocess.run([*pip, "install", "setuptools>=77", *requirements], check=True)
     _step(f"compiling qmonitor with mypyc and installing it into {COMPILED_VENV.name}")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' copies of earlier sources
     subprocess.run(
         [*pip, "install", "--no-build-isolation", "--no-deps", "--force-reinstall", str(ROOT)],
         check=True,
