@@ -6,10 +6,16 @@
 ``python3 dev.py test [ARGS...]``  also installs the test dependencies and runs the whole suite
                                    (``pytest ARGS...``).
 ``python3 dev.py venv``            only makes ``.venv``, with the test dependencies.
+``python3 dev.py test-compiled [ARGS...]``  the same suite on the compiled form: makes
+                                   ``.venv-compiled``, where qmonitor is installed with its
+                                   request path compiled by mypyc (``QMONITOR_COMPILE=mypyc``,
+                                   setup.py; needs a C compiler), and runs ``pytest ARGS...``
+                                   there. CI runs this one.
 
-The virtual environment is reused while ``pyproject.toml`` is unchanged; a stamp file records
-the hash of the ``pyproject.toml`` it was installed from. The first use takes a while (half a
-minute on a slow network): each step is announced on stderr.
+``.venv`` is reused while ``pyproject.toml`` is unchanged; a stamp file records the hash of the
+``pyproject.toml`` it was installed from (``.venv-compiled``'s, of every source: it is rebuilt
+when one changes). The first use takes a while (half a minute on a slow network): each step
+is announced on stderr.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
+COMPILED_VENV = ROOT / ".venv-compiled"
 
 
 def _step(text: str) -> None:
@@ -36,13 +44,13 @@ def _stamp_for(extra: str) -> str:
     return f"{extra}:{digest}"
 
 
-def _create_venv() -> None:
-    _step(f"creating {VENV.name} (python3 -m venv)")
+def _create_venv(venv: Path = VENV) -> None:
+    _step(f"creating {venv.name} (python3 -m venv)")
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     except subprocess.CalledProcessError:
         # Debian splits ensurepip into python3-venv; install it when we are allowed to.
-        shutil.rmtree(VENV, ignore_errors=True)
+        shutil.rmtree(venv, ignore_errors=True)
         if os.geteuid() == 0 and shutil.which("apt-get"):
             version = f"{sys.version_info.major}.{sys.version_info.minor}"
             _step("python3 lacks venv: installing python3-venv with apt-get")
@@ -58,7 +66,7 @@ def _create_venv() -> None:
                 ],
                 check=False,
             )
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         else:
             sys.exit("dev.py: cannot create a virtual environment; install python3-venv")
 
@@ -80,7 +88,63 @@ def ensure_venv(extra: str) -> None:
     _step(f"{VENV.name} is ready (reused until pyproject.toml changes)")
 
 
+def _sources_digest() -> str:
+    """A digest of everything the compiled installation is built from."""
+    digest = hashlib.sha256()
+    paths = [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted((ROOT / "src").rglob("*"))]
+    for path in paths:
+        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_compiled_venv() -> Path:
+    """Make ``.venv-compiled``: qmonitor[test] installed (not editable) with the request path
+    compiled by mypyc; rebuilt whenever a source changes. Returns its Python."""
+    python = COMPILED_VENV / "bin" / "python"
+    stamp_file = COMPILED_VENV / ".qmonitor-compiled"
+    wanted = _sources_digest()
+    if python.exists() and stamp_file.exists() and stamp_file.read_text() == wanted:
+        return python
+    if not python.exists():
+        _create_venv(COMPILED_VENV)
+    stamp_file.unlink(missing_ok=True)
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
+    _step(f"upgrading pip in {COMPILED_VENV.name}")
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    # mypyc type-checks the package as it compiles it, against its dependencies: they are
+    # installed first, and the build runs in this environment (no build isolation).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    _step(f"installing qmonitor's dependencies, test and build ones into {COMPILED_VENV.name}")
+    subprocess.run([*pip, "install", "setuptools>=77", *requirements], check=True)
+    _step(f"compiling qmonitor with mypyc and installing it into {COMPILED_VENV.name}")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' copies of earlier sources
+    subprocess.run(
+        [*pip, "install", "--no-build-isolation", "--no-deps", "--force-reinstall", str(ROOT)],
+        check=True,
+        env={**os.environ, "QMONITOR_COMPILE": "mypyc"},
+        cwd=ROOT,
+    )
+    version = subprocess.run(
+        [str(python), "-m", "qmonitor", "--version"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=COMPILED_VENV,  # not the checkout, whose src/ is not on the path anyway
+    ).stdout.strip()
+    if "compiled with mypyc" not in version:
+        sys.exit(f"dev.py: {COMPILED_VENV.name} is not the compiled form: {version}")
+    stamp_file.write_text(wanted)
+    _step(f"{COMPILED_VENV.name} is ready: {version}")
+    return python
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "test-compiled":
+        python = ensure_compiled_venv()
+        os.chdir(ROOT)
+        return subprocess.run([str(python), "-m", "pytest", *argv[1:]]).returncode
     if not argv or argv[0] not in {"run", "test", "venv"}:
         print(__doc__)
         return 2

@@ -22,6 +22,7 @@ from pathlib import Path
 import ptyprocess
 import pytest
 
+from qmonitor.qmp import stream
 from test_machine_processes import Client, Launcher
 from test_machine_processes import launcher as launcher  # the fixture
 
@@ -110,8 +111,14 @@ def test_help_describes_the_program_and_run_its_options(home: Home) -> None:
 
 
 def test_version(home: Home) -> None:
-    result = home.run("--version")
-    assert (result.returncode, result.stdout) == (0, b"qmonitor 0.1.0 (QEMU 7.2.22's monitor)\n")
+    """The version says which form runs: compiled (setup.py) when the request path's modules
+    are extension modules, as they are in the installation ``dev.py test-compiled`` tests."""
+    compiled = Path(stream.__file__).suffix == ".so"
+    form = b"compiled with mypyc" if compiled else b"pure Python"
+    expected = b"qmonitor 0.1.0 (QEMU 7.2.22's monitor; " + form + b")\n"
+    for arguments in (["--version"], ["run", "-version"]):
+        result = home.run(*arguments)
+        assert (result.returncode, result.stdout) == (0, expected)
 
 
 # -- bad option values: one line, status 1, nothing created ------------------------------------

@@ -32,6 +32,7 @@ from qmonitor.security.authz import (
 from qmonitor.server.authorize import Authorizer
 from qmonitor.server.listen import Address, Listener, start_listener
 from qmonitor.server.peer import connection_identity, tls_authz_gate
+from qmonitor.server.qmp_session import QMPSession
 from qmonitor.server.tls import (
     TlsCredsX509,
     TlsEndpoint,
@@ -132,6 +133,35 @@ async def test_a_stalled_handshake_neither_delays_others_nor_stays(pki: Pki) -> 
         # the stalled one is dropped once its handshake is past the limit
         assert await asyncio.wait_for(stalled_reader.read(), 20) == b""
         stalled_writer.close()
+
+
+async def test_a_session_is_made_only_once_the_handshake_is_done(pki: Pki) -> None:
+    """The loop's SSL protocol asks for the application's protocol when it accepts; a chardev
+    keeps each session it made until the session's connection is lost, so one made for a
+    handshake that then fails (never connected, never lost) would be kept for ever."""
+    monitor = Monitor("tls")
+    sessions: list[QMPSession] = []
+
+    def make_session() -> QMPSession:
+        sessions.append(monitor.qmp_session_factory())
+        return sessions[-1]
+
+    listener = await start_listener(
+        Address("tcp", host="127.0.0.1", port=0),
+        make_session,
+        tls=server_context(server_creds(pki)),
+    )
+    monitor.listeners.append(listener)
+    try:
+        port = port_of(listener)
+        foreign = CertificateAuthority("another CA").issue(ALICE_SUBJECT, server=False)
+        assert await greeting_or_eof(port, pki.client_context("foreign", foreign)) == b""
+        assert await greeting_or_eof(port, pki.client_context(None)) == b""  # no certificate
+        good = pki.client_context("alice", pki.authority.issue(ALICE_SUBJECT, server=False))
+        assert (await greeting_or_eof(port, good)).startswith(b'{"QMP"')
+        assert len(sessions) == 1
+    finally:
+        await monitor.close()
 
 
 async def test_verify_peer_off_admits_clients_without_a_certificate(pki: Pki) -> None:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from qmonitor import __version__
+from qmonitor.form import running_form
 from qmonitor.launch import LaunchError, ensure_standard_streams, event_loop_runner
 from qmonitor.server.monitor import DEFAULT_VERSION
 
@@ -74,16 +75,21 @@ idle guest, -pidfile, -daemonize). docs/MACHINE.md in the source describes the m
 docs/HMP.md the human monitor, docs/STANDIN.md the stand-in.
 """
 
-VERSION_TEXT = (
-    f"qmonitor {__version__} (QEMU {DEFAULT_VERSION.qemu.major}."
-    f"{DEFAULT_VERSION.qemu.minor}.{DEFAULT_VERSION.qemu.micro}'s monitor)"
-)
+
+def version_text() -> str:
+    """What ``--version`` prints: the version, QEMU's it answers as, and the form running
+    (pure Python or compiled: qmonitor.form)."""
+    qemu = DEFAULT_VERSION.qemu
+    return (
+        f"qmonitor {__version__} (QEMU {qemu.major}.{qemu.minor}.{qemu.micro}'s monitor; "
+        f"{running_form()})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the verbs other than ``run`` (which takes QEMU's options)."""
     parser = argparse.ArgumentParser(prog="qmonitor", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=VERSION_TEXT)
+    parser.add_argument("--version", action="version", version=version_text())
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     verbs.add_parser(
         "run",
@@ -223,7 +229,7 @@ def run_command(arguments: Sequence[str]) -> int:
         sys.stdout.write(RUN_HELP)
         return 0
     if command_line.version:
-        print(VERSION_TEXT)
+        print(version_text())
         return 0
     try:
         launch = run_launch(command_line, objects)

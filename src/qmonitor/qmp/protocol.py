@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, Final
 
 from qmonitor.core.errors import ErrorClass, QMPError, StateError
 from qmonitor.core.qdict import member_order
-from qmonitor.core.schema import compile_signature
+from qmonitor.qmp.capabilities import CAPABILITIES_SIGNATURE, QMPCapability
 from qmonitor.qmp.encode import encode_json, encode_message, quoted_string
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
 from qmonitor.qmp.stream import NEED_DATA, JSONParseError, JSONStreamFramer, NeedData
@@ -74,20 +74,7 @@ TRANSITIONS: Final[Mapping[tuple[SessionState, Trigger], SessionState]] = {
 }
 
 
-class QMPCapability(StrEnum):
-    """Capabilities a client may enable (qapi/control.json ``QMPCapability``)."""
-
-    OOB = "oob"
-
-
 CAPABILITIES_COMMAND: Final = "qmp_capabilities"
-
-
-def qmp_capabilities_arguments(enable: list[QMPCapability] | None = None) -> None:
-    """qapi/control.json ``qmp_capabilities``: the arguments, checked as QEMU checks them."""
-
-
-_CAPABILITIES_SIGNATURE = compile_signature(qmp_capabilities_arguments)
 
 NEGOTIATION_REQUIRED: Final = "Expecting capabilities negotiation with 'qmp_capabilities'"
 ALREADY_NEGOTIATED: Final = "Capabilities negotiation is already complete, command ignored"
@@ -191,7 +178,7 @@ class QMPServerConnection:
         if refusal is not None:
             return InvalidRequest(refusal, request.request_id, request.has_id, request)
         try:
-            arguments = _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
+            arguments = CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
             enable = typing.cast(list[QMPCapability], arguments["enable"] or [])
             unavailable = [c.value for c in enable if c not in self.capabilities]
             if unavailable:

@@ -75,7 +75,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -105,7 +105,7 @@ MAX_TOKEN_SIZE: Final = 64 * 1024 * 1024
 class JSONMessage:
     """One complete top-level JSON value, not necessarily an object."""
 
-    value: object
+    value: Any  # any JSON value (a field typed ``object`` fails at import once compiled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from qmonitor.core.commands import Command, CommandRegistry, Context
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.schema import QMPName
 from qmonitor.core.session import Session
-from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPCapability
+from qmonitor.qmp.capabilities import QMPCapability
+from qmonitor.qmp.protocol import ALREADY_NEGOTIATED
 
 CANCEL_COMMAND = "__io.github.qmonitor_cancel"
 """Our extension, named by the QMP spec's rule for downstream names ("__RFQDN_", section 7)."""

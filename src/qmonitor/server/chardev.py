@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import weakref
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -29,9 +28,10 @@ from qmonitor.server.listen import Address
 
 
 class _Session(Protocol):
-    """A monitor session: what yanking needs of it."""
+    """A monitor session: what a chardev needs of it."""
 
     transport: asyncio.Transport | None
+    closed: asyncio.Future[None]  # done once its connection is lost
 
 
 SessionT = TypeVar("SessionT", bound=_Session)
@@ -56,7 +56,11 @@ class Chardev:
     def __init__(self, label: str, address: Address) -> None:
         self.label = label
         self.address = address
-        self._sessions: weakref.WeakSet[_Session] = weakref.WeakSet()
+        # The sessions made and not yet closed: an explicit registry, not weak references,
+        # since a session compiled by mypyc (setup.py) must not be weakly referenced (its
+        # deallocation leaves the reference dangling). Sessions are only made for connections
+        # that are made (listen.start_listener: after the TLS handshake), so each one leaves.
+        self._sessions: set[_Session] = set()
         self.served = asyncio.Event()
         """Set once a first session is made on it: what start-up waits for on a listening
         chardev with ``wait=on`` (chardev/char-socket.c ``tcp_chr_accept_server_sync``)."""
@@ -69,11 +73,13 @@ class Chardev:
         return None
 
     def track(self, factory: Callable[[], SessionT]) -> Callable[[], SessionT]:
-        """``factory``, remembering every session it makes as served on this chardev."""
+        """``factory``, remembering every session it makes as served on this chardev until
+        its connection is lost."""
 
         def make_session() -> SessionT:
             session = factory()
             self._sessions.add(session)
+            session.closed.add_done_callback(lambda _: self._sessions.discard(session))
             self.served.set()
             return session
 

@@ -394,6 +394,7 @@ class HMPSession(HumanSession, asyncio.Protocol):
         self._writing_paused = False
         self._notifications_dropped = 0  # event/progress lines not shown to a stuck client
         self._progress_line: str | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -428,6 +429,8 @@ class HMPSession(HumanSession, asyncio.Protocol):
         self.abandon()
         if self._on_close is not None:
             self._on_close(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def pause_writing(self) -> None:
         self._writing_paused = True

@@ -182,6 +182,7 @@ async def start_listener(
     tls_options: dict[str, Any] = {}
     if tls is not None:
         tls_options = {"ssl": tls, "ssl_handshake_timeout": tls_handshake_timeout}
+        factory = _after_handshake(factory)
     if address.transport == "unix":
         _prepare_unix_path(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,6 +209,25 @@ async def start_listener(
         factory, address.host, address.port, reuse_address=True, backlog=1024, **tls_options
     )
     return Listener(address, server)
+
+
+def _after_handshake(factory: ProtocolFactory) -> ProtocolFactory:
+    """``factory`` for a TLS listener: the loop's SSL protocol asks for the application's
+    protocol when it accepts, before the handshake; a session is made only once the handshake
+    is done (connection_made), so a connection whose handshake fails never gets one."""
+    return lambda: _AfterHandshake(factory)
+
+
+class _AfterHandshake(asyncio.Protocol):
+    """A TLS connection until its handshake is done; then its session's."""
+
+    def __init__(self, factory: ProtocolFactory) -> None:
+        self._factory = factory
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        session = self._factory()
+        transport.set_protocol(session)
+        session.connection_made(transport)
 
 
 async def _unix_server(

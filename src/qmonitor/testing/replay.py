@@ -57,10 +57,10 @@ from typing import Any, cast
 
 from qmonitor.core.errors import ErrorClass, QMPError
 from qmonitor.core.introspected import IntrospectedSchema, SchemaInfoError
-from qmonitor.core.schema import compile_signature
+from qmonitor.qmp.capabilities import CAPABILITIES_SIGNATURE
 from qmonitor.qmp.encode import encode_json, encode_message
 from qmonitor.qmp.messages import InvalidRequest, Negotiated, Request
-from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPCapability, QMPServerConnection
+from qmonitor.qmp.protocol import ALREADY_NEGOTIATED, QMPServerConnection
 from qmonitor.qmp.stream import NEED_DATA, NeedData
 from qmonitor.server.listen import Address, AddressError, Listener, parse_address, start_listener
 from qmonitor.testing.transcript import (
@@ -74,14 +74,6 @@ from qmonitor.testing.transcript import (
 )
 
 RequestKey = tuple[str, str]
-
-
-def _qmp_capabilities(enable: list[QMPCapability] | None = None) -> None:
-    """qapi/control.json ``qmp_capabilities``: its arguments, checked when the transcript has
-    no schema to check them with."""
-
-
-_CAPABILITIES_SIGNATURE = compile_signature(_qmp_capabilities)
 
 
 def request_key(command: str, arguments: Mapping[str, Any]) -> RequestKey:
@@ -320,7 +312,7 @@ class ReplaySession:
             if request.command != "qmp_capabilities":
                 return None
             if schema is None or not schema.has_command("qmp_capabilities"):
-                _CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
+                CAPABILITIES_SIGNATURE.convert_arguments(request.arguments)
             raise QMPError(ALREADY_NEGOTIATED, ErrorClass.COMMAND_NOT_FOUND)
         except QMPError as error:
             return connection.send_error(error, request.request_id, request.has_id)
