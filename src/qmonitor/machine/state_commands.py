@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-from qmonitor import JobStatus, Monitor
+from qmonitor import Context, HumanSyntax, JobStatus, Monitor
 from qmonitor.machine.config import ChardevConfig, MachineConfig, ObjectConfig, SocketChardev
 from qmonitor.machine.probe_commands import (
     SysEmuTarget,
@@ -56,6 +56,7 @@ from qmonitor.machine.qom import (
     cpu_topology_ids,
     register_qom_commands,
 )
+from qmonitor.server.human import cpu_selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +316,36 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
                 CpuInfoFast(index, tree.cpu(index).path, os.getpid(), SysEmuTarget.X86_64, props)
             )
         return cpus
+
+    @command(
+        name="hmp-info-cpus",
+        qmp=False,
+        hmp=HumanSyntax(name="info cpus", help="show infos for each CPU"),
+    )
+    def info_cpus(ctx: Context) -> str:
+        """``hmp_info_cpus`` (monitor/hmp-cmds.c): each CPU and its thread, the monitor's
+        current CPU marked ``*`` (the first until ``cpu`` picks another)."""
+        current = cpu_selection(monitor, ctx.session).cpu_index or 0
+        return "".join(
+            f"{'*' if info.cpu_index == current else ' '} CPU #{info.cpu_index}: "
+            f"thread_id={info.thread_id}\n"
+            for info in query_cpus_fast()
+        )
+
+    @command(
+        name="hmp-cpu",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="cpu", args_type="index:i", params="index", help="set the default CPU"
+        ),
+    )
+    def cpu(index: int, ctx: Context) -> str:
+        """``hmp_cpu`` (monitor/hmp-cmds.c): make CPU ``index`` this monitor's current CPU;
+        QEMU prints ``invalid CPU index`` (not an error) when no CPU has that index."""
+        if not 0 <= index < len(cpu_paths(config)):
+            return "invalid CPU index\n"
+        cpu_selection(monitor, ctx.session).cpu_index = index
+        return ""
 
     @command(name="query-iothreads")
     def query_iothreads() -> list[IOThreadInfo]:

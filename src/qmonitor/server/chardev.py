@@ -57,6 +57,9 @@ class Chardev:
         self.label = label
         self.address = address
         self._sessions: weakref.WeakSet[_Session] = weakref.WeakSet()
+        self.cpu_index: int | None = None
+        """The current CPU of the monitor on this chardev (QEMU's ``mon->mon_cpu_path``, set by
+        HMP ``cpu``); None: the first CPU, which QEMU's ``mon_get_cpu`` picks when unset."""
         self.served = asyncio.Event()
         """Set once a first session is made on it: what start-up waits for on a listening
         chardev with ``wait=on`` (chardev/char-socket.c ``tcp_chr_accept_server_sync``)."""
