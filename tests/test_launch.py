@@ -24,6 +24,9 @@ import pytest
 from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+import qmonitor
+from qmonitor.server.monitor import DEFAULT_VERSION
+
 STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
 
@@ -250,7 +253,12 @@ def test_version_is_qemus_format() -> None:
     result = subprocess.run([STANDIN, "-version"], capture_output=True, timeout=30)
     assert result.returncode == 0
     first, second = result.stdout.decode().splitlines()
-    assert first.startswith("QEMU emulator version 7.2.0 (qmonitor ")
+    # QEMU prints QEMU_FULL_VERSION, "MAJOR.MINOR.MICRO (PKGVERSION)", the version and package
+    # query-version and the greeting give ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)").
+    version = DEFAULT_VERSION.qemu
+    triple = f"{version.major}.{version.minor}.{version.micro}"
+    assert first == f"QEMU emulator version {triple} ({DEFAULT_VERSION.package})"
+    assert DEFAULT_VERSION.package == f"qmonitor {qmonitor.__version__}"
     assert second == "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 
 

@@ -70,8 +70,9 @@ if TYPE_CHECKING:
 
 STANDIN_PROGRAM: Final = "qmonitor-system-x86_64"
 
-QEMU_VERSION: Final = "7.2.0"
-"""The QEMU whose command line and monitor we reproduce, as ``-version`` names it."""
+QEMU_VERSION: Final = "7.2.22"
+"""The QEMU whose command line and monitor we reproduce, as ``-version`` names it: the
+version ``query-version`` and the greeting give (the capability profile's QEMU, Debian 12's)."""
 
 COPYRIGHT: Final = "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 """include/qemu-common.h ``QEMU_COPYRIGHT`` of QEMU 7.2."""
@@ -461,8 +462,10 @@ def _state_dir(own: Mapping[str, list[str | None]], name: str | None) -> str:
 
 
 def version_text() -> str:
-    """``-version``: QEMU's two lines (softmmu/vl.c ``version()``), our package as the package
-    version, where a distribution puts its own (``QEMU emulator version 7.2.0 (Debian ...)``)."""
+    """``-version``: QEMU's two lines (softmmu/vl.c ``version()``: ``QEMU_FULL_VERSION``, the
+    version then the package in parentheses), our package where a distribution puts its own
+    (``QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)``): the same package
+    string as ``query-version``'s ``package``."""
     return f"QEMU emulator version {QEMU_VERSION} (qmonitor {__version__})\n{COPYRIGHT}\n"
 
 
