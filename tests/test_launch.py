@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -100,6 +101,35 @@ def quit_and_wait(qmp: QEMUMonitorProtocol, launched: Launched) -> None:
     with contextlib.suppress(EOFError):  # as machine.py's _close_qmp_connection after quit
         qmp.close()
     assert launched.process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_shutdown_comes_before_the_reply_to_quit(
+    binary: str, short_tmp: Path, launched: list[Launched]
+) -> None:
+    """QEMU 7.2 sends ``SHUTDOWN`` (``host-qmp-quit``) and then ``quit``'s reply, then closes:
+    ``qmp_quit`` only requests the shutdown, the main loop sends the event before the QMP
+    dispatcher's reply goes out (softmmu/runstate.c ``main_loop_should_exit``). The bytes on
+    the socket, timestamps masked, are the same for both."""
+    path = str(short_tmp / "qmp.sock")
+    emulator = Launched([binary, "-machine", "none", "-display", "none", "-nodefaults",
+                         "-qmp", f"unix:{path},server=on,wait=off"])  # fmt: skip
+    launched.append(emulator)
+    connect_when_listening(path, emulator).close()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(path)
+        client.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "quit", "id": 7}\n')
+        received = b""
+        while chunk := client.recv(4096):
+            received += chunk
+    lines = re.sub(rb'"seconds": [0-9]+, "microseconds": [0-9]+', b"T", received).splitlines()
+    assert lines[1:] == [
+        b'{"return": {}}',
+        b'{"timestamp": {T}, "event": "SHUTDOWN", "data": {"guest": false, '
+        b'"reason": "host-qmp-quit"}}',
+        b'{"return": {}, "id": 7}',
+    ]
+    assert emulator.process.wait(timeout=30) == 0
 
 
 # -- QEMUMachine ---------------------------------------------------------------------------------
