@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from qmonitor.cmdline.chardev import (
@@ -262,6 +262,8 @@ class _State:
     globals: list[GlobalProperty] = field(default_factory=list)
     serials: list[str] = field(default_factory=list)
     parallels: list[str] = field(default_factory=list)
+    serial_locations: list[str] = field(default_factory=list)
+    parallel_locations: list[str] = field(default_factory=list)
     monitor_index: int = 0
     default_monitor: bool = True
 
@@ -730,12 +732,14 @@ def _human_monitor(state: _State, argument: str, location: str) -> None:
 
 def _serial(state: _State, argument: str, location: str) -> None:
     state.serials.append(argument)
+    state.serial_locations.append(location)
     if argument.startswith("mon:"):
         state.default_monitor = False
 
 
 def _parallel(state: _State, argument: str, location: str) -> None:
     state.parallels.append(argument)
+    state.parallel_locations.append(location)
     if argument.startswith("mon:"):
         state.default_monitor = False
 
@@ -790,6 +794,7 @@ def _after_the_loop(state: _State) -> QemuCommandLine:
     smp = _apply_machine_options(state, machine_type)
     accelerators = _configure_accelerators(state)
     monitors = _create_monitors(state, chardevs)
+    _create_port_chardevs(state, chardevs)
     if isinstance(memory_backend, str):
         _resolve_memory_backend(state, memory_backend)
     name = state.store.find(NAME_OPTS, None)
@@ -1087,6 +1092,52 @@ def _configure_accelerators(state: _State) -> tuple[Accelerator, ...]:
         last = state.reports.pop()
         raise CommandLineError(last.message, "", tuple(state.reports), timestamped=last.timestamped)
     return tuple(accelerators)
+
+
+MAX_PARALLEL_PORTS: Final = 3
+"""include/hw/char/parallel.h: ``-parallel`` beyond the third is "too many parallel ports"."""
+
+
+def _create_port_chardevs(state: _State, chardevs: dict[str, Chardev]) -> None:
+    """vl.c qemu_create_late_backends(): the chardevs of ``-serial`` then ``-parallel``, after
+    the monitors (``serial_parse``, ``parallel_parse``).
+
+    ``-serial DEV`` is chardev ``serialN``, N counting every ``-serial`` (``none`` makes no
+    chardev but takes its number); ``-parallel DEV`` is ``parallelN``, N counting the others
+    (``none`` takes none), at most three. DEV is the legacy address syntax of
+    ``qemu_chr_parse_compat``; an error in it, or in the chardev, is followed by QEMU's
+    ``could not connect serial device to character backend 'DEV'``. ``mon:DEV`` (a monitor
+    muxed with the port) makes no chardev here (docs/STANDIN.md).
+    """
+    for index, (argument, location) in enumerate(
+        zip(state.serials, state.serial_locations, strict=True)
+    ):
+        if argument != "none" and not argument.startswith("mon:"):
+            chardev = _port_chardev(state, "serial", f"serial{index}", argument, location)
+            chardevs[chardev.id] = chardev
+    count = 0
+    for argument, location in zip(state.parallels, state.parallel_locations, strict=True):
+        if argument == "none":
+            continue
+        if count == MAX_PARALLEL_PORTS:
+            raise state.fail(location, "too many parallel ports")
+        if not argument.startswith("mon:"):
+            chardev = _port_chardev(state, "parallel", f"parallel{count}", argument, location)
+            chardevs[chardev.id] = chardev
+        count += 1
+
+
+def _port_chardev(state: _State, port: str, label: str, argument: str, location: str) -> Chardev:
+    """chardev/char.c ``qemu_chr_new_mux_mon``: the port's chardev, or QEMU's two errors."""
+    could_not = f"could not connect {port} device to character backend '{argument}'"
+    try:
+        opts = parse_compat(state.store, label, argument, permit_mux_mon=True)
+        chardev = create_chardev(opts, state.reports, location, set(), {})
+    except ChardevError as error:
+        if error.message:
+            state.reports.append(state.report(f"{location}: {error.message}", error.hint))
+        raise state.fail(location, could_not) from None
+    return replace(chardev, port=port)
 
 
 def _create_monitors(state: _State, chardevs: dict[str, Chardev]) -> list[MonitorSpec]:
