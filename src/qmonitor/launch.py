@@ -41,7 +41,9 @@ from qmonitor.cmdline import (
     UnixSocketAddress,
     parse_command_line,
 )
+from qmonitor.cmdline.chardev import ringbuf_size
 from qmonitor.cmdline.errors import Diagnostic
+from qmonitor.core.cutils import qemu_strtosz
 from qmonitor.core.errors import QMonitorError
 from qmonitor.machine.config import (
     DEFAULT_CPU_MODEL,
@@ -171,8 +173,15 @@ def chardev_address(spec: MonitorSpec) -> Address | None:
 def chardev_backend(chardev: Chardev) -> ChardevBackend:
     """The machine's record of a chardev (``query-chardev``, QOM ``/chardevs``)."""
     address = chardev.address
+    where = {"location": chardev.location, "port": chardev.port}
+    if chardev.backend in ("ringbuf", "memory"):
+        return SimpleChardev(chardev.backend, size=ringbuf_size(_size_option(chardev)), **where)
+    if chardev.backend in ("file", "pipe"):
+        append = chardev.options.get("append") in ("on", "yes", "true", "y")
+        path = chardev.options.get("path")
+        return SimpleChardev(chardev.backend, path=path, append=append, **where)
     if chardev.backend != "socket" or address is None:
-        return SimpleChardev(chardev.backend)
+        return SimpleChardev(chardev.backend, **where)
     telnet = chardev.options.get("telnet") in ("on", "yes", "true", "y")
     if isinstance(address, UnixSocketAddress):
         return SocketChardev(path=address.path, server=chardev.server, telnet=telnet)
@@ -181,6 +190,28 @@ def chardev_backend(chardev: Chardev) -> ChardevBackend:
             host=address.host, port=address.port, server=chardev.server, telnet=telnet
         )
     return SocketChardev(fd=str(address.fd), server=chardev.server)
+
+
+def _size_option(chardev: Chardev) -> int:
+    """A ringbuf's ``size=``, as the command line checked it (0: not given)."""
+    text = chardev.options.get("size")
+    return 0 if text is None else qemu_strtosz(text).value
+
+
+MAX_ISA_SERIAL_PORTS: Final = 4
+"""include/hw/char/serial.h ``MAX_ISA_SERIAL_PORT``: the ISA serial ports a PC board connects
+(hw/i386/pc.c ``pc_basic_device_init``); its parallel ports are the (at most three) given."""
+
+
+def port_connected(chardev: Chardev, machine_type: str) -> bool:
+    """Whether the board connects a ``-serial``/``-parallel`` chardev to a device (its
+    ``frontend-open``): every x86 board but ``none`` has ISA serial ports for ``serial0`` to
+    ``serial3`` and parallel ports for every ``-parallel``."""
+    if not chardev.port or machine_type == "none":
+        return False
+    if chardev.port == "serial":
+        return int(chardev.id.removeprefix("serial")) < MAX_ISA_SERIAL_PORTS
+    return True
 
 
 def machine_config(
@@ -197,7 +228,11 @@ def machine_config(
     smp = command_line.smp
     used = {spec.chardev.id for spec in monitors}
     chardevs = {
-        chardev.id: ChardevConfig(chardev.id, chardev_backend(chardev), frontend=chardev.id in used)
+        chardev.id: ChardevConfig(
+            chardev.id,
+            chardev_backend(chardev),
+            frontend=chardev.id in used or port_connected(chardev, command_line.machine.type),
+        )
         for chardev in command_line.chardevs
     }
     for spec in monitors:

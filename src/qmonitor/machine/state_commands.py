@@ -222,6 +222,8 @@ def chardev_filename(chardev: ChardevConfig, connection: tuple[Any, Any] | None)
     """``query-chardev``'s ``filename`` (chardev/char-socket.c; the backend name otherwise)."""
     backend = chardev.backend
     if not isinstance(backend, SocketChardev):
+        if backend.kind == "pty" and backend.device is not None:
+            return f"pty:{backend.device}"  # chardev/char-pty.c char_pty_open
         return backend.kind
     listen = ",server=on" if backend.server else ""
     if connection is None:

@@ -145,6 +145,17 @@ async def serve_human(
         raise
 
 
+def human_session_factory(monitor: Monitor) -> Callable[[], HMPSession]:
+    """Sessions of a human monitor served on a chardev backend (a pty, a pipe, a file, a
+    ring: :mod:`qmonitor.server.backends`), QEMU's byte protocol as on a socket."""
+    from qmonitor.server.hmp_session import HMPSession
+
+    register_human_commands(monitor)
+    command_table(monitor.registry)
+    opened, closed = _session_hooks(monitor)
+    return lambda: HMPSession(monitor, interactive=False, on_open=opened, on_close=closed)
+
+
 @runtime_checkable
 class CpuSelection(Protocol):
     """What keeps a monitor's current CPU: a chardev (:class:`qmonitor.server.chardev.Chardev`)

@@ -1,0 +1,486 @@
+"""Chardev backends on the host: ``file``, ``pipe``, ``pty``, and the in-memory ``ringbuf``.
+
+QEMU opens a chardev when it creates it, monitor or not (chardev/char.c ``qemu_chardev_new``),
+so these are opened at start-up, in command-line order, with QEMU's errors:
+
+- ``file,path=P[,append=on]`` (chardev/char-file.c): ``P`` created 0666 (less the umask) and
+  truncated, or appended to; written, never read.
+- ``pipe,path=P`` (chardev/char-pipe.c): ``P.in`` to read and ``P.out`` to write when both
+  open, else ``P`` for both; opened read-write, so opening a FIFO does not wait for its other
+  end.
+- ``pty`` (chardev/char-pty.c): a new pseudo-terminal in raw mode; QEMU prints ``char device
+  redirected to /dev/pts/N (label ID)`` on standard output (``qemu_printf`` outside a
+  monitor), and ``query-chardev`` says ``pty:/dev/pts/N``.
+- ``ringbuf``/``memory`` (chardev/char-ringbuf.c): a ring of ``size`` bytes (a power of two)
+  that keeps the newest bytes written; QMP ``ringbuf-write``/``ringbuf-read`` write into it and
+  take from it.
+
+A monitor on one of them is a real one (:func:`serve_on_backend`): on a ``file`` or a ring it
+writes its output there and reads nothing (its banner or greeting is what the file or ring then
+holds, as in QEMU); on a ``pipe`` it reads ``P.in`` and writes ``P.out``; on a ``pty`` a session
+starts each time a program opens the terminal's other side, and ends when it closes it, as
+char-pty.c's connection polling makes QEMU's monitor see ``CHR_EVENT_OPENED`` and ``CLOSED``
+(it checks for the other side once a second: ``pty_chr_rearm_timer``). A ``null`` chardev
+takes a monitor and does nothing with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import select
+import termios
+import tty
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from qmonitor.core.commands import HumanSyntax
+from qmonitor.core.errors import QMonitorError, QMPError
+
+if TYPE_CHECKING:
+    from qmonitor.server.monitor import Monitor
+
+PTY_POLL_SECONDS: Final = 1.0
+"""How often a pty without a connected program is checked for one (char-pty.c: 1000 ms)."""
+
+
+class BackendError(QMonitorError):
+    """A backend QEMU could not open: ``str()`` is QEMU's text after the option's location."""
+
+
+class RingBuffer:
+    """chardev/char-ringbuf.c's ring: ``size`` bytes (a power of two), keeping the newest.
+
+    ``prod`` and ``cons`` count every byte ever written and taken; writing past ``size``
+    unread bytes moves ``cons`` on (the oldest are lost), as ``ringbuf_chr_write`` does.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data = bytearray()  # grown as written: QEMU's g_malloc0 touches nothing either
+        self.prod = 0
+        self.cons = 0
+
+    @property
+    def count(self) -> int:
+        """How many bytes are there to read."""
+        return self.prod - self.cons
+
+    def write(self, data: bytes) -> None:
+        """``ringbuf_chr_write``: append, dropping the oldest beyond ``size``."""
+        if len(data) > self.size:  # only the last ``size`` bytes stay
+            self.prod += len(data) - self.size
+            data = data[-self.size :]
+        for byte in data:
+            position = self.prod & (self.size - 1)
+            if position >= len(self._data):
+                grown = min(self.size, max(position + 1, 2 * len(self._data)))
+                self._data.extend(bytes(grown - len(self._data)))
+            self._data[position] = byte
+            self.prod += 1
+            if self.prod - self.cons > self.size:
+                self.cons = self.prod - self.size
+
+    def read(self, count: int) -> bytes:
+        """``ringbuf_chr_read``: take up to ``count`` of the oldest bytes."""
+        taken = bytearray()
+        while len(taken) < count and self.cons != self.prod:
+            taken.append(self._data[self.cons & (self.size - 1)])
+            self.cons += 1
+        return bytes(taken)
+
+
+@dataclass(slots=True)
+class OpenedBackend:
+    """One backend opened for a chardev: its descriptors, its ring, its pty's name."""
+
+    label: str
+    kind: str
+    read_fd: int | None = None
+    write_fd: int | None = None
+    ring: RingBuffer | None = None
+    device: str | None = None  # a pty's /dev/pts/N
+
+    def close(self) -> None:
+        """Close its descriptors (once)."""
+        for fd in {self.read_fd, self.write_fd} - {None}:
+            assert fd is not None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.read_fd = self.write_fd = None
+
+
+def _could_not_open(path: str, exc: OSError) -> BackendError:
+    """util/osdep.c ``qemu_open_internal``: QEMU's text for a file it cannot open."""
+    return BackendError(f"Could not open '{path}': {os.strerror(exc.errno or 0)}")
+
+
+def open_backend(
+    label: str, kind: str, *, path: str | None = None, append: bool = False, size: int = 0
+) -> OpenedBackend:
+    """Open a ``file``, ``pipe``, ``pty``, ``ringbuf`` or ``memory`` backend as QEMU does (see
+    the module docstring); :class:`BackendError` with QEMU's text if it cannot be."""
+    if kind in ("ringbuf", "memory"):
+        return OpenedBackend(label, kind, ring=RingBuffer(size))
+    if kind == "file":
+        assert path is not None
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise _could_not_open(path, exc) from None
+        return OpenedBackend(label, kind, write_fd=fd)
+    if kind == "pipe":
+        assert path is not None
+        return _open_pipe(label, path)
+    if kind == "pty":
+        return _open_pty(label)
+    raise ValueError(f"no backend of kind {kind!r} is opened here")
+
+
+def _open_pipe(label: str, path: str) -> OpenedBackend:
+    """char-pipe.c ``qemu_chr_open_pipe``: ``PATH.in``/``PATH.out``, else ``PATH`` for both."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    opened: list[int] = []
+    try:
+        for name in (f"{path}.in", f"{path}.out"):
+            opened.append(os.open(name, flags))
+        return OpenedBackend(label, "pipe", read_fd=opened[0], write_fd=opened[1])
+    except OSError:
+        for fd in opened:
+            os.close(fd)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _could_not_open(path, exc) from None
+    return OpenedBackend(label, "pipe", read_fd=fd, write_fd=fd)
+
+
+def _open_pty(label: str) -> OpenedBackend:
+    """char-pty.c ``char_pty_open``: ``openpty``, raw mode, the slave's name kept, and the
+    slave closed (a program opens it to talk to the chardev)."""
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave, termios.TCSANOW)  # qemu_openpty_raw: cfmakeraw
+        device = os.ttyname(slave)
+    finally:
+        os.close(slave)
+    os.set_inheritable(master, False)
+    return OpenedBackend(label, "pty", read_fd=master, write_fd=master, device=device)
+
+
+class SinkTransport(asyncio.Transport):
+    """A chardev a monitor only writes to (a file, a ring): no input ever comes."""
+
+    def __init__(self, protocol: asyncio.Protocol, sink: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._sink = sink
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self._sink(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        """Nothing is read."""
+
+    def resume_reading(self) -> None:
+        """Nothing is read."""
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Nothing is buffered: each write is done at once."""
+
+
+def _write_all(fd: int) -> Callable[[bytes], None]:
+    """A regular file's writes (never short for long, never would-block)."""
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        with contextlib.suppress(OSError):  # a full disk: QEMU drops the output too
+            while view:
+                view = view[os.write(fd, view) :]
+
+    return write
+
+
+class FdTransport(asyncio.Transport):
+    """A chardev's descriptors as a transport: read ``read_fd`` when the loop says it can be,
+    write ``write_fd`` (buffering what would block until it can take more). A read error
+    (EIO from a pty whose other side closed) or end of file ends the session; the
+    descriptors are duplicates, closed with the transport."""
+
+    def __init__(self, protocol: asyncio.Protocol, read_fd: int, write_fd: int) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self._read_fd = os.dup(read_fd)
+        self._write_fd = self._read_fd if write_fd == read_fd else os.dup(write_fd)
+        for fd in {self._read_fd, self._write_fd}:
+            os.set_blocking(fd, False)
+        self._pending = bytearray()
+        self._reading = False
+        self._closing = False
+
+    def start(self) -> None:
+        """Greet (``connection_made``), then read."""
+        self._protocol.connection_made(self)
+        self.resume_reading()
+
+    def _read_ready(self) -> None:
+        try:
+            data = os.read(self._read_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self._protocol.data_received(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        if self._pending:
+            self._pending += data
+            return
+        view = memoryview(bytes(data))
+        try:
+            while view:
+                view = view[os.write(self._write_fd, view) :]
+        except BlockingIOError:
+            self._pending += view
+            self._loop.add_writer(self._write_fd, self._write_ready)
+        except OSError as exc:
+            self._lost(exc)
+
+    def _write_ready(self) -> None:
+        try:
+            written = os.write(self._write_fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self._pending[:written]
+        if not self._pending:
+            self._loop.remove_writer(self._write_fd)
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._read_fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._read_fd, self._read_ready)
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._pending)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Everything pending is kept: a monitor's output is small."""
+
+    def close(self) -> None:
+        self._lost(None)
+
+    def abort(self) -> None:
+        self._lost(None)
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.pause_reading()
+        if self._pending:
+            self._loop.remove_writer(self._write_fd)
+        for fd in {self._read_fd, self._write_fd}:
+            os.close(fd)
+        self._loop.call_soon(self._protocol.connection_lost, exc)
+
+
+async def serve_on_backend(opened: OpenedBackend, factory: Callable[[], asyncio.Protocol]) -> None:
+    """Serve the sessions ``factory`` makes on ``opened`` (see the module docstring)."""
+    if opened.ring is not None:
+        ring = opened.ring
+        session = factory()
+        session.connection_made(SinkTransport(session, ring.write))
+    elif opened.kind == "file":
+        assert opened.write_fd is not None
+        session = factory()
+        session.connection_made(SinkTransport(session, _write_all(opened.write_fd)))
+    elif opened.kind == "pipe":
+        assert opened.read_fd is not None and opened.write_fd is not None
+        FdTransport(factory(), opened.read_fd, opened.write_fd).start()
+    elif opened.kind == "pty":
+        PtyServer(opened, factory).check()
+
+
+class PtyServer:
+    """A monitor on a pty: a session while a program has the other side open (char-pty.c)."""
+
+    def __init__(self, opened: OpenedBackend, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.opened = opened
+        self.factory = factory
+        self._loop = asyncio.get_running_loop()
+
+    def check(self) -> None:
+        """``pty_chr_update_read_handler``: without ``POLLHUP`` someone has the other side
+        open: start a session, and look again once it ends; else look again in a second."""
+        master = self.opened.read_fd
+        if master is None:
+            return  # closed: the machine is going away
+        poller = select.poll()
+        poller.register(master, select.POLLOUT)
+        if any(events & select.POLLHUP for _, events in poller.poll(0)):
+            self._loop.call_later(PTY_POLL_SECONDS, self.check)
+            return
+        session = self.factory()
+        lost = session.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            lost(exc)
+            self._loop.call_soon(self.check)
+
+        session.connection_lost = connection_lost  # type: ignore[method-assign]
+        FdTransport(session, master, master).start()
+
+
+class DataFormat(StrEnum):
+    """qapi/char.json ``DataFormat``: how ``ringbuf-write``/``-read`` carry bytes."""
+
+    UTF8 = "utf8"
+    BASE64 = "base64"
+
+
+_BASE64_VALID: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+)
+_BASE64_RANK: Final = {
+    char: rank
+    for rank, char in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+
+
+def qbase64_decode(text: str) -> bytes:
+    """util/base64.c ``qbase64_decode``: only base64 characters, ``=`` and newlines, then
+    GLib's lenient ``g_base64_decode`` (``=`` counts as a 0 digit, a quantum ending in ``=``
+    gives fewer bytes, an incomplete last quantum gives none)."""
+    if any(char not in _BASE64_VALID for char in text):
+        raise QMPError("Base64 data contains invalid characters")
+    decoded = bytearray()
+    value = count = 0
+    last = ["", ""]
+    for char in text:
+        if char == "\n":
+            continue
+        last = [char, last[0]]
+        value = (value << 6 | _BASE64_RANK.get(char, 0)) & 0xFFFFFF
+        count += 1
+        if count == 4:
+            decoded.append(value >> 16)
+            if last[1] != "=":
+                decoded.append(value >> 8 & 0xFF)
+            if last[0] != "=":
+                decoded.append(value & 0xFF)
+            count = 0
+    return bytes(decoded)
+
+
+def register_ringbuf_commands(
+    monitor: Monitor, labels: Callable[[], Iterable[str]], rings: Mapping[str, RingBuffer]
+) -> None:
+    """QMP ``ringbuf-write``/``ringbuf-read`` (qapi/char.json) and their HMP spellings, with
+    chardev/char-ringbuf.c's errors; ``labels`` gives every chardev's id (a chardev that is
+    not a ring is "not a ringbuf device", any other name "not found")."""
+
+    def ring_of(device: str) -> RingBuffer:
+        ring = rings.get(device)
+        if ring is None:
+            if device in set(labels()):
+                raise QMPError(f"{device} is not a ringbuf device")
+            raise QMPError(f"Device '{device}' not found")
+        return ring
+
+    @monitor.command(
+        name="ringbuf-write",
+        hmp=HumanSyntax(
+            name="ringbuf_write",
+            args_type="device:s,data:s",
+            params="device data",
+            help="Write to a ring buffer character device",
+        ),
+    )
+    def ringbuf_write(device: str, data: str, format: DataFormat | None = None) -> None:
+        """Write to a ring buffer character device."""
+        ring = ring_of(device)
+        if format is DataFormat.BASE64:
+            ring.write(qbase64_decode(data))
+        else:
+            ring.write(data.encode("utf-8", "surrogatepass").split(b"\0", 1)[0])
+
+    @monitor.command(name="ringbuf-read")
+    def ringbuf_read(device: str, size: int, format: DataFormat | None = None) -> str:
+        """Read from a ring buffer character device.
+
+        As text, the bytes up to the first NUL (QEMU returns a C string), invalid UTF-8 as
+        U+FFFD (QEMU's JSON writer replaces it as it writes the reply).
+        """
+        ring = ring_of(device)
+        if size <= 0:
+            raise QMPError("size must be greater than zero")
+        taken = ring.read(size)
+        if format is DataFormat.BASE64:
+            return base64.b64encode(taken).decode("ascii")
+        return taken.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    @monitor.command(
+        name="hmp-ringbuf-read",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="ringbuf_read",
+            args_type="device:s,size:i",
+            params="device size",
+            help="Read from a ring buffer character device",
+        ),
+    )
+    def hmp_ringbuf_read(device: str, size: int) -> str:
+        """monitor/hmp-cmds.c ``hmp_ringbuf_read``: the text, ``\\`` doubled, control
+        characters but newline and tab as ``\\uXXXX``, then a newline."""
+        text = ringbuf_read(device, size)
+        shown = []
+        for char in text:
+            if char == "\\":
+                shown.append("\\\\")
+            elif (ord(char) < 0x20 and char not in "\n\t") or char == "\x7f":
+                shown.append(f"\\u{ord(char):04X}")
+            else:
+                shown.append(char)
+        return "".join(shown) + "\n"
