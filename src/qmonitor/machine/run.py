@@ -299,13 +299,12 @@ def _with_pty_devices(config: MachineConfig, backends: dict[str, OpenedBackend])
 def _register_ring_commands(
     monitor: Monitor, config: MachineConfig, backends: dict[str, OpenedBackend]
 ) -> None:
-    """``ringbuf-write``/``ringbuf-read`` when a ring exists (QEMU always has them; here
-    they come with the first ``ringbuf``/``memory`` chardev: docs/STANDIN.md)."""
-    rings = {label: opened.ring for label, opened in backends.items() if opened.ring is not None}
-    if rings:
-        from qmonitor.server.backends import register_ringbuf_commands
+    """``ringbuf-write``/``ringbuf-read`` over the rings opened (none: every device is "not
+    found" or "not a ringbuf device", as in QEMU)."""
+    from qmonitor.server.ringbuf import register_ringbuf_commands
 
-        register_ringbuf_commands(monitor, lambda: [c.label for c in config.chardevs], rings)
+    rings = {label: opened.ring for label, opened in backends.items() if opened.ring is not None}
+    register_ringbuf_commands(monitor, lambda: [c.label for c in config.chardevs], rings)
 
 
 async def _serve_on_backend(
@@ -399,10 +398,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         backends = open_backends(plan.config, program)
     except _BackendsRefused:
         return 1
-    config = plan.config
-    if backends:
-        config = _with_pty_devices(config, backends)
-        _register_ring_commands(monitor, config, backends)
+    config = _with_pty_devices(plan.config, backends) if backends else plan.config
+    _register_ring_commands(monitor, config, backends)
     services = register_machine_commands(
         monitor,
         machine,
