@@ -149,12 +149,12 @@ async def test_backends_show_as_in_qemu(two_dirs: tuple[Path, Path]) -> None:
     assert '"filename": "pty:/dev/pts/N", "label": "t"' in replies[0]
 
 
-def read_until(fd: int, marker: bytes, what: str = "") -> bytes:
+def read_until(fd: int, marker: bytes) -> bytes:
     """Read ``fd`` until ``marker`` has come (a generous deadline, for a stuck monitor)."""
     received = b""
     deadline = time.monotonic() + 20
     while marker not in received:
-        assert time.monotonic() < deadline, (what, received)
+        assert time.monotonic() < deadline, received
         ready, _, _ = select.select([fd], [], [], 1)
         if ready:
             received += os.read(fd, 4096)
@@ -170,7 +170,7 @@ def start_with_monitors(binary: str, directory: Path) -> tuple[subprocess.Popen[
     command += ["-chardev", f"pipe,id=p,path={directory}/p", "-mon", "chardev=p,mode=control"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdout is not None
-    line = process.stdout.readline().decode()
+    line = read_until(process.stdout.fileno(), b"\n").decode()
     device = re.fullmatch(r"char device redirected to (/dev/pts/[0-9]+) \(label t\)\n", line)
     assert device is not None, line
     return process, device[1]
