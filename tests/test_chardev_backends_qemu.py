@@ -16,6 +16,7 @@ import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,7 @@ REQUESTS: list[dict[str, Any]] = [
     {"execute": "ringbuf-read", "arguments": {"device": "n", "size": 1}},
     {"execute": "ringbuf-read", "arguments": {"device": "nope", "size": 1}},
     {"execute": "ringbuf-write", "arguments": {"device": "t", "data": "x"}},
+    {"execute": "human-monitor-command", "arguments": {"command-line": "info chardev"}},
 ]
 
 
@@ -238,3 +240,77 @@ def test_a_backend_that_cannot_be_opened_is_qemus_error(case: str, short_tmp: Pa
         outputs.append((result.returncode, masked(result.stdout, short_tmp), stderr))
     assert outputs[1] == outputs[0]
     assert outputs[0][0] == 1
+
+
+def qmp_lines(sock: socket.socket, requests: list[str]) -> list[str]:
+    """Negotiate on a connected QMP socket, send ``requests``; their reply lines."""
+    stream = sock.makefile("rwb")
+    stream.readline()  # the greeting
+    replies = []
+    for request in ['{"execute": "qmp_capabilities"}', *requests]:
+        stream.write(request.encode() + b"\n")
+        stream.flush()
+        replies.append(stream.readline().decode())
+    return replies[1:]
+
+
+CHARDEV_STATE = [
+    '{"execute": "query-chardev"}',
+    '{"execute": "qom-get", "arguments": {"path": "/chardevs/mon", "property": "addr"}}',
+]
+
+
+def inherited_socket_views(binary: str, directory: Path, kind: str) -> list[str]:
+    """``query-chardev`` and the chardev's ``addr`` for a monitor on an inherited socket,
+    asked on another monitor while nobody is connected to it, then on it (``kind``: a
+    listening unix socket as libvirt passes, a listening TCP one, a socketpair end as
+    QEMUMachine passes)."""
+    other = str(directory / "other.sock")
+    peer: socket.socket | None = None
+    if kind == "socketpair":
+        ours, peer = socket.socketpair()
+        option = f"socket,id=mon,fd={ours.fileno()}"
+    else:
+        ours = socket.socket(socket.AF_UNIX if kind == "unix" else socket.AF_INET)
+        ours.bind(str(directory / "mon.sock") if kind == "unix" else ("127.0.0.1", 0))
+        ours.listen()
+        option = f"socket,id=mon,fd={ours.fileno()},server=on,wait=off"
+    command = [binary, "-machine", "none", *QUIET, *own_options(binary, directory)]
+    command += ["-chardev", option, "-mon", "chardev=mon,mode=control"]
+    command += ["-qmp", f"unix:{other},server=on,wait=off"]
+    process = subprocess.Popen(command, pass_fds=[ours.fileno()], stderr=subprocess.DEVNULL)
+    views = []
+    try:
+        while not os.path.exists(other):
+            assert process.poll() is None
+            time.sleep(0.02)  # polling for the socket to appear, as start_server does
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(other)
+            views += qmp_lines(client, CHARDEV_STATE)
+        if peer is None:
+            peer = socket.socket(ours.family)
+            peer.connect(ours.getsockname())
+        views += qmp_lines(peer, CHARDEV_STATE)
+        local, far = ours.getsockname(), peer.getsockname()
+    finally:
+        process.terminate()
+        process.wait(30)
+        ours.close()
+        if peer is not None:
+            peer.close()
+    if isinstance(local, tuple):
+        views = [v.replace(f":{local[1]}", ":PORT").replace(f":{far[1]}", ":PEER") for v in views]
+    views = [re.sub(r'"(str|port)": "[0-9]+"', r'"\1": "N"', v) for v in views]
+    return [masked(view, directory) for view in views]
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp", "socketpair"])
+def test_an_inherited_socket_is_shown_as_qemu_shows_it(kind: str, short_tmp: Path) -> None:
+    """QEMU names a listening descriptor by its address (``disconnected:unix:PATH,server=on``,
+    ``addr`` the path) and a connected one as ``unix:`` with ``addr`` ``fd``."""
+    views = []
+    for name, binary in (("qemu", QEMU_BINARY), ("ours", STANDIN)):
+        directory = short_tmp / name
+        directory.mkdir()
+        views.append(inherited_socket_views(binary, directory, kind))
+    assert views[1] == views[0]

@@ -173,15 +173,14 @@ def chardev_address(spec: MonitorSpec) -> Address | None:
 def chardev_backend(chardev: Chardev) -> ChardevBackend:
     """The machine's record of a chardev (``query-chardev``, QOM ``/chardevs``)."""
     address = chardev.address
-    where = {"location": chardev.location, "port": chardev.port}
+    simple = SimpleChardev(chardev.backend, location=chardev.location, port=chardev.port)
     if chardev.backend in ("ringbuf", "memory"):
-        return SimpleChardev(chardev.backend, size=ringbuf_size(_size_option(chardev)), **where)
+        return replace(simple, size=ringbuf_size(_size_option(chardev)))
     if chardev.backend in ("file", "pipe"):
         append = chardev.options.get("append") in ("on", "yes", "true", "y")
-        path = chardev.options.get("path")
-        return SimpleChardev(chardev.backend, path=path, append=append, **where)
+        return replace(simple, path=chardev.options.get("path"), append=append)
     if chardev.backend != "socket" or address is None:
-        return SimpleChardev(chardev.backend, **where)
+        return simple
     telnet = chardev.options.get("telnet") in ("on", "yes", "true", "y")
     if isinstance(address, UnixSocketAddress):
         return SocketChardev(path=address.path, server=chardev.server, telnet=telnet)
@@ -189,7 +188,31 @@ def chardev_backend(chardev: Chardev) -> ChardevBackend:
         return SocketChardev(
             host=address.host, port=address.port, server=chardev.server, telnet=telnet
         )
-    return SocketChardev(fd=str(address.fd), server=chardev.server)
+    if chardev.server:
+        return _listening_fd_chardev(address.fd)
+    return SocketChardev(fd=str(address.fd), server=False)
+
+
+def _listening_fd_chardev(fd: int) -> SocketChardev:
+    """An inherited listening socket, named by its own address as QEMU names it
+    (char-socket.c ``qmp_chardev_open_socket_server``: ``s->addr`` is the listener's local
+    address), so ``query-chardev`` says ``disconnected:unix:PATH,server=on`` (libvirt's
+    ``fd=N``) and ``qom-get addr`` the path. A descriptor that is no socket is kept as
+    ``fd:N`` (the listener refuses it when serving starts)."""
+    import socket
+
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            family, local = sock.family, sock.getsockname()
+    except OSError:
+        return SocketChardev(fd=str(fd), server=True)
+    if family == socket.AF_UNIX:
+        path = local.decode(errors="replace") if isinstance(local, bytes) else local
+        return SocketChardev(path=path, server=True)
+    if family in (socket.AF_INET, socket.AF_INET6):
+        family_flag = "ipv4" if family == socket.AF_INET else "ipv6"
+        return SocketChardev(host=local[0], port=str(local[1]), server=True, family=family_flag)
+    return SocketChardev(fd=str(fd), server=True)
 
 
 def _size_option(chardev: Chardev) -> int:

@@ -60,6 +60,10 @@ class SocketChardev:
     fd: str | None = None
     server: bool = True
     telnet: bool = False
+    family: str | None = None
+    """``ipv4`` or ``ipv6`` for an address read from a socket (an inherited listening one):
+    QEMU's ``SocketAddress`` then says which (util/qemu-sockets.c
+    ``socket_sockaddr_to_address_inet``)."""
 
 
 @dataclass(frozen=True, slots=True)

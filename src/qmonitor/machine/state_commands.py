@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-from qmonitor import Context, HumanSyntax, JobStatus, Monitor
+from qmonitor import Context, ErrorClass, HumanSyntax, JobStatus, Monitor, QMPError
 from qmonitor.machine.config import ChardevConfig, MachineConfig, ObjectConfig, SocketChardev
 from qmonitor.machine.probe_commands import (
     SysEmuTarget,
@@ -218,6 +218,19 @@ class PciInfo(TypedDict):
     devices: list[PciDeviceInfo]
 
 
+@dataclass(frozen=True, slots=True)
+class BalloonInfo:
+    """qapi/machine.json ``BalloonInfo``: the guest's memory in bytes."""
+
+    actual: int
+
+
+def render_balloon(info: object) -> str:
+    """``hmp_info_balloon``: ``balloon: actual=MB``."""
+    assert isinstance(info, dict)
+    return f"balloon: actual={info['actual'] >> 20}\n"
+
+
 def chardev_filename(chardev: ChardevConfig, connection: tuple[Any, Any] | None) -> str:
     """``query-chardev``'s ``filename`` (chardev/char-socket.c; the backend name otherwise)."""
     backend = chardev.backend
@@ -246,38 +259,31 @@ def _host_port(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def session_connections(monitor: Monitor) -> list[tuple[Any, Any]]:
-    """The (local, peer) socket addresses of every QMP and human session being served."""
-    found = []
-    sessions: list[Any] = [*monitor.qmp_sessions, *monitor.human_sessions]
-    for session in sessions:
-        transport = getattr(session, "transport", None)
-        if transport is None or transport.is_closing():
-            continue
-        sock = transport.get_extra_info("socket")
-        if sock is None or sock.family not in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
-            continue
-        found.append((transport.get_extra_info("sockname"), transport.get_extra_info("peername")))
-    return found
+def session_connection(session: Any) -> tuple[Any, Any] | None:
+    """The (local, peer) socket addresses of a session being served on a socket."""
+    transport = getattr(session, "transport", None)
+    if transport is None or transport.is_closing():
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
+        return None
+    return transport.get_extra_info("sockname"), transport.get_extra_info("peername")
 
 
 def connection_finder(monitor: Monitor) -> ConnectionOf:
-    """``connection_of`` for :class:`~qmonitor.machine.qom.QomTree`: a chardev is connected
-    when a session's local address is the chardev's (its unix path, or its TCP port)."""
+    """``connection_of`` for :class:`~qmonitor.machine.qom.QomTree`: a socket chardev is
+    connected while a session served on it (the monitor's chardev of the same label) is."""
 
     def connection_of(chardev: ChardevConfig) -> tuple[Any, Any] | None:
-        backend = chardev.backend
-        if not isinstance(backend, SocketChardev) or not backend.server:
+        if not isinstance(chardev.backend, SocketChardev):
             return None
-        for local, peer in session_connections(monitor):
-            if backend.path is not None and local == backend.path:
-                return local, peer
-            if (
-                backend.port is not None
-                and isinstance(local, tuple)
-                and str(local[1]) == backend.port
-            ):
-                return local, peer
+        served = [c for c in monitor.chardevs if c.label == chardev.label]
+        sessions: list[Any] = [*monitor.qmp_sessions, *monitor.human_sessions]
+        for session in sessions:
+            if any(c.serves(session) for c in served):
+                connection = session_connection(session)
+                if connection is not None:
+                    return connection
         return None
 
     return connection_of
@@ -301,6 +307,15 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
             filename = chardev_filename(chardev, tree.connection_of(chardev))
             listed.append(ChardevInfo(chardev.label, filename, chardev.frontend))
         return listed
+
+    @command(
+        name="hmp-info-chardev",
+        qmp=False,
+        hmp=HumanSyntax(name="info chardev", help="show the character devices"),
+    )
+    def info_chardev() -> str:
+        """``hmp_info_chardev`` (chardev/char-hmp-cmds.c): ``LABEL: filename=FILENAME``."""
+        return "".join(f"{info.label}: filename={info.filename}\n" for info in query_chardev())
 
     @command(name="query-cpus-fast")
     def query_cpus_fast() -> list[CpuInfoFast]:
@@ -348,6 +363,43 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
             return "invalid CPU index\n"
         cpu_selection(monitor, ctx.session).cpu_index = index
         return ""
+
+    balloon_present = any(device.driver.startswith("virtio-balloon") for device in config.devices)
+
+    def check_balloon() -> None:
+        """softmmu/balloon.c ``have_balloon``: a balloon device must exist."""
+        if not balloon_present:
+            raise QMPError("No balloon device has been activated", ErrorClass.DEVICE_NOT_ACTIVE)
+
+    @command(
+        name="balloon",
+        hmp=HumanSyntax(
+            name="balloon",
+            args_type="value:M",
+            params="target",
+            help="request VM to change its memory allocation (in MB)",
+        ),
+    )
+    def balloon(value: int) -> None:
+        """Request the guest to change its memory allocation (softmmu/balloon.c ``qmp_balloon``).
+
+        Asked of the balloon device's guest driver; the simulated guest has none, as a guest
+        that never loaded virtio_balloon: the request is taken, ``actual`` stays the RAM size
+        and no ``BALLOON_CHANGE`` comes, as on QEMU without a guest driver.
+        """
+        check_balloon()
+        if value <= 0:
+            raise QMPError("Parameter 'target' expects a size")
+
+    @command(
+        name="query-balloon",
+        hmp=HumanSyntax(name="info balloon", help="show balloon information"),
+        human=render_balloon,
+    )
+    def query_balloon() -> BalloonInfo:
+        """Return the guest's memory as the balloon sees it (all of it: see ``balloon``)."""
+        check_balloon()
+        return BalloonInfo(config.ram_size)
 
     @command(name="query-iothreads")
     def query_iothreads() -> list[IOThreadInfo]:
