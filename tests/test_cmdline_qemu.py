@@ -210,6 +210,10 @@ REFUSED = [
     f"{QUIET} -machine none -parallel none -parallel null -parallel null -parallel null"
     " -parallel file:{{tmp}}/p",
     f"{QUIET} -machine none -chardev null,id=serial1 -serial none -serial null",
+    f"{QUIET} -machine none -serial stdio -monitor stdio",
+    f"{QUIET} -machine none -chardev stdio,id=a -chardev stdio,id=b",
+    f"{QUIET} -machine none -qmp stdio -monitor stdio",
+    f"{QUIET} -machine none -monitor stdio -daemonize",
 ]
 
 # Command lines QEMU reads up to -version: what it prints on the way (rc 0).

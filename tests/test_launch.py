@@ -132,6 +132,24 @@ def test_shutdown_comes_before_the_reply_to_quit(
     assert emulator.process.wait(timeout=30) == 0
 
 
+@pytest.mark.qemu
+def test_human_monitor_on_stdio_as_qemu() -> None:
+    """``-monitor stdio`` (not a terminal): the same bytes out as QEMU's for the same lines in,
+    up to ``quit``; a stdio chardev never waits for a client (it once crashed the stand-in)."""
+    outputs = []
+    for binary in (QEMU, STANDIN):
+        argv = [binary, "-machine", "none", "-display", "none", "-nodefaults", "-S"]
+        result = subprocess.run(
+            [*argv, "-monitor", "stdio"],
+            input=b"info status\ninfo name\nquit\n",
+            capture_output=True,
+            timeout=30,
+        )
+        outputs.append((result.returncode, result.stdout))
+    assert outputs[1] == outputs[0]
+    assert b"\r\nVM status: paused (prelaunch)\r\n(qemu) " in outputs[0][1]
+
+
 # -- QEMUMachine ---------------------------------------------------------------------------------
 
 

@@ -377,13 +377,19 @@ def monitor_plans(
                 chardev_address(spec),
                 spec.chardev.id,
                 interactive=interactive,
-                wait_location=spec.chardev.location if wait and spec.chardev.wait else None,
+                wait_location=spec.chardev.location if wait and _waits(spec.chardev) else None,
                 pretty=spec.pretty,
                 tls=None if secured is None else secured.context,
                 admit=None if secured is None else secured.admit,
             )
         )
     return plans
+
+
+def _waits(chardev: Chardev) -> bool:
+    """Whether start-up waits for a first client (char-socket.c: a listening socket with
+    ``wait=on``; no other backend waits)."""
+    return chardev.backend == "socket" and chardev.server and chardev.wait
 
 
 def standin_launch(command_line: QemuCommandLine, program: str = STANDIN_PROGRAM) -> Launch:

@@ -263,6 +263,7 @@ class _State:
     serials: list[str] = field(default_factory=list)
     parallels: list[str] = field(default_factory=list)
     serial_locations: list[str] = field(default_factory=list)
+    stdio_in_use: bool = False
     parallel_locations: list[str] = field(default_factory=list)
     monitor_index: int = 0
     default_monitor: bool = True
@@ -961,6 +962,18 @@ def _select_machine(state: _State) -> tuple[MachineType, bool]:
     return machine, False
 
 
+def _claim_stdio(state: _State, chardev: Chardev) -> None:
+    """chardev/char-stdio.c ``qemu_chr_open_stdio``: standard input and output serve one
+    chardev, and none under ``-daemonize`` (whose standard streams go to /dev/null)."""
+    if chardev.backend != "stdio":
+        return
+    if state.daemonize:
+        raise ChardevError("cannot use stdio with -daemonize")
+    if state.stdio_in_use:
+        raise ChardevError("cannot use stdio by multiple character devices")
+    state.stdio_in_use = True
+
+
 def _create_chardevs(state: _State) -> dict[str, Chardev]:
     """vl.c qemu_create_early_backends(): every chardev, in order."""
     chardevs: dict[str, Chardev] = {}
@@ -970,6 +983,7 @@ def _create_chardevs(state: _State) -> dict[str, Chardev]:
         location = state.location_of(opts)
         try:
             chardev = create_chardev(opts, state.reports, location, warned_aliases, objects)
+            _claim_stdio(state, chardev)
         except ChardevError as error:
             raise state.fail(location, error.message, error.hint) from None
         except HelpRequested:
@@ -1133,6 +1147,7 @@ def _port_chardev(state: _State, port: str, label: str, argument: str, location:
     try:
         opts = parse_compat(state.store, label, argument, permit_mux_mon=True)
         chardev = create_chardev(opts, state.reports, location, set(), {})
+        _claim_stdio(state, chardev)
     except ChardevError as error:
         if error.message:
             state.reports.append(state.report(f"{location}: {error.message}", error.hint))
