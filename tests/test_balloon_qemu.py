@@ -9,17 +9,14 @@ which a guest that never loaded one (QEMU under ``-S``, the simulated guest) nev
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from qmonitor.testing import QEMU_BINARY
-from test_chardev_backends_qemu import qmp_lines
+from test_chardev_backends_qemu import connect_when_listening, qmp_lines
 
 pytestmark = pytest.mark.qemu
 
@@ -46,11 +43,7 @@ def replies(binary: str, directory: Path, machine: list[str]) -> list[str]:
         command += ["--state-dir", str(directory / "state")]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
-        while not os.path.exists(path):
-            assert process.poll() is None
-            time.sleep(0.02)  # polling for the socket to appear, as start_server does
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(path)
+        with connect_when_listening(path, process) as client:
             return qmp_lines(client, [json.dumps(request) for request in REQUESTS])
     finally:
         process.terminate()

@@ -62,7 +62,12 @@ async def conversation(
         while not os.path.exists(qmp):
             assert process.poll() is None, "did not start"
             await asyncio.sleep(0.02)
-        client = await RawQMPClient.connect_unix(qmp)
+        while True:  # the file exists from bind(), the socket listens from listen()
+            try:
+                client = await RawQMPClient.connect_unix(qmp)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.02)
         await client.negotiate()
         replies = [
             masked(json.dumps(await client.execute(r["execute"], r.get("arguments"))), directory)
@@ -242,6 +247,21 @@ def test_a_backend_that_cannot_be_opened_is_qemus_error(case: str, short_tmp: Pa
     assert outputs[0][0] == 1
 
 
+def connect_when_listening(path: str, process: subprocess.Popen[bytes]) -> socket.socket:
+    """A connection to the unix socket ``path`` once it listens (its file exists from
+    ``bind()``, it listens from ``listen()``), polling as start_server does."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "did not start"
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            time.sleep(0.02)
+
+
 def qmp_lines(sock: socket.socket, requests: list[str]) -> list[str]:
     """Negotiate on a connected QMP socket, send ``requests``; their reply lines."""
     stream = sock.makefile("rwb")
@@ -281,11 +301,7 @@ def inherited_socket_views(binary: str, directory: Path, kind: str) -> list[str]
     process = subprocess.Popen(command, pass_fds=[ours.fileno()], stderr=subprocess.DEVNULL)
     views = []
     try:
-        while not os.path.exists(other):
-            assert process.poll() is None
-            time.sleep(0.02)  # polling for the socket to appear, as start_server does
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(other)
+        with connect_when_listening(other, process) as client:
             views += qmp_lines(client, CHARDEV_STATE)
         if peer is None:
             peer = socket.socket(ours.family)

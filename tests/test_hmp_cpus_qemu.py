@@ -49,11 +49,13 @@ def machine(request: pytest.FixtureRequest) -> list[str]:
 async def served(binary: str, machine: list[str], directory: Path) -> AsyncIterator[Served]:
     served = Served(str(directory / "hmp.sock"), str(directory / "qmp.sock"))
     command = [binary, *machine, "-display", "none", "-nodefaults", "-S"]
-    command += ["-qmp", f"unix:{served.qmp_path},server=on,wait=off"]
+    # The human monitor first: its socket listens once the QMP socket's file exists (both
+    # programs make them in command-line order), so waiting for that file is enough.
     command += ["-monitor", f"unix:{served.hmp_path},server=on,wait=off"]
+    command += ["-qmp", f"unix:{served.qmp_path},server=on,wait=off"]
     if binary == STANDIN:
         command += ["--state-dir", str(directory / "state")]
-    async with start_server(command, served.hmp_path):
+    async with start_server(command, served.qmp_path):
         yield served
 
 
