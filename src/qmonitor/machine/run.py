@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from qmonitor import (
     Address,
@@ -44,8 +44,7 @@ from qmonitor.machine.snapshots import SnapshotStore
 if TYPE_CHECKING:
     import ssl
 
-    from qmonitor import Admit
-    from qmonitor.server.backends import OpenedBackend
+    from qmonitor import Admit, OpenedBackend
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -252,7 +251,7 @@ def open_backends(config: MachineConfig, program: str) -> dict[str, OpenedBacken
     ]
     if not wanted:
         return {}
-    from qmonitor.server.backends import BackendError, open_backend
+    from qmonitor import BackendError, open_backend
 
     opened: dict[str, OpenedBackend] = {}
     for chardev in wanted:
@@ -301,30 +300,10 @@ def _register_ring_commands(
 ) -> None:
     """``ringbuf-write``/``ringbuf-read`` over the rings opened (none: every device is "not
     found" or "not a ringbuf device", as in QEMU)."""
-    from qmonitor.server.ringbuf import register_ringbuf_commands
+    from qmonitor import register_ringbuf_commands
 
     rings = {label: opened.ring for label, opened in backends.items() if opened.ring is not None}
     register_ringbuf_commands(monitor, lambda: [c.label for c in config.chardevs], rings)
-
-
-async def _serve_on_backend(
-    monitor: Monitor,
-    planned: MonitorPlan,
-    track: Callable[[Callable[[], Any]], Callable[[], Any]],
-    opened: OpenedBackend,
-) -> None:
-    """A monitor on a ``file``, ``pipe``, ``pty`` or ring chardev (qmonitor.server.backends)."""
-    from qmonitor.server.backends import serve_on_backend
-
-    if planned.mode == "control":
-        factory: Callable[[], Any] = (
-            monitor.pretty_session_factory if planned.pretty else monitor.qmp_session_factory
-        )
-    else:
-        from qmonitor.server.human import human_session_factory
-
-        factory = human_session_factory(monitor)
-    await serve_on_backend(opened, track(factory))
 
 
 async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None) -> int:
@@ -430,10 +409,15 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         for planned in plan.monitors:
             address = planned.address
             if address is None:
-                chardev = monitor.open_chardev(Address("none"), planned.label)
                 opened = backends.get(planned.label or "")
-                if opened is not None:
-                    await _serve_on_backend(monitor, planned, chardev.track, opened)
+                if opened is None:
+                    monitor.open_chardev(Address("none"), planned.label)
+                else:
+                    from qmonitor import serve_monitor_on_backend
+
+                    await serve_monitor_on_backend(
+                        monitor, opened, planned.mode, label=planned.label, pretty=planned.pretty
+                    )
                 continue
             if planned.tls is not None and planned.mode == "control":
                 # a listener: launch refuses TLS on a monitor that connects out

@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-from qmonitor import Context, ErrorClass, HumanSyntax, JobStatus, Monitor, QMPError
+from qmonitor import (
+    Context,
+    ErrorClass,
+    HumanSyntax,
+    JobStatus,
+    Monitor,
+    QMPError,
+    cpu_selection,
+)
 from qmonitor.machine.config import ChardevConfig, MachineConfig, ObjectConfig, SocketChardev
 from qmonitor.machine.probe_commands import (
     SysEmuTarget,
@@ -56,7 +64,6 @@ from qmonitor.machine.qom import (
     cpu_topology_ids,
     register_qom_commands,
 )
-from qmonitor.server.human import cpu_selection
 
 
 @dataclass(frozen=True, slots=True)

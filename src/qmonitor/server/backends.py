@@ -32,10 +32,16 @@ import os
 import select
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from qmonitor.core.errors import QMonitorError
+from qmonitor.server.listen import Address
 from qmonitor.server.ringbuf import RingBuffer
+
+if TYPE_CHECKING:
+    from qmonitor.server.hmp_session import HMPSession
+    from qmonitor.server.monitor import Monitor
+    from qmonitor.server.qmp_session import QMPSession
 
 PTY_POLL_SECONDS: Final = 1.0
 """How often a pty without a connected program is checked for one (char-pty.c: 1000 ms)."""
@@ -295,6 +301,28 @@ async def serve_on_backend(opened: OpenedBackend, factory: Callable[[], asyncio.
         FdTransport(factory(), opened.read_fd, opened.write_fd).start()
     elif opened.kind == "pty":
         PtyServer(opened, factory).check()
+
+
+async def serve_monitor_on_backend(
+    monitor: Monitor,
+    opened: OpenedBackend,
+    mode: Literal["control", "readline"],
+    *,
+    label: str | None = None,
+    pretty: bool = False,
+) -> None:
+    """Serve a QMP (``control``) or human (``readline``) monitor on ``opened``, as a chardev
+    of ``monitor`` labelled ``label`` (its named descriptors, current CPU, ...)."""
+    chardev = monitor.open_chardev(Address("none"), label)
+    factory: Callable[[], QMPSession | HMPSession]
+    if mode == "control":
+        factory = monitor.pretty_session_factory if pretty else monitor.qmp_session_factory
+    else:
+        from qmonitor.server.human import human_session_factory
+
+        factory = human_session_factory(monitor)
+    tracked: Callable[[], QMPSession | HMPSession] = chardev.track(factory)
+    await serve_on_backend(opened, tracked)
 
 
 class PtyServer:
