@@ -199,6 +199,21 @@ REFUSED = [
     f"{QUIET} -machine none -chardev socket,id=c,path={{tmp}}/p,server=on,wait=off"
     " -mon c,mode=readline,pretty=on",
     f"{QUIET} -machine none -machine memory-backend=nope",
+    f"{QUIET} -machine none -chardev file,id=f",
+    f"{QUIET} -machine none -chardev pipe,id=p",
+    f"{QUIET} -machine none -chardev ringbuf,id=r,size=1000",
+    f"{QUIET} -machine none -chardev memory,id=r,size=3G",
+    f"{QUIET} -machine none -chardev ringbuf,id=r,size=2G",
+    f"{QUIET} -machine none -serial bogus",
+    f"{QUIET} -machine none -serial tcp:",
+    f"{QUIET} -machine none -serial null -serial vc:1x",
+    f"{QUIET} -machine none -parallel none -parallel null -parallel null -parallel null"
+    " -parallel file:{{tmp}}/p",
+    f"{QUIET} -machine none -chardev null,id=serial1 -serial none -serial null",
+    f"{QUIET} -machine none -serial stdio -monitor stdio",
+    f"{QUIET} -machine none -chardev stdio,id=a -chardev stdio,id=b",
+    f"{QUIET} -machine none -qmp stdio -monitor stdio",
+    f"{QUIET} -machine none -monitor stdio -daemonize",
 ]
 
 # Command lines QEMU reads up to -version: what it prints on the way (rc 0).

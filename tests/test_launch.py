@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -23,6 +24,9 @@ from typing import Any
 import pytest
 from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
+
+import qmonitor
+from qmonitor.server.monitor import DEFAULT_VERSION
 
 STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
@@ -97,6 +101,56 @@ def quit_and_wait(qmp: QEMUMonitorProtocol, launched: Launched) -> None:
     with contextlib.suppress(EOFError):  # as machine.py's _close_qmp_connection after quit
         qmp.close()
     assert launched.process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_shutdown_comes_before_the_reply_to_quit(
+    binary: str, short_tmp: Path, launched: list[Launched]
+) -> None:
+    """QEMU 7.2 sends ``SHUTDOWN`` (``host-qmp-quit``) and then ``quit``'s reply, then closes:
+    ``qmp_quit`` only requests the shutdown, the main loop sends the event before the QMP
+    dispatcher's reply goes out (softmmu/runstate.c ``main_loop_should_exit``). The bytes on
+    the socket, timestamps masked, are the same for both."""
+    path = str(short_tmp / "qmp.sock")
+    emulator = Launched([binary, "-machine", "none", "-display", "none", "-nodefaults",
+                         "-qmp", f"unix:{path},server=on,wait=off"])  # fmt: skip
+    launched.append(emulator)
+    connect_when_listening(path, emulator).close()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(path)
+        # Nothing after quit's closing brace: QEMU reads a byte at a time and exits once that
+        # brace is read, so a byte left unread would reset the connection.
+        client.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "quit", "id": 7}')
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(4096):
+                received += chunk
+    lines = re.sub(rb'"seconds": [0-9]+, "microseconds": [0-9]+', b"T", received).splitlines()
+    assert lines[1:] == [
+        b'{"return": {}}',
+        b'{"timestamp": {T}, "event": "SHUTDOWN", "data": {"guest": false, '
+        b'"reason": "host-qmp-quit"}}',
+        b'{"return": {}, "id": 7}',
+    ]
+    assert emulator.process.wait(timeout=30) == 0
+
+
+@pytest.mark.qemu
+def test_human_monitor_on_stdio_as_qemu() -> None:
+    """``-monitor stdio`` (not a terminal): the same bytes out as QEMU's for the same lines in,
+    up to ``quit``; a stdio chardev never waits for a client (it once crashed the stand-in)."""
+    outputs = []
+    for binary in (QEMU, STANDIN):
+        argv = [binary, "-machine", "none", "-display", "none", "-nodefaults", "-S"]
+        result = subprocess.run(
+            [*argv, "-monitor", "stdio"],
+            input=b"info status\ninfo name\nquit\n",
+            capture_output=True,
+            timeout=30,
+        )
+        outputs.append((result.returncode, result.stdout))
+    assert outputs[1] == outputs[0]
+    assert b"\r\nVM status: paused (prelaunch)\r\n(qemu) " in outputs[0][1]
 
 
 # -- QEMUMachine ---------------------------------------------------------------------------------
@@ -250,7 +304,12 @@ def test_version_is_qemus_format() -> None:
     result = subprocess.run([STANDIN, "-version"], capture_output=True, timeout=30)
     assert result.returncode == 0
     first, second = result.stdout.decode().splitlines()
-    assert first.startswith("QEMU emulator version 7.2.0 (qmonitor ")
+    # QEMU prints QEMU_FULL_VERSION, "MAJOR.MINOR.MICRO (PKGVERSION)", the version and package
+    # query-version and the greeting give ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)").
+    version = DEFAULT_VERSION.qemu
+    triple = f"{version.major}.{version.minor}.{version.micro}"
+    assert first == f"QEMU emulator version {triple} ({DEFAULT_VERSION.package})"
+    assert DEFAULT_VERSION.package == f"qmonitor {qmonitor.__version__}"
     assert second == "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 
 

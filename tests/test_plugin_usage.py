@@ -184,7 +184,7 @@ def test_the_entry_point_for_a_python_without_the_script_is_the_stand_ins() -> N
         capture_output=True,
         text=True,
     ).stdout
-    assert entry_point == script and script.startswith("QEMU emulator version 7.2.0")
+    assert entry_point == script and script.startswith("QEMU emulator version 7.2.22")
 
 
 def test_loading_the_plugin_loads_no_server_module() -> None:

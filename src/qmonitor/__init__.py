@@ -39,15 +39,27 @@ if TYPE_CHECKING:
     from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
     from qmonitor.hmp.sizes import SizeError, strtosz
     from qmonitor.server.authorize import PolicyError, load_policy
+    from qmonitor.server.backends import (
+        BackendError,
+        OpenedBackend,
+        open_backend,
+        serve_monitor_on_backend,
+    )
     from qmonitor.server.exposure import insecure_tcp_error
     from qmonitor.server.faults import install_faults
     from qmonitor.server.fd_commands import named_fds, register_fd_commands
     from qmonitor.server.hmp_session import HumanSession
-    from qmonitor.server.human import register_human_monitor_command, report_error, serve_human
+    from qmonitor.server.human import (
+        cpu_selection,
+        register_human_monitor_command,
+        report_error,
+        serve_human,
+    )
     from qmonitor.server.jobs import Job, JobManager
     from qmonitor.server.listen import Address, AddressError, AddressInUse, parse_address
     from qmonitor.server.monitor import Monitor
     from qmonitor.server.peer import Admit
+    from qmonitor.server.ringbuf import register_ringbuf_commands
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Clock": ("qmonitor.core.clock", "Clock"),
@@ -88,11 +100,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "strtosz": ("qmonitor.hmp.sizes", "strtosz"),
     "PolicyError": ("qmonitor.server.authorize", "PolicyError"),
     "load_policy": ("qmonitor.server.authorize", "load_policy"),
+    "BackendError": ("qmonitor.server.backends", "BackendError"),
+    "OpenedBackend": ("qmonitor.server.backends", "OpenedBackend"),
+    "open_backend": ("qmonitor.server.backends", "open_backend"),
+    "serve_monitor_on_backend": ("qmonitor.server.backends", "serve_monitor_on_backend"),
     "insecure_tcp_error": ("qmonitor.server.exposure", "insecure_tcp_error"),
     "install_faults": ("qmonitor.server.faults", "install_faults"),
     "named_fds": ("qmonitor.server.fd_commands", "named_fds"),
     "register_fd_commands": ("qmonitor.server.fd_commands", "register_fd_commands"),
     "HumanSession": ("qmonitor.server.hmp_session", "HumanSession"),
+    "cpu_selection": ("qmonitor.server.human", "cpu_selection"),
     "register_human_monitor_command": ("qmonitor.server.human", "register_human_monitor_command"),
     "report_error": ("qmonitor.server.human", "report_error"),
     "serve_human": ("qmonitor.server.human", "serve_human"),
@@ -103,6 +120,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AddressInUse": ("qmonitor.server.listen", "AddressInUse"),
     "parse_address": ("qmonitor.server.listen", "parse_address"),
     "Admit": ("qmonitor.server.peer", "Admit"),
+    "register_ringbuf_commands": ("qmonitor.server.ringbuf", "register_ringbuf_commands"),
     "Monitor": ("qmonitor.server.monitor", "Monitor"),
 }
 """Each exported name: the module that defines it, and its name there."""
@@ -116,6 +134,7 @@ __all__ = [
     "Admit",
     "AnyYankInstance",
     "Authorizer",
+    "BackendError",
     "Clock",
     "Completion",
     "CompletionError",
@@ -131,6 +150,7 @@ __all__ = [
     "JobManager",
     "JobStatus",
     "Monitor",
+    "OpenedBackend",
     "PolicyError",
     "Progress",
     "QMPError",
@@ -149,18 +169,22 @@ __all__ = [
     "UInt64",
     "Variants",
     "YankRegistry",
+    "cpu_selection",
     "ghash_iteration_order",
     "insecure_tcp_error",
     "install_faults",
     "load_policy",
     "named_fds",
+    "open_backend",
     "parse_address",
     "parse_faults",
     "qdict_bucket",
     "register_fd_commands",
     "register_human_monitor_command",
+    "register_ringbuf_commands",
     "report_error",
     "serve_human",
+    "serve_monitor_on_backend",
     "strtosz",
 ]
 __version__ = "0.1.0"

@@ -41,7 +41,9 @@ from qmonitor.cmdline import (
     UnixSocketAddress,
     parse_command_line,
 )
+from qmonitor.cmdline.chardev import ringbuf_size
 from qmonitor.cmdline.errors import Diagnostic
+from qmonitor.core.cutils import qemu_strtosz
 from qmonitor.core.errors import QMonitorError
 from qmonitor.machine.config import (
     DEFAULT_CPU_MODEL,
@@ -71,8 +73,9 @@ if TYPE_CHECKING:
 
 STANDIN_PROGRAM: Final = "qmonitor-system-x86_64"
 
-QEMU_VERSION: Final = "7.2.0"
-"""The QEMU whose command line and monitor we reproduce, as ``-version`` names it."""
+QEMU_VERSION: Final = "7.2.22"
+"""The QEMU whose command line and monitor we reproduce, as ``-version`` names it: the
+version ``query-version`` and the greeting give (the capability profile's QEMU, Debian 12's)."""
 
 COPYRIGHT: Final = "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 """include/qemu-common.h ``QEMU_COPYRIGHT`` of QEMU 7.2."""
@@ -171,8 +174,14 @@ def chardev_address(spec: MonitorSpec) -> Address | None:
 def chardev_backend(chardev: Chardev) -> ChardevBackend:
     """The machine's record of a chardev (``query-chardev``, QOM ``/chardevs``)."""
     address = chardev.address
+    simple = SimpleChardev(chardev.backend, location=chardev.location, port=chardev.port)
+    if chardev.backend in ("ringbuf", "memory"):
+        return replace(simple, size=ringbuf_size(_size_option(chardev)))
+    if chardev.backend in ("file", "pipe"):
+        append = chardev.options.get("append") in ("on", "yes", "true", "y")
+        return replace(simple, path=chardev.options.get("path"), append=append)
     if chardev.backend != "socket" or address is None:
-        return SimpleChardev(chardev.backend)
+        return simple
     telnet = chardev.options.get("telnet") in ("on", "yes", "true", "y")
     if isinstance(address, UnixSocketAddress):
         return SocketChardev(path=address.path, server=chardev.server, telnet=telnet)
@@ -180,7 +189,53 @@ def chardev_backend(chardev: Chardev) -> ChardevBackend:
         return SocketChardev(
             host=address.host, port=address.port, server=chardev.server, telnet=telnet
         )
-    return SocketChardev(fd=str(address.fd), server=chardev.server)
+    if chardev.server:
+        return _listening_fd_chardev(address.fd)
+    return SocketChardev(fd=str(address.fd), server=False)
+
+
+def _listening_fd_chardev(fd: int) -> SocketChardev:
+    """An inherited listening socket, named by its own address as QEMU names it
+    (char-socket.c ``qmp_chardev_open_socket_server``: ``s->addr`` is the listener's local
+    address), so ``query-chardev`` says ``disconnected:unix:PATH,server=on`` (libvirt's
+    ``fd=N``) and ``qom-get addr`` the path. A descriptor that is no socket is kept as
+    ``fd:N`` (the listener refuses it when serving starts)."""
+    import socket
+
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            family, local = sock.family, sock.getsockname()
+    except OSError:
+        return SocketChardev(fd=str(fd), server=True)
+    if family == socket.AF_UNIX:
+        path = local.decode(errors="replace") if isinstance(local, bytes) else local
+        return SocketChardev(path=path, server=True)
+    if family in (socket.AF_INET, socket.AF_INET6):
+        family_flag = "ipv4" if family == socket.AF_INET else "ipv6"
+        return SocketChardev(host=local[0], port=str(local[1]), server=True, family=family_flag)
+    return SocketChardev(fd=str(fd), server=True)
+
+
+def _size_option(chardev: Chardev) -> int:
+    """A ringbuf's ``size=``, as the command line checked it (0: not given)."""
+    text = chardev.options.get("size")
+    return 0 if text is None else qemu_strtosz(text).value
+
+
+MAX_ISA_SERIAL_PORTS: Final = 4
+"""include/hw/char/serial.h ``MAX_ISA_SERIAL_PORT``: the ISA serial ports a PC board connects
+(hw/i386/pc.c ``pc_basic_device_init``); its parallel ports are the (at most three) given."""
+
+
+def port_connected(chardev: Chardev, machine_type: str) -> bool:
+    """Whether the board connects a ``-serial``/``-parallel`` chardev to a device (its
+    ``frontend-open``): every x86 board but ``none`` has ISA serial ports for ``serial0`` to
+    ``serial3`` and parallel ports for every ``-parallel``."""
+    if not chardev.port or machine_type == "none":
+        return False
+    if chardev.port == "serial":
+        return int(chardev.id.removeprefix("serial")) < MAX_ISA_SERIAL_PORTS
+    return True
 
 
 def machine_config(
@@ -197,7 +252,11 @@ def machine_config(
     smp = command_line.smp
     used = {spec.chardev.id for spec in monitors}
     chardevs = {
-        chardev.id: ChardevConfig(chardev.id, chardev_backend(chardev), frontend=chardev.id in used)
+        chardev.id: ChardevConfig(
+            chardev.id,
+            chardev_backend(chardev),
+            frontend=chardev.id in used or port_connected(chardev, command_line.machine.type),
+        )
         for chardev in command_line.chardevs
     }
     for spec in monitors:
@@ -322,7 +381,7 @@ def monitor_plans(
                 chardev_address(spec),
                 spec.chardev.id,
                 interactive=interactive,
-                wait_location=spec.chardev.location if wait and spec.chardev.wait else None,
+                wait_location=spec.chardev.location if wait and _waits(spec.chardev) else None,
                 pretty=spec.pretty,
                 tls=None if secured is None else secured.context,
                 admit=None if secured is None else secured.admit,
@@ -330,6 +389,12 @@ def monitor_plans(
             )
         )
     return plans
+
+
+def _waits(chardev: Chardev) -> bool:
+    """Whether start-up waits for a first client (char-socket.c: a listening socket with
+    ``wait=on``; no other backend waits)."""
+    return chardev.backend == "socket" and chardev.server and chardev.wait
 
 
 def read_command_line(
@@ -481,8 +546,10 @@ def _state_dir(own: Mapping[str, list[str | None]], name: str | None) -> str:
 
 
 def version_text() -> str:
-    """``-version``: QEMU's two lines (softmmu/vl.c ``version()``), our package as the package
-    version, where a distribution puts its own (``QEMU emulator version 7.2.0 (Debian ...)``)."""
+    """``-version``: QEMU's two lines (softmmu/vl.c ``version()``: ``QEMU_FULL_VERSION``, the
+    version then the package in parentheses), our package where a distribution puts its own
+    (``QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)``): the same package
+    string as ``query-version``'s ``package``."""
     return f"QEMU emulator version {QEMU_VERSION} (qmonitor {__version__})\n{COPYRIGHT}\n"
 
 

@@ -343,6 +343,7 @@ def create_chardev(
     options = opts.as_dict()
     mux = opts.get_bool("mux", False)
     if backend != "socket":
+        _check_backend_options(opts, backend)
         return Chardev(opts.id, backend, mux=mux, options=options, location=location)
     given = _socket_address(opts)
     server = opts.get_bool("server", False)
@@ -353,6 +354,39 @@ def create_chardev(
     _validate_socket(opts, given, server)
     address = _fd_address(given) if isinstance(given, str) else given
     return Chardev(opts.id, backend, address, server, wait, mux, options, location)
+
+
+RINGBUF_DEFAULT_SIZE: Final = 65536
+"""chardev/char-ringbuf.c ``ringbuf_chr_open``: the size without ``size=`` (or with 0)."""
+
+
+def ringbuf_size(opts_size: int) -> int:
+    """chardev/char-ringbuf.c: the ring's size for ``size=`` (0 if not given), as QEMU makes it.
+
+    ``ringbuf_chr_parse`` reads the size into an ``int`` (so modulo 2^32, signed), a 0 meaning
+    "not given"; ``ringbuf_chr_open`` takes it as a ``size_t`` (a negative one wraps) and
+    refuses one that is not a power of two. ``size=4G`` is therefore the default size.
+    """
+    value = opts_size % (1 << 32)
+    if value >= 1 << 31:
+        value -= 1 << 32
+    if value == 0:
+        return RINGBUF_DEFAULT_SIZE
+    size = value % (1 << 64)
+    if size & (size - 1):
+        raise ChardevError("size of ringbuf chardev must be power of two")
+    return size
+
+
+def _check_backend_options(opts: QemuOpts, backend: str) -> None:
+    """What the backends qmonitor opens check before touching the host (chardev/char-file.c
+    ``qemu_chr_parse_file_out``, char-pipe.c ``qemu_chr_parse_pipe``, char-ringbuf.c)."""
+    if backend == "file" and opts.get("path") is None:
+        raise ChardevError("chardev: file: no filename given")
+    if backend == "pipe" and opts.get("path") is None:
+        raise ChardevError("chardev: pipe: no device path given")
+    if backend in ("ringbuf", "memory"):
+        ringbuf_size(opts.get_number("size", 0))
 
 
 def _socket_address(opts: QemuOpts) -> UnixSocketAddress | InetSocketAddress | str:

@@ -65,6 +65,9 @@ class Chardev:
     mux: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
     location: str = field(default="", compare=False)
+    port: str = ""
+    """``serial`` or ``parallel`` for the chardev of a ``-serial``/``-parallel`` option: the
+    device QEMU connects to it (a machine's ISA port), named in QEMU's errors about it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Final
 
@@ -268,6 +268,9 @@ class _State:
     globals: list[GlobalProperty] = field(default_factory=list)
     serials: list[str] = field(default_factory=list)
     parallels: list[str] = field(default_factory=list)
+    serial_locations: list[str] = field(default_factory=list)
+    stdio_in_use: bool = False
+    parallel_locations: list[str] = field(default_factory=list)
     monitor_index: int = 0
     default_monitor: bool = True
 
@@ -809,12 +812,14 @@ def _human_monitor(state: _State, argument: str, location: str) -> None:
 
 def _serial(state: _State, argument: str, location: str) -> None:
     state.serials.append(argument)
+    state.serial_locations.append(location)
     if argument.startswith("mon:"):
         state.default_monitor = False
 
 
 def _parallel(state: _State, argument: str, location: str) -> None:
     state.parallels.append(argument)
+    state.parallel_locations.append(location)
     if argument.startswith("mon:"):
         state.default_monitor = False
 
@@ -872,6 +877,7 @@ def _after_the_loop(state: _State) -> QemuCommandLine:
     accelerators = _configure_accelerators(state)
     _create_objects(state, _ObjectPhase.LATE)  # qemu_create_late_backends()
     monitors = _create_monitors(state, chardevs)
+    _create_port_chardevs(state, chardevs)
     if isinstance(memory_backend, str):
         _resolve_memory_backend(state, memory_backend)
     name = state.store.find(NAME_OPTS, None)
@@ -1038,6 +1044,18 @@ def _select_machine(state: _State) -> tuple[MachineType, bool]:
     return machine, False
 
 
+def _claim_stdio(state: _State, chardev: Chardev) -> None:
+    """chardev/char-stdio.c ``qemu_chr_open_stdio``: standard input and output serve one
+    chardev, and none under ``-daemonize`` (whose standard streams go to /dev/null)."""
+    if chardev.backend != "stdio":
+        return
+    if state.daemonize:
+        raise ChardevError("cannot use stdio with -daemonize")
+    if state.stdio_in_use:
+        raise ChardevError("cannot use stdio by multiple character devices")
+    state.stdio_in_use = True
+
+
 def _create_chardevs(state: _State) -> dict[str, Chardev]:
     """vl.c qemu_create_early_backends(): every chardev, in order."""
     chardevs: dict[str, Chardev] = {}
@@ -1047,6 +1065,7 @@ def _create_chardevs(state: _State) -> dict[str, Chardev]:
         location = state.location_of(opts)
         try:
             chardev = create_chardev(opts, state.reports, location, warned_aliases, objects)
+            _claim_stdio(state, chardev)
         except ChardevError as error:
             raise state.fail(location, error.message, error.hint) from None
         except HelpRequested:
@@ -1169,6 +1188,53 @@ def _configure_accelerators(state: _State) -> tuple[Accelerator, ...]:
         last = state.reports.pop()
         raise CommandLineError(last.message, "", tuple(state.reports), timestamped=last.timestamped)
     return tuple(accelerators)
+
+
+MAX_PARALLEL_PORTS: Final = 3
+"""include/hw/char/parallel.h: ``-parallel`` beyond the third is "too many parallel ports"."""
+
+
+def _create_port_chardevs(state: _State, chardevs: dict[str, Chardev]) -> None:
+    """vl.c qemu_create_late_backends(): the chardevs of ``-serial`` then ``-parallel``, after
+    the monitors (``serial_parse``, ``parallel_parse``).
+
+    ``-serial DEV`` is chardev ``serialN``, N counting every ``-serial`` (``none`` makes no
+    chardev but takes its number); ``-parallel DEV`` is ``parallelN``, N counting the others
+    (``none`` takes none), at most three. DEV is the legacy address syntax of
+    ``qemu_chr_parse_compat``; an error in it, or in the chardev, is followed by QEMU's
+    ``could not connect serial device to character backend 'DEV'``. ``mon:DEV`` (a monitor
+    muxed with the port) makes no chardev here (docs/STANDIN.md).
+    """
+    for index, (argument, location) in enumerate(
+        zip(state.serials, state.serial_locations, strict=True)
+    ):
+        if argument != "none" and not argument.startswith("mon:"):
+            chardev = _port_chardev(state, "serial", f"serial{index}", argument, location)
+            chardevs[chardev.id] = chardev
+    count = 0
+    for argument, location in zip(state.parallels, state.parallel_locations, strict=True):
+        if argument == "none":
+            continue
+        if count == MAX_PARALLEL_PORTS:
+            raise state.fail(location, "too many parallel ports")
+        if not argument.startswith("mon:"):
+            chardev = _port_chardev(state, "parallel", f"parallel{count}", argument, location)
+            chardevs[chardev.id] = chardev
+        count += 1
+
+
+def _port_chardev(state: _State, port: str, label: str, argument: str, location: str) -> Chardev:
+    """chardev/char.c ``qemu_chr_new_mux_mon``: the port's chardev, or QEMU's two errors."""
+    could_not = f"could not connect {port} device to character backend '{argument}'"
+    try:
+        opts = parse_compat(state.store, label, argument, permit_mux_mon=True)
+        chardev = create_chardev(opts, state.reports, location, set(), {})
+        _claim_stdio(state, chardev)
+    except ChardevError as error:
+        if error.message:
+            state.reports.append(state.report(f"{location}: {error.message}", error.hint))
+        raise state.fail(location, could_not) from None
+    return replace(chardev, port=port)
 
 
 def _create_monitors(state: _State, chardevs: dict[str, Chardev]) -> list[MonitorSpec]:

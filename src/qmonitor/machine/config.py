@@ -60,13 +60,29 @@ class SocketChardev:
     fd: str | None = None
     server: bool = True
     telnet: bool = False
+    family: str | None = None
+    """``ipv4`` or ``ipv6`` for an address read from a socket (an inherited listening one):
+    QEMU's ``SocketAddress`` then says which (util/qemu-sockets.c
+    ``socket_sockaddr_to_address_inet``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SimpleChardev:
-    """A chardev without an address: ``stdio``, ``null``, ``pty``... (QOM type ``chardev-KIND``)."""
+    """A chardev without a socket address (QOM type ``chardev-KIND``): ``stdio``, ``null``,
+    ``file`` and ``pipe`` (``path``; a file's ``append=on``), ``pty`` (``device``: the
+    ``/dev/pts/N`` it got, once opened), ``ringbuf``/``memory`` (``size``: the ring's bytes),
+    and those recorded only (``vc``, ``serial``, ...)."""
 
     kind: str
+    path: str | None = None
+    append: bool = False
+    size: int = 0
+    device: str | None = None
+    location: str = field(default="", compare=False)
+    """The option that made it, as typed: where QEMU's errors about opening it are located."""
+    port: str = ""
+    """``serial``/``parallel`` for a ``-serial``/``-parallel`` chardev (QEMU names the device
+    when it cannot open one)."""
 
 
 ChardevBackend = SocketChardev | SimpleChardev

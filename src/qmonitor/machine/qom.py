@@ -416,6 +416,8 @@ def socket_address(backend: SocketChardev) -> dict[str, Any]:
     if backend.fd is not None:
         return {"str": backend.fd, "type": "fd"}
     inet: dict[str, Any] = {"type": "inet", "host": backend.host or "", "port": backend.port or ""}
+    if backend.family is not None:
+        inet[backend.family] = True
     return as_inserted(inet)  # type: ignore[no-any-return]
 
 

@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal
 
 from qmonitor import (
@@ -35,7 +35,7 @@ from qmonitor import (
     serve_human,
 )
 from qmonitor.machine.commands import register_machine_commands
-from qmonitor.machine.config import MachineConfig
+from qmonitor.machine.config import MachineConfig, SimpleChardev
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
@@ -44,7 +44,7 @@ from qmonitor.machine.snapshots import SnapshotStore
 if TYPE_CHECKING:
     import ssl
 
-    from qmonitor import Admit
+    from qmonitor import Admit, OpenedBackend
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -270,6 +270,81 @@ def _secured_monitor(plan: RunPlan) -> Monitor:
     )
 
 
+class _BackendsRefused(Exception):
+    """A chardev backend could not be opened (already reported)."""
+
+
+HOST_BACKENDS: Final = frozenset({"file", "pipe", "pty", "ringbuf", "memory"})
+"""The chardev backends opened on the host at start (:mod:`qmonitor.server.backends`)."""
+
+
+def open_backends(config: MachineConfig, program: str) -> dict[str, OpenedBackend]:
+    """Open the chardevs' host backends in order, as QEMU creates its chardevs; a pty says
+    where it is on standard output as QEMU does. One that cannot be opened is reported with
+    QEMU's text at its option (and, for a ``-serial``/``-parallel`` one, QEMU's second line);
+    what was opened is closed again, and :class:`_BackendsRefused` raised."""
+    wanted = [
+        chardev
+        for chardev in config.chardevs
+        if isinstance(chardev.backend, SimpleChardev) and chardev.backend.kind in HOST_BACKENDS
+    ]
+    if not wanted:
+        return {}
+    from qmonitor import BackendError, open_backend
+
+    opened: dict[str, OpenedBackend] = {}
+    for chardev in wanted:
+        backend = chardev.backend
+        assert isinstance(backend, SimpleChardev)
+        try:
+            one = open_backend(
+                chardev.label,
+                backend.kind,
+                path=backend.path,
+                append=backend.append,
+                size=backend.size,
+            )
+        except BackendError as exc:
+            print(f"{program}: {backend.location}: {exc}", file=sys.stderr)
+            if backend.port:
+                argument = backend.location.partition(" ")[2]
+                print(
+                    f"{program}: {backend.location}: could not connect {backend.port} device "
+                    f"to character backend '{argument}'",
+                    file=sys.stderr,
+                )
+            for done in opened.values():
+                done.close()
+            raise _BackendsRefused from None
+        opened[chardev.label] = one
+        if one.device is not None:
+            print(f"char device redirected to {one.device} (label {chardev.label})", flush=True)
+    return opened
+
+
+def _with_pty_devices(config: MachineConfig, backends: dict[str, OpenedBackend]) -> MachineConfig:
+    """The configuration with each pty's ``/dev/pts/N`` (``query-chardev``'s ``pty:...``)."""
+    chardevs = []
+    for chardev in config.chardevs:
+        opened = backends.get(chardev.label)
+        if opened is not None and opened.device is not None:
+            assert isinstance(chardev.backend, SimpleChardev)
+            chardev = replace(chardev, backend=replace(chardev.backend, device=opened.device))
+        chardevs.append(chardev)
+    return replace(config, chardevs=tuple(chardevs))
+
+
+def _register_ring_commands(
+    monitor: Monitor, config: MachineConfig, backends: dict[str, OpenedBackend]
+) -> None:
+    """``ringbuf-write``/``ringbuf-read`` over the rings opened (none: every device is "not
+    found" or "not a ringbuf device", as in QEMU)."""
+    from qmonitor import register_ringbuf_commands
+
+    rings = {label: opened.ring for label, opened in backends.items() if opened.ring is not None}
+    register_ringbuf_commands(monitor, lambda: [c.label for c in config.chardevs], rings)
+
+
 async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None) -> int:
     """Start the machine and its monitors; return the exit status when it goes away.
 
@@ -337,13 +412,19 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     except ProfileError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
+    try:
+        backends = open_backends(plan.config, program)
+    except _BackendsRefused:
+        return 1
+    config = _with_pty_devices(plan.config, backends) if backends else plan.config
+    _register_ring_commands(monitor, config, backends)
     services = register_machine_commands(
         monitor,
         machine,
         snapshots,
         on_exit=exit_machine,
         no_shutdown=plan.no_shutdown,
-        config=plan.config,
+        config=config,
         profile=profile,
         faults=faults,
     )
@@ -367,7 +448,15 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         for planned in plan.monitors:
             address = planned.address
             if address is None:
-                monitor.open_chardev(Address("none"), planned.label)
+                opened = backends.get(planned.label or "")
+                if opened is None:
+                    monitor.open_chardev(Address("none"), planned.label)
+                else:
+                    from qmonitor import serve_monitor_on_backend
+
+                    await serve_monitor_on_backend(
+                        monitor, opened, planned.mode, label=planned.label, pretty=planned.pretty
+                    )
                 continue
             if planned.tls is not None and planned.mode == "control":
                 # a listener: launch refuses TLS on a monitor that connects out
@@ -422,6 +511,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         on_ready()
     machine.start_workload()
     await monitor.serve_forever()
+    for opened in backends.values():
+        opened.close()
     await services.migration.close()
     await services.jobs.close()
     await machine.close()

@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-from qmonitor import JobStatus, Monitor
+from qmonitor import (
+    Context,
+    ErrorClass,
+    HumanSyntax,
+    JobStatus,
+    Monitor,
+    QMPError,
+    cpu_selection,
+)
 from qmonitor.machine.config import ChardevConfig, MachineConfig, ObjectConfig, SocketChardev
 from qmonitor.machine.probe_commands import (
     SysEmuTarget,
@@ -217,10 +225,25 @@ class PciInfo(TypedDict):
     devices: list[PciDeviceInfo]
 
 
+@dataclass(frozen=True, slots=True)
+class BalloonInfo:
+    """qapi/machine.json ``BalloonInfo``: the guest's memory in bytes."""
+
+    actual: int
+
+
+def render_balloon(info: object) -> str:
+    """``hmp_info_balloon``: ``balloon: actual=MB``."""
+    assert isinstance(info, dict)
+    return f"balloon: actual={info['actual'] >> 20}\n"
+
+
 def chardev_filename(chardev: ChardevConfig, connection: tuple[Any, Any] | None) -> str:
     """``query-chardev``'s ``filename`` (chardev/char-socket.c; the backend name otherwise)."""
     backend = chardev.backend
     if not isinstance(backend, SocketChardev):
+        if backend.kind == "pty" and backend.device is not None:
+            return f"pty:{backend.device}"  # chardev/char-pty.c char_pty_open
         return backend.kind
     listen = ",server=on" if backend.server else ""
     if connection is None:
@@ -243,38 +266,31 @@ def _host_port(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def session_connections(monitor: Monitor) -> list[tuple[Any, Any]]:
-    """The (local, peer) socket addresses of every QMP and human session being served."""
-    found = []
-    sessions: list[Any] = [*monitor.qmp_sessions, *monitor.human_sessions]
-    for session in sessions:
-        transport = getattr(session, "transport", None)
-        if transport is None or transport.is_closing():
-            continue
-        sock = transport.get_extra_info("socket")
-        if sock is None or sock.family not in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
-            continue
-        found.append((transport.get_extra_info("sockname"), transport.get_extra_info("peername")))
-    return found
+def session_connection(session: Any) -> tuple[Any, Any] | None:
+    """The (local, peer) socket addresses of a session being served on a socket."""
+    transport = getattr(session, "transport", None)
+    if transport is None or transport.is_closing():
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
+        return None
+    return transport.get_extra_info("sockname"), transport.get_extra_info("peername")
 
 
 def connection_finder(monitor: Monitor) -> ConnectionOf:
-    """``connection_of`` for :class:`~qmonitor.machine.qom.QomTree`: a chardev is connected
-    when a session's local address is the chardev's (its unix path, or its TCP port)."""
+    """``connection_of`` for :class:`~qmonitor.machine.qom.QomTree`: a socket chardev is
+    connected while a session served on it (the monitor's chardev of the same label) is."""
 
     def connection_of(chardev: ChardevConfig) -> tuple[Any, Any] | None:
-        backend = chardev.backend
-        if not isinstance(backend, SocketChardev) or not backend.server:
+        if not isinstance(chardev.backend, SocketChardev):
             return None
-        for local, peer in session_connections(monitor):
-            if backend.path is not None and local == backend.path:
-                return local, peer
-            if (
-                backend.port is not None
-                and isinstance(local, tuple)
-                and str(local[1]) == backend.port
-            ):
-                return local, peer
+        served = [c for c in monitor.chardevs if c.label == chardev.label]
+        sessions: list[Any] = [*monitor.qmp_sessions, *monitor.human_sessions]
+        for session in sessions:
+            if any(c.serves(session) for c in served):
+                connection = session_connection(session)
+                if connection is not None:
+                    return connection
         return None
 
     return connection_of
@@ -299,6 +315,15 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
             listed.append(ChardevInfo(chardev.label, filename, chardev.frontend))
         return listed
 
+    @command(
+        name="hmp-info-chardev",
+        qmp=False,
+        hmp=HumanSyntax(name="info chardev", help="show the character devices"),
+    )
+    def info_chardev() -> str:
+        """``hmp_info_chardev`` (chardev/char-hmp-cmds.c): ``LABEL: filename=FILENAME``."""
+        return "".join(f"{info.label}: filename={info.filename}\n" for info in query_chardev())
+
     @command(name="query-cpus-fast")
     def query_cpus_fast() -> list[CpuInfoFast]:
         """Return information about the vCPUs."""
@@ -315,6 +340,73 @@ def register_state_commands(monitor: Monitor, tree: QomTree) -> None:
                 CpuInfoFast(index, tree.cpu(index).path, os.getpid(), SysEmuTarget.X86_64, props)
             )
         return cpus
+
+    @command(
+        name="hmp-info-cpus",
+        qmp=False,
+        hmp=HumanSyntax(name="info cpus", help="show infos for each CPU"),
+    )
+    def info_cpus(ctx: Context) -> str:
+        """``hmp_info_cpus`` (monitor/hmp-cmds.c): each CPU and its thread, the monitor's
+        current CPU marked ``*`` (the first until ``cpu`` picks another)."""
+        current = cpu_selection(monitor, ctx.session).cpu_index or 0
+        return "".join(
+            f"{'*' if info.cpu_index == current else ' '} CPU #{info.cpu_index}: "
+            f"thread_id={info.thread_id}\n"
+            for info in query_cpus_fast()
+        )
+
+    @command(
+        name="hmp-cpu",
+        qmp=False,
+        hmp=HumanSyntax(
+            name="cpu", args_type="index:i", params="index", help="set the default CPU"
+        ),
+    )
+    def cpu(index: int, ctx: Context) -> str:
+        """``hmp_cpu`` (monitor/hmp-cmds.c): make CPU ``index`` this monitor's current CPU;
+        QEMU prints ``invalid CPU index`` (not an error) when no CPU has that index."""
+        if not 0 <= index < len(cpu_paths(config)):
+            return "invalid CPU index\n"
+        cpu_selection(monitor, ctx.session).cpu_index = index
+        return ""
+
+    balloon_present = any(device.driver.startswith("virtio-balloon") for device in config.devices)
+
+    def check_balloon() -> None:
+        """softmmu/balloon.c ``have_balloon``: a balloon device must exist."""
+        if not balloon_present:
+            raise QMPError("No balloon device has been activated", ErrorClass.DEVICE_NOT_ACTIVE)
+
+    @command(
+        name="balloon",
+        hmp=HumanSyntax(
+            name="balloon",
+            args_type="value:M",
+            params="target",
+            help="request VM to change its memory allocation (in MB)",
+        ),
+    )
+    def balloon(value: int) -> None:
+        """Request the guest to change its memory allocation (softmmu/balloon.c ``qmp_balloon``).
+
+        Asked of the balloon device's guest driver; the simulated guest has none, as a guest
+        that never loaded virtio_balloon: the request is taken, ``actual`` stays the RAM size
+        and no ``BALLOON_CHANGE`` comes, as on QEMU without a guest driver.
+        """
+        check_balloon()
+        if value <= 0:
+            raise QMPError("Parameter 'target' expects a size")
+
+    @command(
+        name="query-balloon",
+        hmp=HumanSyntax(name="info balloon", help="show balloon information"),
+        human=render_balloon,
+    )
+    def query_balloon() -> BalloonInfo:
+        """Return the guest's memory as the balloon sees it (all of it: see ``balloon``)."""
+        check_balloon()
+        return BalloonInfo(config.ram_size)
 
     @command(name="query-iothreads")
     def query_iothreads() -> list[IOThreadInfo]:

@@ -61,6 +61,9 @@ class Chardev:
         # deallocation leaves the reference dangling). Sessions are only made for connections
         # that are made (listen.start_listener: after the TLS handshake), so each one leaves.
         self._sessions: set[_Session] = set()
+        self.cpu_index: int | None = None
+        """The current CPU of the monitor on this chardev (QEMU's ``mon->mon_cpu_path``, set by
+        HMP ``cpu``); None: the first CPU, which QEMU's ``mon_get_cpu`` picks when unset."""
         self.served = asyncio.Event()
         """Set once a first session is made on it: what start-up waits for on a listening
         chardev with ``wait=on`` (chardev/char-socket.c ``tcp_chr_accept_server_sync``)."""

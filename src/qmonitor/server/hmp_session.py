@@ -122,6 +122,9 @@ class HumanSession:
         self.events_shown = interactive and self.can_show_events
         self.suspend_count = 0
         self.running: Running | None = None
+        self.cpu_index: int | None = None
+        """The current CPU of a session that is a monitor of its own (``human-monitor-command``'s
+        temporary monitor, the console): :func:`qmonitor.server.human.cpu_selection`."""
         self._progress_drawn_at = -PROGRESS_INTERVAL
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()

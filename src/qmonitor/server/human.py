@@ -40,7 +40,7 @@ import asyncio
 import ssl
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
@@ -145,6 +145,40 @@ async def serve_human(
         raise
 
 
+def human_session_factory(monitor: Monitor) -> Callable[[], HMPSession]:
+    """Sessions of a human monitor served on a chardev backend (a pty, a pipe, a file, a
+    ring: :mod:`qmonitor.server.backends`), QEMU's byte protocol as on a socket."""
+    from qmonitor.server.hmp_session import HMPSession
+
+    register_human_commands(monitor)
+    command_table(monitor.registry)
+    opened, closed = _session_hooks(monitor)
+    return lambda: HMPSession(monitor, interactive=False, on_open=opened, on_close=closed)
+
+
+@runtime_checkable
+class CpuSelection(Protocol):
+    """What keeps a monitor's current CPU: a chardev (:class:`qmonitor.server.chardev.Chardev`)
+    or a session that is a monitor of its own."""
+
+    cpu_index: int | None
+
+
+def cpu_selection(monitor: Monitor, session: object) -> CpuSelection:
+    """Where the current CPU of the monitor ``session`` is served on is kept.
+
+    QEMU keeps it per monitor (``mon->mon_cpu_path``, monitor/hmp.c ``monitor_set_cpu``), so
+    it outlives a client of a socket monitor: here the chardev the session is served on. A
+    session served on none is a monitor of its own (``human-monitor-command``'s temporary one,
+    whose CPU is its ``cpu-index``; the console) and keeps it itself.
+    """
+    owner = next((chardev for chardev in monitor.chardevs if chardev.serves(session)), None)
+    if owner is not None:
+        return owner
+    assert isinstance(session, CpuSelection)
+    return session
+
+
 CPU_INDEX_ERROR = "Parameter 'cpu-index' expects a CPU number"
 """QEMU's ``QERR_INVALID_PARAMETER_VALUE`` for a cpu-index that names no CPU."""
 
@@ -222,10 +256,12 @@ def register_human_monitor_command(monitor: Monitor, *, cpus: int = 0) -> None:
         text (``Error: ...``). ``cpu-index`` selects QEMU's current CPU for commands that use
         one: an index that names no CPU (any, on a machine without CPUs such as ``-machine
         none``) is refused with QEMU's error (monitor/hmp-cmds.c ``qmp_human_monitor_command``,
-        ``monitor_set_cpu``). No command here depends on the current CPU.
+        ``monitor_set_cpu``); without it the line runs with the first CPU (``info cpus``).
         """
         if cpu_index is not None and not 0 <= cpu_index < cpus:
             raise QMPError(CPU_INDEX_ERROR)
         from qmonitor.server.hmp_session import CapturedSession
 
-        return await CapturedSession(monitor, via=ctx.session).run(command_line)
+        session = CapturedSession(monitor, via=ctx.session)
+        session.cpu_index = cpu_index
+        return await session.run(command_line)

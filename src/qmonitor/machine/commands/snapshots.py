@@ -161,9 +161,14 @@ def register_snapshots(monitor: Monitor, services: MachineServices) -> None:
         ),
     )
     async def savevm(ctx: Context, name: str | None = None) -> None:
-        """Save a VM snapshot, replacing one with the same tag (HMP only, as in QEMU)."""
+        """Save a VM snapshot, replacing one with the same tag (HMP only, as in QEMU).
+
+        Only a missing tag is made up (migration/savevm.c ``save_snapshot``: ``vm-%Y%m%d%H%M%S``
+        when ``name`` is NULL); ``savevm ""`` names the empty tag, which QEMU saves and
+        :func:`~qmonitor.machine.snapshots.check_tag` refuses (docs/MACHINE.md).
+        """
         _check_snapshot_allowed(services)
-        tag = name or time.strftime("vm-%Y%m%d%H%M%S")
+        tag = time.strftime("vm-%Y%m%d%H%M%S") if name is None else name
         await save_snapshot(
             machine, store, tag, context_progress(ctx, "saving"), ctx.checkpoint, services.faults
         )
