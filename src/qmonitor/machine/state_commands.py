@@ -232,10 +232,9 @@ class BalloonInfo:
     actual: int
 
 
-def render_balloon(info: object) -> str:
+def render_balloon(info: BalloonInfo) -> str:
     """``hmp_info_balloon``: ``balloon: actual=MB``."""
-    assert isinstance(info, dict)
-    return f"balloon: actual={info['actual'] >> 20}\n"
+    return f"balloon: actual={info.actual >> 20}\n"
 
 
 def chardev_filename(chardev: ChardevConfig, connection: tuple[Any, Any] | None) -> str:
