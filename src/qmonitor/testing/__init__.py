@@ -121,6 +121,34 @@ def qemu_available() -> bool:
     return shutil.which(QEMU_BINARY) is not None
 
 
+def listening_unix_paths() -> set[str] | None:
+    """Paths of the listening unix sockets (Linux ``/proc/net/unix``), or None elsewhere.
+
+    A socket file exists from ``bind()``, but accepts only from ``listen()`` on. Reading the
+    table instead of connecting keeps the first connection for the test: a probe would get
+    the greeting and take a greeting fault meant for the test.
+    """
+    try:
+        with open("/proc/net/unix") as table:
+            lines = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    acceptcon = 0x10000  # __SO_ACCEPTCON in the Flags column: listening
+    paths = set()
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and int(fields[3], 16) & acceptcon:
+            paths.add(fields[7])
+    return paths
+
+
+def _listens(socket_path: str) -> bool:
+    if not os.path.exists(socket_path):
+        return False
+    listening = listening_unix_paths()
+    return listening is None or socket_path in listening
+
+
 @contextlib.asynccontextmanager
 async def start_server(
     command: list[str],
@@ -129,7 +157,10 @@ async def start_server(
     startup_timeout: float = 30.0,
     stderr_path: str | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Run a monitor process until ``socket_path`` appears; terminate it (then kill) after.
+    """Run a monitor process until ``socket_path`` listens; terminate it (then kill) after.
+
+    The path exists from ``bind()`` but accepts only from ``listen()``: QEMU does both, and a
+    client that connected in between under load was refused.
 
     Its standard error goes to ``stderr_path`` (kept, for a test to show when the server dies
     mid-way) or to a temporary file; either is shown if it fails to start.
@@ -141,7 +172,7 @@ async def start_server(
         )
         try:
             deadline = time.monotonic() + startup_timeout
-            while not os.path.exists(socket_path):
+            while not _listens(socket_path):
                 if process.poll() is not None or time.monotonic() > deadline:
                     stderr.seek(0)
                     output = stderr.read().decode(errors="replace")

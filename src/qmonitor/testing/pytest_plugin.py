@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from qmonitor.testing import listening_unix_paths
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -275,26 +277,6 @@ def _faults_file(faults: str | os.PathLike[str] | Mapping[str, Any], directory: 
     return os.fspath(faults)
 
 
-def _listening_unix_paths() -> set[str] | None:
-    """Paths of the listening unix sockets (Linux ``/proc/net/unix``), or None elsewhere.
-
-    A socket file exists from ``bind()``, but accepts only from ``listen()`` on. Reading the
-    table instead of connecting keeps the first connection for the test: a probe would get
-    the greeting and take a greeting fault meant for the test.
-    """
-    try:
-        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
-    except OSError:
-        return None
-    acceptcon = 0x10000  # __SO_ACCEPTCON in the Flags column: listening
-    paths = set()
-    for line in lines:
-        fields = line.split(None, 7)
-        if len(fields) == 8 and int(fields[3], 16) & acceptcon:
-            paths.add(fields[7])
-    return paths
-
-
 def _wait_listening(
     process: subprocess.Popen[bytes], program: str, paths: list[str], stderr: str
 ) -> None:
@@ -303,7 +285,7 @@ def _wait_listening(
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         if all(os.path.exists(path) for path in paths):
-            listening = _listening_unix_paths()
+            listening = listening_unix_paths()
             if listening is None or all(path in listening for path in paths):
                 return
         exited = wait_for_exit(process, POLL_INTERVAL)
