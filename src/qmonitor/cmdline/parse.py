@@ -65,7 +65,16 @@ from qmonitor.cmdline.model import (
 )
 from qmonitor.cmdline.objects import ObjectError, ObjectMaker, ObjectOption
 from qmonitor.cmdline.options import QEMU_OPTIONS, QemuOption
-from qmonitor.cmdline.qapi import BOOL, STR, Member, QapiError, check_unexpected, visit_members
+from qmonitor.cmdline.qapi import (
+    BOOL,
+    STR,
+    InputForm,
+    Member,
+    QapiError,
+    check_unexpected,
+    visit_members,
+    visit_struct,
+)
 from qmonitor.cmdline.qemuopts import (
     HelpRequested,
     OptsError,
@@ -156,6 +165,7 @@ OBJECT_TYPES: Final = tuple(
 # QOM's name for QAPI's authz-listfile (authz/listfile.h): QEMU 7.2 refuses both spellings, one
 # in its QAPI schema and the other when creating it; qmonitor accepts both (docs/SECURITY.md).
 _OBJECT_TYPES_ACCEPTED: Final = (*OBJECT_TYPES, "authz-list-file")
+_QAPI_OBJECT_TYPE: Final = {"authz-list-file": "authz-listfile"}
 _MEMORY_BACKENDS: Final = frozenset(name for name in OBJECT_TYPES if name.startswith("memory-"))
 # qapi/audio.json AudiodevDriver.
 AUDIODEV_DRIVERS: Final = [
@@ -582,7 +592,12 @@ def _display(state: _State, argument: str, location: str) -> None:
 
 
 def _object(state: _State, argument: str, location: str) -> None:
-    """vl.c object_option_parse(): JSON, or QemuOpts; then the ObjectOptions base members."""
+    """vl.c object_option_parse(): JSON, or QemuOpts; then ``visit_type_ObjectOptions``.
+
+    The base members are checked here; the variant's members by :func:`_visit_object`,
+    unless the maker reads the type itself (its errors are QEMU's too).
+    """
+    opts_values: dict[str, object] = {}
     if argument.startswith("{"):
         properties = _json_object(state, argument, location)
         try:
@@ -605,16 +620,46 @@ def _object(state: _State, argument: str, location: str) -> None:
         if opts.id is None:
             raise state.fail(location, "Parameter 'id' is missing")
         properties = {"qom-type": qom_type, "id": opts.id, **opts.as_dict()}
-    if properties["qom-type"] in _MEMORY_BACKENDS:
-        _check_backend_size(state, properties, location, json=argument.startswith("{"))
+        for name, text, _ in opts.params:
+            values = opts_values.setdefault(name, [])
+            assert isinstance(values, list)
+            values.append(text)
+        opts_values["id"] = [opts.id]  # opts_start_struct(): the id is visited as a member
+    made = state.maker is not None and properties["qom-type"] in state.maker.qom_types
+    if not made:
+        _visit_object(state, properties, opts_values, location)
     state.objects.append(properties)
     option = ObjectOption(properties, argument)
     state.object_options.append((option, location))
-    if state.maker is not None and properties["qom-type"] in state.maker.qom_types:
+    if made:
+        assert state.maker is not None
         try:
             state.maker.read(option)
         except ObjectError as error:
             raise state.fail(location if error.located else None, error.message) from None
+
+
+def _visit_object(
+    state: _State,
+    properties: Mapping[str, object],
+    opts_values: Mapping[str, object],
+    location: str,
+) -> None:
+    """The ``ObjectOptions`` variant's members (qapi/qom.json), checked with QEMU's errors.
+
+    ``opts_values`` holds a QemuOpts form's values (empty for JSON), read by QEMU's options
+    visitor; the table is imported on the first ``-object``, not at start-up.
+    """
+    from qmonitor.cmdline.qom_members import OBJECT_MEMBERS
+
+    qom_type = str(properties["qom-type"])
+    variant = OBJECT_MEMBERS.get(_QAPI_OBJECT_TYPE.get(qom_type, qom_type), ())
+    members = (("qom-type", STR, True), ("id", STR, True), *variant)
+    form = InputForm.OPTS if opts_values else InputForm.JSON
+    try:
+        visit_struct(opts_values or properties, members, form)
+    except QapiError as error:
+        raise state.fail(location, error.message) from None
 
 
 class _ObjectPhase(Enum):
@@ -677,24 +722,6 @@ def _create_objects(state: _State, phase: _ObjectPhase) -> None:
                 maker.create(option)
             except ObjectError as error:
                 raise state.fail(location if error.located else None, error.message) from None
-
-
-def _check_backend_size(
-    state: _State, properties: Mapping[str, object], location: str, *, json: bool
-) -> None:
-    """MemoryBackendProperties ``size``: required; a JSON integer, or a QemuOpts size.
-
-    QEMU checks it when it creates the object, after the option loop; here it is checked as
-    the option is read, with the same message and location.
-    """
-    size = properties.get("size")
-    if size is None:
-        raise state.fail(location, "Parameter 'size' is missing")
-    if json:
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise state.fail(location, "Parameter 'size' expects uint64")
-    elif qemu_strtosz(str(size)).error:
-        raise state.fail(location, "Parameter 'size' expects a size value")
 
 
 def _device(state: _State, argument: str, location: str) -> None:
