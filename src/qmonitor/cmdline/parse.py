@@ -14,8 +14,10 @@ with the option it came from in front where QEMU puts it (``-m 64x: Parameter 's
 What is not checked here (it needs QEMU's catalogs of devices, CPU models and properties, or
 touches the host) is recorded for the caller: ``-device`` drivers, ``-cpu`` models,
 ``-machine`` properties other than memory and CPU topology, accelerator properties, ``-vga``
-types, ``-object`` and ``-audiodev`` members beyond their common ones, file descriptors,
-socket paths, migration URIs.
+types, ``-audiodev`` members beyond their common ones, what ``-object`` types check when
+QEMU creates them (those of an ObjectMaker excepted), file descriptors, socket paths,
+migration URIs. ``-object`` members are checked against QEMU's schema
+(:mod:`qmonitor.cmdline.qom_members`), imported on the first ``-object`` only.
 """
 
 from __future__ import annotations
