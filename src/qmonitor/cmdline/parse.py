@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
@@ -244,6 +244,7 @@ class _State:
 
     argv: tuple[str, ...]
     maker: ObjectMaker | None = None
+    at_daemonize: DaemonizePoint | None = None
     store: OptsStore = field(default_factory=OptsStore)
     locations: dict[int, str] = field(default_factory=dict)  # id(QemuOpts) -> location
     reports: list[Diagnostic] = field(default_factory=list)
@@ -303,10 +304,15 @@ class _State:
         return self.locations[id(opts)]
 
 
+DaemonizePoint = Callable[[str | None, bool], None]
+"""Called with the ``-pidfile`` path (or None) and whether ``-daemonize`` was given."""
+
+
 def parse_command_line(
     argv: Sequence[str],
     own_options: Mapping[str, bool] | None = None,
     objects: ObjectMaker | None = None,
+    at_daemonize: DaemonizePoint | None = None,
 ) -> QemuCommandLine:
     """Parse QEMU's command line ``argv`` (without the program name) as QEMU 7.2 does.
 
@@ -315,14 +321,19 @@ def parse_command_line(
     are passed through, in order, in ``QemuCommandLine.own_options``. Their names must not be
     QEMU's, since QEMU reads ``--name`` as ``-name``. ``objects`` reads and creates the
     ``-object`` types it makes where QEMU does (:class:`~qmonitor.cmdline.objects.ObjectMaker`),
-    so that its errors come in QEMU's order among the others. Raises CommandLineError for
-    anything QEMU refuses, and for QEMU options qmonitor does not implement.
+    so that its errors come in QEMU's order among the others. ``at_daemonize`` is called
+    where QEMU daemonizes and writes its pid file (vl.c ``qemu_maybe_daemonize``): after the
+    option loop, the ``-name`` options and the objects made before the sandbox, before the
+    RTC and memory settings, the machine and the other objects are looked at, so that an
+    error it raises comes before theirs, and theirs come after the pid file exists. Raises
+    CommandLineError for anything QEMU refuses, and for QEMU options qmonitor does not
+    implement.
     """
     own = dict(own_options or {})
     for name in own:
         if not name.startswith("--") or _lookup(name) is not None:
             raise ValueError(f"own option {name!r} must start with -- and not be QEMU's")
-    state = _State(tuple(argv), objects)
+    state = _State(tuple(argv), objects, at_daemonize)
     _first_pass(state, own)
     try:
         stopped = _second_pass(state, own)
@@ -889,6 +900,8 @@ def _after_the_loop(state: _State) -> QemuCommandLine:
     _create_objects(state, _ObjectPhase.PRE_SANDBOX)  # qemu_process_early_options()
     for opts in _groups(state, SANDBOX_OPTS):
         _check_sandbox(state, opts)
+    if state.at_daemonize is not None:  # qemu_maybe_daemonize()
+        state.at_daemonize(state.pidfile, state.daemonize)
     rtc = state.store.find(RTC_OPTS, None)
     if rtc is not None:
         _check_rtc(state, rtc)
