@@ -26,8 +26,6 @@ and leave its variant members alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 
 from qmonitor.core.cutils import (
@@ -43,18 +41,26 @@ from qmonitor.core.ghash import StringSet
 from qmonitor.core.qdict import member_order
 
 
-@dataclass(frozen=True, slots=True)
 class ListOf:
-    """A QAPI list member (``['uint16']``)."""
+    """A QAPI list member (``['uint16']``).
 
-    element: MemberType
+    Plain classes rather than dataclasses: this module is imported at start-up, and a
+    dataclass costs a good part of a millisecond to create.
+    """
+
+    __slots__ = ("element",)
+
+    def __init__(self, element: MemberType) -> None:
+        self.element = element
 
 
-@dataclass(frozen=True, slots=True)
 class StructOf:
     """A member whose type is a struct: its members, in visiting order."""
 
-    members: Members
+    __slots__ = ("members",)
+
+    def __init__(self, members: Members) -> None:
+        self.members = members
 
 
 # A member's type: a built-in type's name ("str", "bool", "uint32", "size"...), the values of
@@ -93,12 +99,12 @@ class QapiError(QMonitorError):
         self.message = message
 
 
-class InputForm(Enum):
+class InputForm:
     """Which of QEMU's input visitors reads the value (see the module docstring)."""
 
-    JSON = "json"
-    KEYVAL = "keyval"
-    OPTS = "opts"
+    JSON: Final = "json"
+    KEYVAL: Final = "keyval"
+    OPTS: Final = "opts"
 
 
 def visit_members(data: Mapping[str, object], members: Sequence[Member], *, keyval: bool) -> None:
@@ -114,13 +120,13 @@ def check_unexpected(data: Mapping[str, object], known: Sequence[str]) -> None:
             raise QapiError(f"Parameter '{name}' is unexpected")
 
 
-def visit_struct(data: Mapping[str, object], members: Members, form: InputForm) -> None:
+def visit_struct(data: Mapping[str, object], members: Members, form: str) -> None:
     """Visit a whole struct as QEMU does: its members, then the members it does not have.
 
     For :attr:`InputForm.OPTS`, ``data`` maps each name to its values in the order given
     (QemuOpts keeps repeated keys), ``id`` last.
     """
-    if form is InputForm.OPTS:
+    if form == InputForm.OPTS:
         _OptsInput(data).struct(members)
     else:
         _QObjectInput(form).struct(data, members, "")
@@ -135,8 +141,8 @@ def _range_check(value: int, member_type: str, name: str | None) -> None:
 class _QObjectInput:
     """qapi/qobject-input-visitor.c over a JSON value or a keyval_parse() dictionary."""
 
-    def __init__(self, form: InputForm) -> None:
-        self.keyval = form is InputForm.KEYVAL
+    def __init__(self, form: str) -> None:
+        self.keyval = form == InputForm.KEYVAL
 
     def struct(self, data: Mapping[str, object], members: Members, path: str) -> None:
         keys = tuple(data)
