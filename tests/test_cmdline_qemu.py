@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -361,6 +362,86 @@ def _late_fuzzed_cases() -> list[str]:
 
 
 FUZZED += _late_fuzzed_cases()
+
+# Random members for -object types, in both forms, each followed by -version: the variant
+# members QEMU visits (qapi/qom.json), their types, and which of several unknown members it
+# names first (its GHashTable order).
+_OBJECT_TYPES = [
+    "memory-backend-ram",
+    "memory-backend-file",
+    "memory-backend-memfd",
+    "iothread",
+    "main-loop",
+    "secret",
+    "throttle-group",
+    "rng-random",
+    "thread-context",
+    "cryptodev-backend",
+    "filter-buffer",
+    "sev-guest",
+    "tls-creds-anon",
+]
+_OBJECT_KEYS = [
+    "size",
+    "host-nodes",
+    "policy",
+    "prealloc",
+    "prealloc-threads",
+    "share",
+    "merge",
+    "mem-path",
+    "seal",
+    "hugetlbsize",
+    "poll-max-ns",
+    "poll-grow",
+    "aio-max-batch",
+    "thread-pool-max",
+    "data",
+    "format",
+    "keyid",
+    "limits",
+    "iops-total",
+    "x-iops-total",
+    "filename",
+    "opened",
+    "cpu-affinity",
+    "node-affinity",
+    "queues",
+    "netdev",
+    "interval",
+    "queue",
+    "reduced-phys-bits",
+    "cbitpos",
+    "endpoint",
+    "verify-peer",
+    "bogus",
+    "zz",
+    "a",
+]
+_OBJECT_TEXTS = ["1", "0", "-1", "1M", "1x", "on", "maybe", "0-3", "3-1", "0x10", "bind", "raw"]
+_OBJECT_TEXTS += ["65536", "4294967296", "", " 2", "18446744073709551615", "9223372036854775808"]
+_OBJECT_VALUES: list[object] = [1, -1, 1.5, True, "1M", "on", None, [0, 1], [70000], ["a"]]
+_OBJECT_VALUES += [{"iops-total": 1}, {"x": 1}, "bind", 18446744073709551615, 4294967296]
+
+
+def _object_fuzzed_cases() -> list[str]:
+    chooser = random.Random(12)
+    cases = []
+    for index in range(40):
+        qom_type = chooser.choice(_OBJECT_TYPES)
+        keys = chooser.choices(_OBJECT_KEYS, k=chooser.randint(1, 12))
+        if index % 2:
+            members = {key: chooser.choice(_OBJECT_VALUES) for key in keys}
+            value = json.dumps({"qom-type": qom_type, "id": "o", **members})
+        else:
+            value = ",".join(
+                [qom_type, "id=o", *(f"{k}={chooser.choice(_OBJECT_TEXTS)}" for k in keys)]
+            )
+        cases.append(shlex.join(["-object", value, "-version"]))
+    return cases
+
+
+FUZZED += _object_fuzzed_cases()
 
 
 def _argv(case: str, tmp: str) -> list[str]:
