@@ -1,10 +1,11 @@
 """QEMU 7.2's ``-object`` members by ``qom-type`` (qapi/qom.json ``ObjectOptions``).
 
-Written by ``tools/qom_members.py`` from QEMU v7.2's qapi/*.json (Linux x86_64 build
-conditions); do not edit. Each variant's members are in QEMU's visiting order, its base's
-first; :func:`qmonitor.cmdline.qapi.visit_members` reads an option against them. The types
-without members here (``can-bus``, ``filter-replay``'s own...) take none beyond
-``qom-type`` and ``id``. ``ObjectType`` values without a variant are absent.
+Written by ``tools/qom_members.py`` from QEMU 7.2's qapi/*.json (the v7.2.11 stable
+sources, Linux x86_64 build conditions); do not edit. tests/test_objects_qemu.py holds it
+against the installed QEMU's ``query-qmp-schema``. Each variant's members are in QEMU's
+visiting order, its base's first; :func:`qmonitor.cmdline.qapi.visit_struct` reads an option
+against them. The types without a variant (``can-bus``, ``pef-guest``, ``s390-pv-guest``)
+take no members beyond ``qom-type`` and ``id`` and are absent.
 """
 
 from __future__ import annotations
