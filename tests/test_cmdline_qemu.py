@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -119,6 +120,87 @@ REFUSED = [
     '-object \'{"qom-type":"secret","id":1}\'',
     '-object \'{"qom-type":"memory-backend-ram","id":"r","size":"1M"}\'',
     '-object \'{"qom-type":"memory-backend-ram","id":"r"}\'',
+    # -object members beyond the base ones: qapi/qom.json ObjectOptions, as QEMU visits it
+    "-object memory-backend-ram,id=m,size=1M,bogus=1",
+    "-object iothread,id=i,foo=2",
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"bogus":1}\'',
+    "-object memory-backend-ram,id=m,size=1M,zz=1,aa=2,bogus=1",
+    "-object memory-backend-ram,id=m,size=1M,policy=foo",
+    "-object memory-backend-ram,id=m,size=1M,prealloc=maybe",
+    "-object iothread,id=i,poll-max-ns=x",
+    "-object iothread,id=i,poll-max-ns=0x10,poll-grow=1k",
+    "-object memory-backend-ram,id=m,size=1M,prealloc-threads=-1",
+    "-object memory-backend-ram,id=m,size=1M,prealloc-threads=5000000000",
+    "-object main-loop,id=ml,foo=1",
+    "-object secret,id=s,data=x,format=bad",
+    "-object throttle-group,id=t,x-iops-total=5,limits=3",
+    "-object throttle-group,id=t,limits=3,iops-total=x",
+    "-object rng-random,id=r,filename=/dev/urandom,bad=1",
+    "-object memory-backend-file,id=m,size=1M",
+    "-object memory-backend-memfd,id=m,size=1M,hugetlb=on,seal=maybe",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=70000",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=65535-65537",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=x",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=3-1",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=-1",
+    "-object memory-backend-ram,id=m,size=1M,host-nodes=0-70000",
+    "-object thread-context,id=tc,cpu-affinity=0-100000",
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"host-nodes":[70000]}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"host-nodes":["a"]}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"host-nodes":5}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"prealloc":"on"}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"prealloc-threads":-1}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"prealloc-threads":1.5}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"policy":"x"}\'',
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1048576,"policy":1}\'',
+    '-object \'{"qom-type":"iothread","id":"i","poll-max-ns":"1"}\'',
+    '-object \'{"qom-type":"iothread","id":"i","poll-max-ns":1.0}\'',
+    '-object \'{"qom-type":"iothread","id":"i","poll-max-ns":9223372036854775808}\'',
+    '-object \'{"qom-type":"iothread","id":"i","zz":1,"aa":2,"bogus":3}\'',
+    '-object \'{"qom-type":"throttle-group","id":"t","limits":{"iops-total":"x"}}\'',
+    '-object \'{"qom-type":"throttle-group","id":"t","limits":{"bogus":1}}\'',
+    '-object \'{"qom-type":"throttle-group","id":"t","limits":5}\'',
+    '-object \'{"qom-type":"secret","id":"s","data":"x","bogus":1}\'',
+    '-object \'{"qom-type":"secret_keyring","id":"s","serial":4294967296}\'',
+    "-object secret_keyring,id=s,serial=4294967296",
+    "-object secret_keyring,id=s",
+    "-object sev-guest,id=s",
+    '-object \'{"qom-type":"main-loop","id":"m","aio-max-batch":"x"}\'',
+    "-object can-bus,id=c,x=1",
+    "-object pef-guest,id=c,x=1",
+    "-object filter-buffer,id=f,netdev=n,interval=1,queue=bad",
+    "-object colo-compare,id=c",
+    "-object input-linux,id=i,evdev=/dev/null,grab-toggle=bad",
+    "-object memory-backend-ram,id=m,size=1M,size=2x",
+    "-object memory-backend-ram,id=m,size=1M,bogus=1,zz=3,aa=1,b=2,c=3,d=4,e=5,f=6",
+    '-object \'{"qom-type":"memory-backend-ram","id":"m","size":1,"zz":3,"aa":1,"b":2,"c":3}\'',
+    "-object iothread,id=i,poll-max-ns=99999999999999999999",
+    "-object tls-creds-anon,id=t,endpoint=bogus",
+    "-object tls-creds-anon,id=t,verify-peer=maybe,x=1",
+    "-object tls-creds-psk,id=t,username=u,foo=1",
+    '-object \'{"qom-type":"tls-creds-psk","id":"t","username":1}\'',
+    "-object x-remote-object,id=x",
+    "-object cryptodev-backend,id=c,queues=x",
+    "-object cryptodev-backend-builtin,id=c,queues=4294967296",
+    "-object dbus-vmstate,id=d",
+    "-object rng-egd,id=r",
+    "-object rng-builtin,id=r,opened=x",
+    "-object memory-backend-file,id=m,size=1M,mem-path=/tmp,align=1x",
+    "-object memory-backend-epc,id=m,size=1M,foo=1",
+    "-object thread-context,id=tc,node-affinity=a",
+    "-object filter-dump,id=f,netdev=n,file=f,maxlen=-1",
+    "-object input-barrier,id=i,name=n,x=1",
+    "-object qtest,id=q",
+    "-object pr-manager-helper,id=p",
+    "-object iothread,id=i,aa=1,bb=2,cc=3,dd=4,ee=5,ff=6,gg=7,hh=8,ii=9,jj=10,kk=11,ll=12,mm=13"
+    ",poll-max-ns=1,poll-grow=2,poll-shrink=3,aio-max-batch=4",
+    '-object \'{"qom-type":"iothread","id":"i","aa":1,"bb":2,"cc":3,"dd":4,"ee":5,"ff":6,"gg":7,'
+    '"hh":8,"ii":9,"jj":10,"kk":11,"ll":12,"mm":13,"poll-max-ns":1,"poll-grow":2,"poll-shrink":3,'
+    '"aio-max-batch":4}\'',
+    '-object \'{"qom-type":"iothread","id":"i","poll-max-ns":1,"poll-grow":2,"poll-shrink":3,'
+    '"aio-max-batch":4,"thread-pool-min":1,"thread-pool-max":2,"zz":1}\'',
+    "-object memory-backend-ram,id=m,size=1M,merge=on,dump=on,prealloc=on,share=on,reserve=on"
+    ",policy=default,prealloc-threads=1,x-use-canonical-path-for-ramblock-id=on,qq=1",
     "-object '{\"a\":1,}'",
     "-object '{\"a'",
     "-object '{1:2}'",
@@ -295,6 +377,86 @@ def _late_fuzzed_cases() -> list[str]:
 
 
 FUZZED += _late_fuzzed_cases()
+
+# Random members for -object types, in both forms, each followed by -version: the variant
+# members QEMU visits (qapi/qom.json), their types, and which of several unknown members it
+# names first (its GHashTable order).
+_OBJECT_TYPES = [
+    "memory-backend-ram",
+    "memory-backend-file",
+    "memory-backend-memfd",
+    "iothread",
+    "main-loop",
+    "secret",
+    "throttle-group",
+    "rng-random",
+    "thread-context",
+    "cryptodev-backend",
+    "filter-buffer",
+    "sev-guest",
+    "tls-creds-anon",
+]
+_OBJECT_KEYS = [
+    "size",
+    "host-nodes",
+    "policy",
+    "prealloc",
+    "prealloc-threads",
+    "share",
+    "merge",
+    "mem-path",
+    "seal",
+    "hugetlbsize",
+    "poll-max-ns",
+    "poll-grow",
+    "aio-max-batch",
+    "thread-pool-max",
+    "data",
+    "format",
+    "keyid",
+    "limits",
+    "iops-total",
+    "x-iops-total",
+    "filename",
+    "opened",
+    "cpu-affinity",
+    "node-affinity",
+    "queues",
+    "netdev",
+    "interval",
+    "queue",
+    "reduced-phys-bits",
+    "cbitpos",
+    "endpoint",
+    "verify-peer",
+    "bogus",
+    "zz",
+    "a",
+]
+_OBJECT_TEXTS = ["1", "0", "-1", "1M", "1x", "on", "maybe", "0-3", "3-1", "0x10", "bind", "raw"]
+_OBJECT_TEXTS += ["65536", "4294967296", "", " 2", "18446744073709551615", "9223372036854775808"]
+_OBJECT_VALUES: list[object] = [1, -1, 1.5, True, "1M", "on", None, [0, 1], [70000], ["a"]]
+_OBJECT_VALUES += [{"iops-total": 1}, {"x": 1}, "bind", 18446744073709551615, 4294967296]
+
+
+def _object_fuzzed_cases() -> list[str]:
+    chooser = random.Random(12)
+    cases = []
+    for index in range(40):
+        qom_type = chooser.choice(_OBJECT_TYPES)
+        keys = chooser.choices(_OBJECT_KEYS, k=chooser.randint(1, 12))
+        if index % 2:
+            members = {key: chooser.choice(_OBJECT_VALUES) for key in keys}
+            value = json.dumps({"qom-type": qom_type, "id": "o", **members})
+        else:
+            value = ",".join(
+                [qom_type, "id=o", *(f"{k}={chooser.choice(_OBJECT_TEXTS)}" for k in keys)]
+            )
+        cases.append(shlex.join(["-object", value, "-version"]))
+    return cases
+
+
+FUZZED += _object_fuzzed_cases()
 
 
 def _argv(case: str, tmp: str) -> list[str]:

@@ -373,6 +373,49 @@ def test_a_locked_pidfile_is_refused(binary: str, short_tmp: Path) -> None:
     )
 
 
+MISSING_CREDENTIALS = "tls-creds-x509,id=t,dir=/nonexistent/qm-dir,endpoint=server"
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+@pytest.mark.parametrize("daemonize", [False, True], ids=["foreground", "daemonize"])
+def test_the_pid_file_is_written_before_the_objects_are_made(
+    binary: str, daemonize: bool, short_tmp: Path
+) -> None:
+    """vl.c qemu_maybe_daemonize() comes before qemu_create_early_backends(): an object that
+    cannot be made exits after the pid file was written, and the exit removes it (a stale
+    file at that path too); an error of the option loop leaves it alone; a pid file that
+    cannot be written is the error reported, not the object's."""
+    program = os.path.basename(binary)
+    base = [binary, "-machine", "none", "-display", "none", "-nodefaults", "-S"]
+    base += ["-daemonize"] if daemonize else []
+    pidfile = short_tmp / "qemu.pid"
+
+    def run(*arguments: str) -> tuple[int, str]:
+        result = subprocess.run(
+            [*base, *arguments], stdin=subprocess.DEVNULL, capture_output=True, timeout=30
+        )
+        return result.returncode, result.stderr.decode()
+
+    pidfile.write_text("stale\n")
+    assert run("-pidfile", str(pidfile), "-object", MISSING_CREDENTIALS) == (
+        1,
+        f"{program}: Unable to access credentials /nonexistent/qm-dir/ca-cert.pem: "
+        "No such file or directory\n",
+    )
+    assert not pidfile.exists()
+
+    pidfile.write_text("stale\n")
+    status, _ = run("-pidfile", str(pidfile), "-object", "iothread,id=i,foo=1")
+    assert (status, pidfile.read_text()) == (1, "stale\n")
+
+    nowhere = short_tmp / "missing" / "qemu.pid"
+    assert run("-pidfile", str(nowhere), "-object", MISSING_CREDENTIALS) == (
+        1,
+        f"{program}: cannot create PID file: Could not create '{nowhere}': "
+        "No such file or directory\n",
+    )
+
+
 # -- human-monitor-command's cpu-index, and qmp-shell -H ---------------------------------------
 
 

@@ -34,6 +34,7 @@ from qmonitor import __version__
 from qmonitor.cmdline import (
     Chardev,
     CommandLineError,
+    DaemonizePoint,
     FdSocketAddress,
     InetSocketAddress,
     MonitorSpec,
@@ -398,12 +399,14 @@ def _waits(chardev: Chardev) -> bool:
 
 
 def read_command_line(
-    arguments: Sequence[str], own_options: Mapping[str, bool] | None = None
+    arguments: Sequence[str],
+    own_options: Mapping[str, bool] | None = None,
+    at_daemonize: DaemonizePoint | None = None,
 ) -> tuple[QemuCommandLine, CommandLineObjects]:
     """The arguments read as QEMU reads them, and the TLS and authz objects they make
-    (CommandLineError, in QEMU's order)."""
+    (CommandLineError, in QEMU's order); ``at_daemonize`` as for ``parse_command_line``."""
     objects = CommandLineObjects()
-    return parse_command_line(arguments, own_options, objects), objects
+    return parse_command_line(arguments, own_options, objects, at_daemonize), objects
 
 
 def standin_launch(
@@ -749,6 +752,29 @@ def print_reports(reports: Sequence[Diagnostic], program: str) -> None:
     sys.stderr.write("".join(report.render(program) for report in reports))
 
 
+class _Started:
+    """What ``-daemonize`` and ``-pidfile`` did, at the moment QEMU does them.
+
+    QEMU daemonizes and writes its pid file after the option loop and the earliest objects,
+    before the RTC, memory, machine, other objects and chardevs are set up (vl.c
+    ``qemu_maybe_daemonize``), so a pid file that cannot be written is the error reported
+    before any of theirs, and one of theirs removes the pid file as QEMU's exit notifier does
+    (a stale file at that path included).
+    """
+
+    def __init__(self) -> None:
+        self.ready: Callable[[], None] | None = None
+        self.pidfile: PidFile | None = None
+
+    def daemonize_and_write_pidfile(self, pidfile: str | None, daemonize_requested: bool) -> None:
+        if daemonize_requested:
+            self.ready = daemonize()
+        if pidfile is not None:
+            written = PidFile(pidfile)
+            written.write()
+            self.pidfile = written
+
+
 def standin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qmonitor-system-x86_64`` console script."""
     from qmonitor.machine.run import run_machine
@@ -756,39 +782,35 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     ensure_standard_streams()
     program = os.path.basename(sys.argv[0]) if argv is None else STANDIN_PROGRAM
     arguments = sys.argv[1:] if argv is None else list(argv)
+    started = _Started()
     try:
-        command_line, objects = read_command_line(arguments, STANDIN_OWN_OPTIONS)
-    except CommandLineError as error:
-        sys.stderr.write(error.render(program))
-        return 1
-    print_reports(command_line.reports, program)
-    if command_line.version:
-        sys.stdout.write(version_text())
-        return 0
-    if command_line.help:
-        sys.stdout.write(help_text(program))
-        return 0
-    try:
-        launch = standin_launch(command_line, objects, program)
-    except LaunchError as error:
-        print(f"{program}: {error}", file=sys.stderr)
-        return 1
-    ready: Callable[[], None] | None = None
-    if command_line.daemonize:
-        ready = daemonize()
-    pidfile = PidFile(command_line.pidfile) if command_line.pidfile else None
-    try:
-        if pidfile is not None:
-            pidfile.write()
-    except LaunchError as error:
-        print(f"{program}: {error}", file=sys.stderr)
-        return 1
-    try:
+        try:
+            command_line, objects = read_command_line(
+                arguments, STANDIN_OWN_OPTIONS, started.daemonize_and_write_pidfile
+            )
+        except CommandLineError as error:
+            sys.stderr.write(error.render(program))
+            return 1
+        except LaunchError as error:
+            print(f"{program}: {error}", file=sys.stderr)
+            return 1
+        print_reports(command_line.reports, program)
+        if command_line.version:
+            sys.stdout.write(version_text())
+            return 0
+        if command_line.help:
+            sys.stdout.write(help_text(program))
+            return 0
+        try:
+            launch = standin_launch(command_line, objects, program)
+        except LaunchError as error:
+            print(f"{program}: {error}", file=sys.stderr)
+            return 1
         with event_loop_runner() as runner:
-            status = runner.run(run_machine(launch.plan, on_ready=ready))
+            status = runner.run(run_machine(launch.plan, on_ready=started.ready))
     finally:
-        if pidfile is not None:
-            pidfile.remove()
+        if started.pidfile is not None:
+            started.pidfile.remove()
     if argv is None:
         exit_after_shutdown(status)
     return status

@@ -33,12 +33,13 @@ from qmonitor.cmdline.model import (
     SocketAddress,
     UnixSocketAddress,
 )
-from qmonitor.cmdline.parse import parse_command_line
+from qmonitor.cmdline.parse import DaemonizePoint, parse_command_line
 
 __all__ = [
     "Accelerator",
     "Chardev",
     "CommandLineError",
+    "DaemonizePoint",
     "Diagnostic",
     "FdSocketAddress",
     "GlobalProperty",

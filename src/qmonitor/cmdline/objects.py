@@ -1,10 +1,11 @@
 """Reading ``-object`` properties as QEMU 7.2 reads them, with its errors (sans I/O).
 
-:mod:`qmonitor.cmdline` checks an ``-object`` option's ``qom-type`` and ``id`` and keeps its
-other properties as given: typed values for the JSON form (``-object '{"qom-type": ...}'``),
-text for the ``-object TYPE,key=value`` form. The objects qmonitor acts on (the authz objects,
-``tls-creds-x509``) read their members here, in QAPI order, with the messages of QEMU's input
-visitors (qapi/qobject-input-visitor.c, qapi/opts-visitor.c).
+:mod:`qmonitor.cmdline` checks an ``-object`` option's members against QEMU's schema
+(:mod:`qmonitor.cmdline.qom_members`) and keeps them as given: typed values for the JSON form
+(``-object '{"qom-type": ...}'``), text for the ``-object TYPE,key=value`` form. The objects
+qmonitor acts on (the authz objects, ``tls-creds-x509``) read their members here instead, in
+QAPI order, with the messages of QEMU's input visitors (qapi/qobject-input-visitor.c,
+qapi/opts-visitor.c).
 
 QEMU looks at an object twice (softmmu/vl.c). While the option loop reads ``-object`` it
 visits the object's properties (``object_option_parse``: QAPI's ``visit_type_ObjectOptions``),

@@ -14,15 +14,17 @@ with the option it came from in front where QEMU puts it (``-m 64x: Parameter 's
 What is not checked here (it needs QEMU's catalogs of devices, CPU models and properties, or
 touches the host) is recorded for the caller: ``-device`` drivers, ``-cpu`` models,
 ``-machine`` properties other than memory and CPU topology, accelerator properties, ``-vga``
-types, ``-object`` and ``-audiodev`` members beyond their common ones, file descriptors,
-socket paths, migration URIs.
+types, ``-audiodev`` members beyond their common ones, what ``-object`` types check when
+QEMU creates them (those of an ObjectMaker excepted), file descriptors, socket paths,
+migration URIs. ``-object`` members are checked against QEMU's schema
+(:mod:`qmonitor.cmdline.qom_members`), imported on the first ``-object`` only.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Final
@@ -65,7 +67,16 @@ from qmonitor.cmdline.model import (
 )
 from qmonitor.cmdline.objects import ObjectError, ObjectMaker, ObjectOption
 from qmonitor.cmdline.options import QEMU_OPTIONS, QemuOption
-from qmonitor.cmdline.qapi import BOOL, STR, Member, QapiError, check_unexpected, visit_members
+from qmonitor.cmdline.qapi import (
+    BOOL,
+    STR,
+    InputForm,
+    Member,
+    QapiError,
+    check_unexpected,
+    visit_members,
+    visit_struct,
+)
 from qmonitor.cmdline.qemuopts import (
     HelpRequested,
     OptsError,
@@ -156,6 +167,7 @@ OBJECT_TYPES: Final = tuple(
 # QOM's name for QAPI's authz-listfile (authz/listfile.h): QEMU 7.2 refuses both spellings, one
 # in its QAPI schema and the other when creating it; qmonitor accepts both (docs/SECURITY.md).
 _OBJECT_TYPES_ACCEPTED: Final = (*OBJECT_TYPES, "authz-list-file")
+_QAPI_OBJECT_TYPE: Final = {"authz-list-file": "authz-listfile"}
 _MEMORY_BACKENDS: Final = frozenset(name for name in OBJECT_TYPES if name.startswith("memory-"))
 # qapi/audio.json AudiodevDriver.
 AUDIODEV_DRIVERS: Final = [
@@ -232,6 +244,7 @@ class _State:
 
     argv: tuple[str, ...]
     maker: ObjectMaker | None = None
+    at_daemonize: DaemonizePoint | None = None
     store: OptsStore = field(default_factory=OptsStore)
     locations: dict[int, str] = field(default_factory=dict)  # id(QemuOpts) -> location
     reports: list[Diagnostic] = field(default_factory=list)
@@ -294,10 +307,15 @@ class _State:
         return self.locations[id(opts)]
 
 
+DaemonizePoint = Callable[[str | None, bool], None]
+"""Called with the ``-pidfile`` path (or None) and whether ``-daemonize`` was given."""
+
+
 def parse_command_line(
     argv: Sequence[str],
     own_options: Mapping[str, bool] | None = None,
     objects: ObjectMaker | None = None,
+    at_daemonize: DaemonizePoint | None = None,
 ) -> QemuCommandLine:
     """Parse QEMU's command line ``argv`` (without the program name) as QEMU 7.2 does.
 
@@ -306,14 +324,19 @@ def parse_command_line(
     are passed through, in order, in ``QemuCommandLine.own_options``. Their names must not be
     QEMU's, since QEMU reads ``--name`` as ``-name``. ``objects`` reads and creates the
     ``-object`` types it makes where QEMU does (:class:`~qmonitor.cmdline.objects.ObjectMaker`),
-    so that its errors come in QEMU's order among the others. Raises CommandLineError for
-    anything QEMU refuses, and for QEMU options qmonitor does not implement.
+    so that its errors come in QEMU's order among the others. ``at_daemonize`` is called
+    where QEMU daemonizes and writes its pid file (vl.c ``qemu_maybe_daemonize``): after the
+    option loop, the ``-name`` options and the objects made before the sandbox, before the
+    RTC and memory settings, the machine and the other objects are looked at, so that an
+    error it raises comes before theirs, and theirs come after the pid file exists. Raises
+    CommandLineError for anything QEMU refuses, and for QEMU options qmonitor does not
+    implement.
     """
     own = dict(own_options or {})
     for name in own:
         if not name.startswith("--") or _lookup(name) is not None:
             raise ValueError(f"own option {name!r} must start with -- and not be QEMU's")
-    state = _State(tuple(argv), objects)
+    state = _State(tuple(argv), objects, at_daemonize)
     _first_pass(state, own)
     try:
         stopped = _second_pass(state, own)
@@ -585,7 +608,12 @@ def _display(state: _State, argument: str, location: str) -> None:
 
 
 def _object(state: _State, argument: str, location: str) -> None:
-    """vl.c object_option_parse(): JSON, or QemuOpts; then the ObjectOptions base members."""
+    """vl.c object_option_parse(): JSON, or QemuOpts; then ``visit_type_ObjectOptions``.
+
+    The base members are checked here; the variant's members by :func:`_visit_object`,
+    unless the maker reads the type itself (its errors are QEMU's too).
+    """
+    opts_values: dict[str, object] = {}
     if argument.startswith("{"):
         properties = _json_object(state, argument, location)
         try:
@@ -608,16 +636,46 @@ def _object(state: _State, argument: str, location: str) -> None:
         if opts.id is None:
             raise state.fail(location, "Parameter 'id' is missing")
         properties = {"qom-type": qom_type, "id": opts.id, **opts.as_dict()}
-    if properties["qom-type"] in _MEMORY_BACKENDS:
-        _check_backend_size(state, properties, location, json=argument.startswith("{"))
+        for name, text, _ in opts.params:
+            values = opts_values.setdefault(name, [])
+            assert isinstance(values, list)
+            values.append(text)
+        opts_values["id"] = [opts.id]  # opts_start_struct(): the id is visited as a member
+    made = state.maker is not None and properties["qom-type"] in state.maker.qom_types
+    if not made:
+        _visit_object(state, properties, opts_values, location)
     state.objects.append(properties)
     option = ObjectOption(properties, argument)
     state.object_options.append((option, location))
-    if state.maker is not None and properties["qom-type"] in state.maker.qom_types:
+    if made:
+        assert state.maker is not None
         try:
             state.maker.read(option)
         except ObjectError as error:
             raise state.fail(location if error.located else None, error.message) from None
+
+
+def _visit_object(
+    state: _State,
+    properties: Mapping[str, object],
+    opts_values: Mapping[str, object],
+    location: str,
+) -> None:
+    """The ``ObjectOptions`` variant's members (qapi/qom.json), checked with QEMU's errors.
+
+    ``opts_values`` holds a QemuOpts form's values (empty for JSON), read by QEMU's options
+    visitor; the table is imported on the first ``-object``, not at start-up.
+    """
+    from qmonitor.cmdline.qom_members import OBJECT_MEMBERS
+
+    qom_type = str(properties["qom-type"])
+    variant = OBJECT_MEMBERS.get(_QAPI_OBJECT_TYPE.get(qom_type, qom_type), ())
+    members = (("qom-type", STR, True), ("id", STR, True), *variant)
+    form = InputForm.OPTS if opts_values else InputForm.JSON
+    try:
+        visit_struct(opts_values or properties, members, form)
+    except QapiError as error:
+        raise state.fail(location, error.message) from None
 
 
 class _ObjectPhase(Enum):
@@ -680,24 +738,6 @@ def _create_objects(state: _State, phase: _ObjectPhase) -> None:
                 maker.create(option)
             except ObjectError as error:
                 raise state.fail(location if error.located else None, error.message) from None
-
-
-def _check_backend_size(
-    state: _State, properties: Mapping[str, object], location: str, *, json: bool
-) -> None:
-    """MemoryBackendProperties ``size``: required; a JSON integer, or a QemuOpts size.
-
-    QEMU checks it when it creates the object, after the option loop; here it is checked as
-    the option is read, with the same message and location.
-    """
-    size = properties.get("size")
-    if size is None:
-        raise state.fail(location, "Parameter 'size' is missing")
-    if json:
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise state.fail(location, "Parameter 'size' expects uint64")
-    elif qemu_strtosz(str(size)).error:
-        raise state.fail(location, "Parameter 'size' expects a size value")
 
 
 def _device(state: _State, argument: str, location: str) -> None:
@@ -865,6 +905,8 @@ def _after_the_loop(state: _State) -> QemuCommandLine:
     _create_objects(state, _ObjectPhase.PRE_SANDBOX)  # qemu_process_early_options()
     for opts in _groups(state, SANDBOX_OPTS):
         _check_sandbox(state, opts)
+    if state.at_daemonize is not None:  # qemu_maybe_daemonize()
+        state.at_daemonize(state.pidfile, state.daemonize)
     rtc = state.store.find(RTC_OPTS, None)
     if rtc is not None:
         _check_rtc(state, rtc)

@@ -119,6 +119,27 @@ def qemu_strtoi64(text: str, base: int = 0) -> Conversion:
     return Conversion(_check_strtox(converted, end, text, False, range_error), value, end)
 
 
+def c_strtoll(text: str, base: int = 0) -> Conversion:
+    """C ``strtoll()``: ``error`` is ERANGE on overflow (value clamped), EINVAL when no digits
+    were read; ``end`` says where it stopped (the caller looks at what follows)."""
+    value, end, converted = _strto_integer(text, base)
+    range_error = not _INT64_MIN <= value <= _INT64_MAX
+    value = min(max(value, _INT64_MIN), _INT64_MAX)
+    return Conversion(ERANGE if range_error else 0 if converted else EINVAL, value, end)
+
+
+def parse_uint(text: str, base: int = 0) -> Conversion:
+    """util/cutils.c ``parse_uint()``: ``strtoull()`` refusing a negative number (ERANGE)."""
+    value, end, converted = _strto_integer(text, base)
+    if not converted:
+        return Conversion(EINVAL, 0, 0)
+    if abs(value) >= _UINT64_END:
+        return Conversion(ERANGE, _UINT64_END - 1, end)
+    if text.lstrip(_C_SPACE).startswith("-"):
+        return Conversion(ERANGE, 0, end)
+    return Conversion(0, value, end)
+
+
 def qemu_strtoi(text: str, base: int = 10) -> Conversion:
     """``qemu_strtoi()`` of a whole string: ``strtoll`` narrowed to a C int."""
     value, end, converted = _strto_integer(text, base)

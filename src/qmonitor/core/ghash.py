@@ -19,12 +19,16 @@ Debian 12's, which QEMU 7.2 links):
   place: slots are visited in order, each entry is carried to its new home, evicting (and
   then carrying on) whatever sits there, with a bitmap of slots already settled.
 
-Removal is not modelled: the objects qmonitor lists are created once and never deleted.
+* Removal leaves a tombstone (hash 1) and then calls ``g_hash_table_maybe_resize`` as well,
+  which shrinks a table more than four times too large. QEMU's input visitors remove each
+  member they read from such a table and report the first one left as unexpected
+  (qapi/qobject-input-visitor.c ``qobject_input_check_struct``, qapi/opts-visitor.c
+  ``opts_check_struct``): :class:`StringSet`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 HASH_TABLE_MIN_SHIFT: Final = 3
@@ -53,8 +57,8 @@ def _closest_shift(count: int) -> int:
     return max(count.bit_length(), HASH_TABLE_MIN_SHIFT)
 
 
-class _Table:
-    """Just enough of a ``GHashTable`` to know where each key sits."""
+class StringSet:
+    """Just enough of a ``GHashTable`` of strings to know where each key sits."""
 
     def __init__(self) -> None:
         self.shift = HASH_TABLE_MIN_SHIFT
@@ -85,6 +89,26 @@ class _Table:
         self.nnodes += 1
         self.noccupied += 1
         self._maybe_resize()
+
+    def remove(self, key: str) -> None:
+        """``g_hash_table_remove()``: a tombstone where ``key`` was, then maybe a resize."""
+        hash_value = g_str_hash(key)
+        mask = self.size - 1
+        index = self._home(hash_value)
+        step = 0
+        while self.hashes[index]:
+            if self.hashes[index] == hash_value and self.keys[index] == key:
+                self.hashes[index] = 1
+                self.keys[index] = None
+                self.nnodes -= 1
+                self._maybe_resize()
+                return
+            step += 1
+            index = (index + step) & mask
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys in ``g_hash_table_iter_next()`` order."""
+        return (key for key in self.keys if key is not None)
 
     def _maybe_resize(self) -> None:
         size = self.size
@@ -132,7 +156,7 @@ class _Table:
 
 def iteration_order(keys: Sequence[str]) -> list[str]:
     """The order ``g_hash_table_iter_next`` yields ``keys`` inserted in the order given."""
-    table = _Table()
+    table = StringSet()
     for key in keys:
         table.insert(key)
     return [key for key in table.keys if key is not None]
