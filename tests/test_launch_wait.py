@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,3 +99,37 @@ def test_a_waiting_server_holds_start_up_until_a_client_connects(
     assert later.cmd_raw("query-name") == {"return": {}}
     waiting.close()
     later.close()
+
+
+@pytest.mark.parametrize(
+    ("binary", "status", "said"),
+    [
+        pytest.param(QEMU, -15, b"", id="qemu", marks=pytest.mark.qemu),
+        pytest.param(
+            STANDIN, 0, b"qmonitor-system-x86_64: terminating on signal 15\n", id="qmonitor"
+        ),
+    ],
+)
+def test_sigterm_while_waiting_for_a_first_client(
+    binary: str,
+    status: int,
+    said: bytes,
+    short_tmp: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """QEMU 7.2 sets its signal handlers up after its chardevs, so SIGTERM kills it while it
+    waits; the stand-in handles signals from before its first monitor and shuts down
+    cleanly, a deliberate difference (docs/STANDIN.md, "Signals")."""
+    path = str(short_tmp / "waiting.sock")
+    argv = [binary, "-machine", "none", "-display", "none", "-nodefaults"]
+    argv += ["-qmp", f"unix:{path},server=on,wait=on"]
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    processes.append(process)
+    assert b"info: QEMU waiting for connection on" in first_stderr_line(process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=GUARD_SECONDS) == status
+    assert process.stderr is not None
+    assert process.stderr.read() == said
+    assert not os.path.exists(path) or binary == QEMU  # QEMU, killed, leaves its socket

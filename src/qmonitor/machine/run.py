@@ -211,10 +211,13 @@ def _where(protocol: str, address: Address, planned: MonitorPlan) -> list[str]:
     return [f"qmonitor: {protocol} socket {where}", f"qmonitor: connect with: {command}"]
 
 
-async def _wait_for_client(monitor: Monitor, location: str, program: str) -> None:
+async def _wait_for_client(
+    monitor: Monitor, location: str, program: str, signalled: asyncio.Event
+) -> None:
     """A ``server=on,wait=on`` chardev: QEMU says where it waits and accepts a first client
     before start-up goes on (chardev/char-socket.c ``qmp_chardev_open_socket_server``, its
-    ``info_report`` located at the option)."""
+    ``info_report`` located at the option). A shutdown signal ends the wait (``signalled``):
+    start-up then goes on to shut down (docs/STANDIN.md, "Signals")."""
     bound = monitor.listeners[-1].bound_address
     if bound.transport == "unix":
         where = f"unix:{bound.path}"
@@ -228,7 +231,11 @@ async def _wait_for_client(monitor: Monitor, location: str, program: str) -> Non
         file=sys.stderr,
         flush=True,
     )
-    await monitor.chardevs[-1].served.wait()
+    served = asyncio.ensure_future(monitor.chardevs[-1].served.wait())
+    stopped = asyncio.ensure_future(signalled.wait())
+    await asyncio.wait((served, stopped), return_when=asyncio.FIRST_COMPLETED)
+    served.cancel()
+    stopped.cancel()
 
 
 def load_faults(path: str | None) -> FaultSet:
@@ -403,6 +410,25 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         with contextlib.suppress(OSError):
             print(f"{program}: terminating on signal {signum}", file=sys.stderr, flush=True)
 
+    # Handled from here on: a signal during start-up (before the monitors are up, or while one
+    # waits for its first client) is acted on once start-up is done, so SIGTERM always ends
+    # the machine cleanly. QEMU 7.2 sets its handlers up only after its chardevs
+    # (os_setup_signal_handling, late in qemu_init) and is killed by a signal before that:
+    # a deliberate difference (docs/STANDIN.md, "Signals").
+    signals_held: list[int] | None = []
+    signalled = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if signals_held is None:
+            terminate(signum)
+        elif not signals_held:
+            signals_held.append(signum)
+            signalled.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, on_signal, signum)
+
     if plan.default_socket:
         for planned in plan.monitors:
             if planned.mode == "control" and planned.address is not None:
@@ -487,7 +513,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             else:
                 await serve_human(monitor, address, interactive=False, label=planned.label)
             if planned.wait_location is not None and address.server:
-                await _wait_for_client(monitor, planned.wait_location, program)
+                await _wait_for_client(monitor, planned.wait_location, program, signalled)
             if address.transport in ("unix", "tcp") and address.server:
                 label = "QMP" if planned.mode == "control" else "HMP"
                 shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address, planned)
@@ -504,9 +530,9 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         print(f"{program}: {message}", file=sys.stderr)
         await monitor.close()
         return 1
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(signum, terminate, signum)
+    held, signals_held = signals_held, None
+    if held:
+        terminate(held[0])
     if on_ready is not None:
         on_ready()
     machine.start_workload()
