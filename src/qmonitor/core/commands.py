@@ -249,7 +249,9 @@ class CommandRegistry:
 
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
-        self.generation = 0  # changes with every registration: caches built from us compare it
+        self._generation = 0
+        self._deferred: list[Callable[[], None]] = []
+        self._loading = False
         self.defer_signatures = False
         """Compile a command's signature when it is first needed (its first call, the schema,
         the human monitor's table) rather than at registration: what a program that registers
@@ -318,8 +320,37 @@ class CommandRegistry:
         if not self.defer_signatures:
             command.signature  # noqa: B018  # compiled now: a bad type hint raises here
         self._commands[qmp_name] = command
-        self.generation += 1
+        self._generation += 1
         return command
+
+    def defer(self, register: Callable[[], None]) -> None:
+        """Run ``register`` (which registers commands) at the registry's first use, not now.
+
+        A program whose commands cost much to import (``qmonitor run``, the stand-in: most of
+        its start-up) can serve, and greet its clients, before they are loaded. The first
+        lookup, iteration, count or membership test (a request, ``query-commands``, the schema,
+        the human monitor's table) runs every deferred ``register``, in the order given, then
+        answers: what a client sees is the same as if they had been registered at once.
+        """
+        self._deferred.append(register)
+
+    def load_deferred(self) -> None:
+        """Run the deferred registrations now (what any use of the registry does first)."""
+        if self._loading:
+            return  # a deferred registration that looks at the registry sees it as it is
+        self._loading = True
+        try:
+            while self._deferred:
+                self._deferred.pop(0)()
+        finally:
+            self._loading = False
+
+    @property
+    def generation(self) -> int:
+        """Changes with every registration: caches built from the registry compare it."""
+        if self._deferred:
+            self.load_deferred()
+        return self._generation
 
     @overload
     def command(self, func: F, /) -> F: ...
@@ -350,27 +381,39 @@ class CommandRegistry:
 
     def compile_all(self) -> None:
         """Compile every command's signature now (raises the first ``TypeError``)."""
-        for command in self._commands.values():
+        for command in self:
             command.signature  # noqa: B018
 
     def get(self, name: str) -> Command | None:
         """The command called ``name`` (QMP or human-only), or None."""
+        if self._deferred:
+            self.load_deferred()
         return self._commands.get(name)
 
     def get_qmp(self, name: str) -> Command | None:
         """The QMP command called ``name``, or None (human-only commands are not QMP's)."""
+        if self._deferred:
+            self.load_deferred()
         command = self._commands.get(name)
         return command if command is not None and command.qmp else None
 
     def qmp_commands(self) -> Iterator[Command]:
         """The commands QMP clients can see."""
+        if self._deferred:
+            self.load_deferred()
         return (command for command in self._commands.values() if command.qmp)
 
     def __iter__(self) -> Iterator[Command]:
+        if self._deferred:
+            self.load_deferred()
         return iter(self._commands.values())
 
     def __len__(self) -> int:
+        if self._deferred:
+            self.load_deferred()
         return len(self._commands)
 
     def __contains__(self, name: object) -> bool:
+        if self._deferred:
+            self.load_deferred()
         return name in self._commands

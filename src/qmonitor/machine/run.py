@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from qmonitor import (
     Address,
@@ -25,16 +25,12 @@ from qmonitor import (
     FaultRuleError,
     FaultSet,
     Monitor,
-    PolicyError,
+    QMonitorError,
     QMPError,
     insecure_tcp_error,
     install_faults,
-    load_policy,
     parse_faults,
-    register_human_monitor_command,
-    serve_human,
 )
-from qmonitor.machine.commands import register_machine_commands
 from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
@@ -45,6 +41,7 @@ if TYPE_CHECKING:
     import ssl
 
     from qmonitor import Admit
+    from qmonitor.machine.commands import MachineServices
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -220,8 +217,16 @@ def _security_refusal(plan: RunPlan) -> str | None:
 
 
 def _secured_monitor(plan: RunPlan) -> Monitor:
-    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError)."""
-    policy = load_policy(plan.policy) if plan.policy else None
+    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError).
+
+    The policy's parser (TOML, the human monitor's argument parser) is loaded only for a
+    ``--policy`` (start-up time).
+    """
+    policy = None
+    if plan.policy:
+        from qmonitor import load_policy
+
+        policy = load_policy(plan.policy)
     return Monitor(
         plan.name or "vm0",
         strict_order=plan.strict_order,
@@ -229,6 +234,14 @@ def _secured_monitor(plan: RunPlan) -> Monitor:
         audit=plan.audit_log,
         allow_insecure_tcp=plan.allow_insecure_tcp,
     )
+
+
+async def _serve_human(monitor: Monitor, address: Address, **options: Any) -> None:
+    """:func:`qmonitor.serve_human`, imported with the first human monitor: a QMP-only program
+    does not load the human monitor's modules (start-up time)."""
+    from qmonitor import serve_human
+
+    await serve_human(monitor, address, **options)
 
 
 async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None) -> int:
@@ -251,7 +264,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         return 1
     try:
         monitor = _secured_monitor(plan)
-    except PolicyError as exc:
+    except QMonitorError as exc:  # qmonitor.PolicyError: a policy file that cannot be used
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -298,21 +311,32 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     except ProfileError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
-    services = register_machine_commands(
-        monitor,
-        machine,
-        snapshots,
-        on_exit=exit_machine,
-        no_shutdown=plan.no_shutdown,
-        config=plan.config,
-        profile=profile,
-        faults=faults,
-    )
-    services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
-    try:
-        # Every command is registered before any monitor serves: a stdio client's first
-        # requests may be read as soon as its session starts.
+    registered: list[MachineServices] = []
+
+    def register_commands() -> None:
+        """The machine's commands and the human monitor's: most of what the program imports."""
+        from qmonitor import register_human_monitor_command
+        from qmonitor.machine.commands import register_machine_commands
+
+        services = register_machine_commands(
+            monitor,
+            machine,
+            snapshots,
+            on_exit=exit_machine,
+            no_shutdown=plan.no_shutdown,
+            config=plan.config,
+            profile=profile,
+            faults=faults,
+        )
+        services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
         register_human_monitor_command(monitor, cpus=plan.cpus)
+        registered.append(services)
+
+    # Registered at the registry's first use (a client's first command, query-commands, the
+    # schema, a human monitor's table, a policy's check), not before the monitors serve:
+    # start-up, and the greeting, do not wait for modules a client may never use.
+    monitor.registry.defer(register_commands)
+    try:
         if monitor.policy is not None:
             for unmatched in monitor.policy.unmatched_entries(monitor.registry):
                 source = monitor.policy.source
@@ -340,7 +364,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                     pretty=planned.pretty,
                 )
             elif planned.tls is not None:
-                await serve_human(
+                await _serve_human(
                     monitor,
                     address,
                     interactive=False,
@@ -353,11 +377,11 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)
                 shown = []
-                await serve_human(
+                await _serve_human(
                     monitor, address, interactive=sys.stdin.isatty(), label=planned.label
                 )
             else:
-                await serve_human(monitor, address, interactive=False, label=planned.label)
+                await _serve_human(monitor, address, interactive=False, label=planned.label)
             if planned.wait_location is not None and address.server:
                 await _wait_for_client(monitor, planned.wait_location, program)
             if address.transport in ("unix", "tcp") and address.server:
@@ -366,7 +390,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         if shown and plan.announce:
             print("\n".join(shown), file=sys.stderr, flush=True)
         if plan.incoming not in (None, "defer"):
-            await services.migration.start_incoming(plan.incoming)
+            monitor.registry.load_deferred()
+            await registered[0].migration.start_incoming(plan.incoming)
     except (AddressError, OSError, QMPError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.strerror:  # without "[Errno N]"
@@ -383,7 +408,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         on_ready()
     machine.start_workload()
     await monitor.serve_forever()
-    await services.migration.close()
-    await services.jobs.close()
+    for services in registered:
+        await services.migration.close()
+        await services.jobs.close()
     await machine.close()
     return exit_status

@@ -43,7 +43,7 @@ from qmonitor.core.trace import CommandTrace, Trace, Tracer
 from qmonitor.core.trace import log as trace_log
 from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
-from qmonitor.security.x509dn import DistinguishedNameError
+from qmonitor.security.errors import DistinguishedNameError
 from qmonitor.server.audit import AuditLog, registry_secrets
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.chardev import Chardev
