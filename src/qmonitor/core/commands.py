@@ -30,7 +30,7 @@ import inspect
 import logging
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar, overload
@@ -250,7 +250,7 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
         self._generation = 0
-        self._deferred: list[Callable[[], None]] = []
+        self._deferred: list[tuple[Callable[[], None], frozenset[str] | None]] = []
         self._loading = False
         self.defer_signatures = False
         """Compile a command's signature when it is first needed (its first call, the schema,
@@ -323,25 +323,38 @@ class CommandRegistry:
         self._generation += 1
         return command
 
-    def defer(self, register: Callable[[], None]) -> None:
-        """Run ``register`` (which registers commands) at the registry's first use, not now.
+    def defer(self, register: Callable[[], None], names: Collection[str] | None = None) -> None:
+        """Run ``register`` (which registers commands) when the registry is first used, not now.
 
         A program whose commands cost much to import (``qmonitor run``, the stand-in: most of
-        its start-up) can serve, and greet its clients, before they are loaded. The first
-        lookup, iteration, count or membership test (a request, ``query-commands``, the schema,
-        the human monitor's table) runs every deferred ``register``, in the order given, then
-        answers: what a client sees is the same as if they had been registered at once.
+        its start-up) can serve, and greet its clients, before they are loaded. Iterating or
+        counting the commands (``query-commands``, the schema, the human monitor's table)
+        runs every deferred ``register``; looking a name up (a request, ``name in registry``)
+        runs those that may register it: all up to the last one whose ``names`` (the commands
+        it registers, when given) include it, or that gave none. They run in the order given,
+        so what a client sees (the commands, their order) is the same as if each had been
+        registered at once. ``tests/test_standin.py`` checks a program's declared ``names``.
         """
-        self._deferred.append(register)
+        self._deferred.append((register, None if names is None else frozenset(names)))
 
-    def load_deferred(self) -> None:
-        """Run the deferred registrations now (what any use of the registry does first)."""
+    def load_deferred(self, name: str | None = None) -> None:
+        """Run the deferred registrations now: all of them, or (``name``) those that may
+        register ``name`` and every one given before them. Any use of the registry does this
+        first."""
         if self._loading:
             return  # a deferred registration that looks at the registry sees it as it is
+        pending = self._deferred
+        count = len(pending)
+        if name is not None:
+            count = 0
+            for index, (_, names) in enumerate(pending):
+                if names is None or name in names:
+                    count = index + 1
         self._loading = True
         try:
-            while self._deferred:
-                self._deferred.pop(0)()
+            for _ in range(count):
+                register, _names = pending.pop(0)
+                register()
         finally:
             self._loading = False
 
@@ -387,13 +400,13 @@ class CommandRegistry:
     def get(self, name: str) -> Command | None:
         """The command called ``name`` (QMP or human-only), or None."""
         if self._deferred:
-            self.load_deferred()
+            self.load_deferred(name)
         return self._commands.get(name)
 
     def get_qmp(self, name: str) -> Command | None:
         """The QMP command called ``name``, or None (human-only commands are not QMP's)."""
         if self._deferred:
-            self.load_deferred()
+            self.load_deferred(name)
         command = self._commands.get(name)
         return command if command is not None and command.qmp else None
 
@@ -415,5 +428,5 @@ class CommandRegistry:
 
     def __contains__(self, name: object) -> bool:
         if self._deferred:
-            self.load_deferred()
+            self.load_deferred(name if isinstance(name, str) else None)
         return name in self._commands

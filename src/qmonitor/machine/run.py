@@ -30,6 +30,7 @@ from qmonitor import (
     insecure_tcp_error,
     install_faults,
     parse_faults,
+    register_human_monitor_command,
 )
 from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import Machine
@@ -314,8 +315,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     registered: list[MachineServices] = []
 
     def register_commands() -> None:
-        """The machine's commands and the human monitor's: most of what the program imports."""
-        from qmonitor import register_human_monitor_command
+        """The machine's commands: most of what the program imports."""
         from qmonitor.machine.commands import register_machine_commands
 
         services = register_machine_commands(
@@ -329,13 +329,14 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             faults=faults,
         )
         services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
-        register_human_monitor_command(monitor, cpus=plan.cpus)
         registered.append(services)
 
     # Registered at the registry's first use (a client's first command, query-commands, the
     # schema, a human monitor's table, a policy's check), not before the monitors serve:
-    # start-up, and the greeting, do not wait for modules a client may never use.
+    # start-up, and the greeting, do not wait for them; and the human monitor's only when one
+    # of its commands is named (or all are listed), so a QMP client never loads its modules.
     monitor.registry.defer(register_commands)
+    register_human_monitor_command(monitor, cpus=plan.cpus, deferred=True)
     try:
         if monitor.policy is not None:
             for unmatched in monitor.policy.unmatched_entries(monitor.registry):
