@@ -38,7 +38,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -275,8 +274,13 @@ class Profile:
         """The profile shipped with qmonitor (QEMU 7.2, x86_64, TCG), read on first use."""
         # A path next to this module (package data), not importlib.resources: importing that
         # costs a stand-in about 5 ms before its greeting.
-        path = Path(__file__).parent / "profiles" / DEFAULT_PROFILE_NAME
-        return cls(f"(built-in) {DEFAULT_PROFILE_NAME}", path.read_bytes)
+        path = os.path.join(os.path.dirname(__file__), "profiles", DEFAULT_PROFILE_NAME)
+
+        def read() -> bytes:
+            with open(path, "rb") as stream:
+                return stream.read()
+
+        return cls(f"(built-in) {DEFAULT_PROFILE_NAME}", read)
 
     @classmethod
     def from_json(cls, data: object, source: str) -> Profile:

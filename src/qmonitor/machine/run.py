@@ -36,7 +36,7 @@ from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
-from qmonitor.machine.snapshots import SnapshotStore
+from qmonitor.machine.statedir import reclaim_temporaries
 
 if TYPE_CHECKING:
     import ssl
@@ -286,7 +286,6 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     except MemoryError:
         print(f"{program}: {RAM_NOT_ALLOCATED}", file=sys.stderr)
         return 1
-    snapshots = SnapshotStore(plan.state_dir)
     exit_status = 0
     closing: set[asyncio.Future[None]] = set()
 
@@ -317,7 +316,9 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     def register_commands() -> None:
         """The machine's commands: most of what the program imports."""
         from qmonitor.machine.commands import register_machine_commands
+        from qmonitor.machine.snapshots import SnapshotStore
 
+        snapshots = SnapshotStore(plan.state_dir)  # its directory is ready (below)
         services = register_machine_commands(
             monitor,
             machine,
@@ -337,6 +338,10 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     # of its commands is named (or all are listed), so a QMP client never loads its modules.
     monitor.registry.defer(register_commands)
     register_human_monitor_command(monitor, cpus=plan.cpus, deferred=True)
+    if plan.incoming not in (None, "defer"):
+        # The migration listens right after the monitors do, as it did before any deferral: a
+        # client that connects to a monitor finds it (almost) at once.
+        monitor.registry.load_deferred()
     try:
         if monitor.policy is not None:
             for unmatched in monitor.policy.unmatched_entries(monitor.registry):
@@ -344,12 +349,15 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 print(
                     f"{program}: warning: {source}: {unmatched} names no command", file=sys.stderr
                 )
-        snapshots.open()
+        # The snapshot directory (SnapshotStore.open, without loading the snapshot files'
+        # module, which comes with the commands): made, and rid of dead writers' temporaries.
+        os.makedirs(plan.state_dir, exist_ok=True)
+        reclaim_temporaries(plan.state_dir)
         # Where each socket monitor is and how to reach it, then where snapshots go: printed
         # before the console's banner (the console comes last unless -monitor stdio is given
         # before other monitors: the monitors are served in command-line order, QEMU's
         # compat_monitorN numbering).
-        shown: list[str] = [f"{program}: snapshots in {snapshots.directory}"]
+        shown: list[str] = [f"{program}: snapshots in {os.path.normpath(plan.state_dir)}"]
         for planned in plan.monitors:
             address = planned.address
             if address is None:
@@ -391,7 +399,6 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         if shown and plan.announce:
             print("\n".join(shown), file=sys.stderr, flush=True)
         if plan.incoming not in (None, "defer"):
-            monitor.registry.load_deferred()
             await registered[0].migration.start_incoming(plan.incoming)
     except (AddressError, OSError, QMPError) as exc:
         message = str(exc)

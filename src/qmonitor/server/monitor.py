@@ -28,7 +28,6 @@ import ssl
 import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
@@ -64,7 +63,10 @@ from qmonitor.server.peer import Admit, connection_identity, gated
 from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
 from qmonitor.server.stdio import connect_stdio
 
-if TYPE_CHECKING:  # only with --policy: not loaded (TOML, HMP parser) by a monitor without one
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    # only with --policy: not loaded (TOML, HMP parser) by a monitor without one
     from qmonitor.security.policy import Policy
 
 log = logging.getLogger("qmonitor")
