@@ -111,13 +111,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--source", action="store_true", help="do not byte-compile qmonitor")
-    parser.add_argument(
-        "--also",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="another stand-in to run in the same rounds (e.g. an older qmonitor's script)",
-    )
     options = parser.parse_args()
     if not options.source:
         package = subprocess.run(
@@ -139,8 +132,6 @@ def main() -> None:
         if qemu:
             candidates = {"qemu-system-x86_64 7.2": [qemu, *common], **candidates}
         candidates["qmonitor-system-x86_64"] = [standin, *common]
-        for path in options.also:
-            candidates[path] = [path, *common]
         results: dict[str, list[tuple[float, int, float | None, int | None]]] = {
             name: [] for name in candidates
         }
