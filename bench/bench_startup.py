@@ -6,6 +6,11 @@ for its interpreter); and ``qmonitor-system-x86_64``. Each is started with
 ``-display none -nodefaults -machine none -m 128M -qmp unix:P,server=on,wait=off``, in
 alternating rounds so that a busy machine slows all alike. A benchmark, not a test.
 
+The greeting is not the end of start-up: qmonitor registers its commands at their first use
+(``CommandRegistry.defer``), so the bench also reports the time from exec to the answer to a
+first command (``qmp_capabilities``, then ``query-status``, which loads the machine's
+commands) and the resident size then, beside QEMU's (the floor answers no command).
+
 qmonitor's modules are byte-compiled first (``compileall``), as ``pip install`` does: without
 it a run under ``PYTHONDONTWRITEBYTECODE`` (or from a read-only tree) compiles every module
 from source at each start, which the floor (one small script) does not pay. ``--source``
@@ -46,8 +51,31 @@ asyncio.run(main())
 """
 
 
-def greeting_time(argv: list[str], path: str) -> tuple[float, int]:
-    """Seconds from exec to the greeting's first byte; RSS (KiB) once it has greeted."""
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _read_reply(client: socket.socket) -> None:
+    """Read up to the end of the next line that is not an event."""
+    data = b""
+    while True:
+        chunk = client.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed before the reply")
+        data += chunk
+        while b"\n" in data:
+            line, _, data = data.partition(b"\n")
+            if b'"event"' not in line:
+                return
+
+
+def greeting_time(
+    argv: list[str], path: str, *, first_command: bool
+) -> tuple[float, int, float | None, int | None]:
+    """Seconds from exec to the greeting's first byte and RSS (KiB) once it has greeted; with
+    ``first_command``, seconds from exec to the reply to ``query-status`` (after negotiating)
+    and RSS then."""
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
@@ -62,10 +90,16 @@ def greeting_time(argv: list[str], path: str) -> tuple[float, int]:
                     continue
                 client.recv(1)
                 elapsed = time.perf_counter() - started
-                break
-        with open(f"/proc/{process.pid}/status") as status:
-            rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-        return elapsed, rss
+                rss = _rss_kib(process.pid)
+                if not first_command:
+                    return elapsed, rss, None, None
+                _read_reply(client)  # the rest of the greeting
+                client.sendall(b'{"execute": "qmp_capabilities"}\n')
+                _read_reply(client)
+                client.sendall(b'{"execute": "query-status"}\n')
+                _read_reply(client)
+                answered = time.perf_counter() - started
+                return elapsed, rss, answered, _rss_kib(process.pid)
     finally:
         process.kill()
         process.wait()
@@ -98,19 +132,33 @@ def main() -> None:
         if qemu:
             candidates = {"qemu-system-x86_64 7.2": [qemu, *common], **candidates}
         candidates["qmonitor-system-x86_64"] = [standin, *common]
-        results: dict[str, list[tuple[float, int]]] = {name: [] for name in candidates}
+        results: dict[str, list[tuple[float, int, float | None, int | None]]] = {
+            name: [] for name in candidates
+        }
         for _ in range(options.rounds):
             for name, argv in candidates.items():
-                results[name].append(greeting_time(argv, path))
-    floor = statistics.median(t for t, _ in results["floor (asyncio, greets only)"])
-    print(f"{'program':32} {'greeting median':>16} {'min':>8} {'max':>8} {'x floor':>8} {'RSS':>9}")
+                first_command = not name.startswith("floor")
+                results[name].append(greeting_time(argv, path, first_command=first_command))
+    floor = statistics.median(run[0] for run in results["floor (asyncio, greets only)"])
+    print(
+        f"{'program':32} {'greeting median':>16} {'min':>8} {'max':>8} {'x floor':>8} "
+        f"{'RSS':>9} {'1st reply':>10} {'RSS then':>9}"
+    )
     for name, runs in results.items():
-        times = [t for t, _ in runs]
+        times = [run[0] for run in runs]
         median = statistics.median(times)
-        rss = statistics.median(r for _, r in runs) / 1024
+        rss = statistics.median(run[1] for run in runs) / 1024
+        answers = [run[2] for run in runs if run[2] is not None]
+        answered_rss = [run[3] for run in runs if run[3] is not None]
+        then = (
+            f"{statistics.median(answers) * 1000:7.0f} ms "
+            f"{statistics.median(answered_rss) / 1024:5.1f} MiB"
+            if answers
+            else ""
+        )
         print(
             f"{name:32} {median * 1000:13.0f} ms {min(times) * 1000:5.0f} ms "
-            f"{max(times) * 1000:5.0f} ms {median / floor:7.2f}x {rss:6.1f} MiB"
+            f"{max(times) * 1000:5.0f} ms {median / floor:7.2f}x {rss:5.1f} MiB {then}"
         )
 
 

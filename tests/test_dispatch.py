@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -253,3 +254,41 @@ def test_completion_from_a_thread_races_cancellation_with_one_outcome(
         assert invocation.future.done()
 
     asyncio.run(scenario())
+
+
+def nothing() -> None:
+    """Does nothing."""
+
+
+def test_deferred_registrations_run_at_first_use_in_the_order_given() -> None:
+    """``CommandRegistry.defer``: nothing runs until the registry is used; a lookup runs the
+    registrations that may register the name (and those before them), a listing runs all,
+    and the commands end up in the order of an eager registration."""
+    ran: list[str] = []
+
+    def group(label: str, *names: str) -> Callable[[], None]:
+        def register() -> None:
+            ran.append(label)
+            for name in names:
+                registry.register(nothing, name=name)
+
+        return register
+
+    registry = CommandRegistry()
+    registry.register(nothing, name="first")
+    registry.defer(group("any", "a1", "a2"))
+    registry.defer(group("named", "n1"), names={"n1"})
+    registry.defer(group("last", "l1"), names={"l1"})
+    assert ran == []
+    assert registry.get_qmp("nonexistent") is None
+    assert ran == ["any"]  # may have registered it; the named ones cannot have
+    assert "l1" in registry
+    assert ran == ["any", "named", "last"]
+    assert [command.name for command in registry] == ["first", "a1", "a2", "n1", "l1"]
+
+
+def test_a_listing_runs_every_deferred_registration() -> None:
+    registry = CommandRegistry()
+    registry.defer(lambda: registry.register(nothing, name="late"), names={"late"})
+    assert len(registry) == 1
+    assert [command.name for command in registry.qmp_commands()] == ["late"]

@@ -10,7 +10,7 @@ import pytest
 
 from hmp_app import DemoState, add_demo_commands
 from qmonitor import Context, HumanSyntax, Monitor
-from qmonitor.server.human import register_human_monitor_command
+from qmonitor.server.human import HUMAN_MONITOR_COMMANDS, register_human_monitor_command
 from qmonitor.testing import RawQMPClient
 
 
@@ -107,3 +107,13 @@ async def test_help_and_info_are_human_only(qmp: RawQMPClient) -> None:
     assert not names & {"help", "info", "loadvm"}
     text = (await qmp.execute("human-monitor-command", {"command-line": "help"}))["return"]
     assert "help|? [cmd] -- show the help\r\n" in text
+
+
+def test_the_declared_human_commands_are_those_registered() -> None:
+    """The program defers the human monitor's commands by their names
+    (``register_human_monitor_command(..., deferred=True)``): the names must be exactly what
+    registering them adds, or a lookup would not find a command not yet loaded."""
+    monitor = Monitor("names")
+    before = {command.name for command in monitor.registry}
+    register_human_monitor_command(monitor)
+    assert {command.name for command in monitor.registry} - before == HUMAN_MONITOR_COMMANDS

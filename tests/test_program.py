@@ -232,6 +232,30 @@ async def test_every_command_compiles_though_compiled_at_first_use(launcher: Lau
     await client.close()
 
 
+async def test_commands_loaded_at_first_use_answer_as_if_loaded_at_start(
+    launcher: Launcher,
+) -> None:
+    """The program registers its commands at the registry's first use (start-up time, the
+    machine's at the first lookup, the human monitor's when one of its names is): whichever
+    command comes first, it works, the schema is complete on its first call, and the
+    commands are listed in the same order."""
+    human = await (await launcher.start("human-first", "-S", "--dirty-rate", "0")).client()
+    status = await human.execute("human-monitor-command", **{"command-line": "info status"})
+    assert status == "VM status: paused (prelaunch)\r\n"
+    schema_first = await (await launcher.start("schema-first", "-S", "--dirty-rate", "0")).client()
+    schema = await schema_first.execute("query-qmp-schema")
+    machine = await (await launcher.start("machine-first", "-S", "--dirty-rate", "0")).client()
+    assert (await machine.execute("query-status"))["status"] == "prelaunch"
+    listed = [await vm.execute("query-commands") for vm in (human, schema_first, machine)]
+    assert listed[0] == listed[1] == listed[2]
+    names = [entry["name"] for entry in schema if entry["meta-type"] == "command"]
+    assert names == [command["name"] for command in listed[0]]
+    assert {"human-monitor-command", "query-status", "getfd", "migrate"} <= set(names)
+    assert await machine.execute("query-qmp-schema") == schema
+    for client in (human, schema_first, machine):
+        await client.close()
+
+
 async def ram_size_of(client: Client) -> int:
     """The RAM size, observed as QEMU would not let us: the digest of a never-run guest."""
     digest = (await client.execute("x-query-ram-digest"))["digest"]

@@ -720,8 +720,17 @@ def daemonize() -> Callable[[], None]:
 # -- the programs ------------------------------------------------------------------------------
 
 
-def event_loop_runner() -> asyncio.Runner:
-    """uvloop's runner where uvloop is installed, asyncio's otherwise."""
+def event_loop_runner(*, prefer_uvloop: bool = True) -> asyncio.Runner:
+    """uvloop's runner where uvloop is installed (and preferred), asyncio's otherwise.
+
+    ``qmonitor run`` prefers uvloop: its QMP throughput and latency figures
+    (docs/PERFORMANCE.md) are uvloop's. The stand-in does not: importing uvloop and making its
+    loop cost about 5 ms before the greeting, while the ~400 requests libvirt sends at a
+    domain's start cost about 1 ms more on asyncio's loop (measured side by side; its unix
+    socket monitors use qmonitor's own transport on either loop).
+    """
+    if not prefer_uvloop:
+        return asyncio.Runner()
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -806,7 +815,7 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
         except LaunchError as error:
             print(f"{program}: {error}", file=sys.stderr)
             return 1
-        with event_loop_runner() as runner:
+        with event_loop_runner(prefer_uvloop=False) as runner:
             status = runner.run(run_machine(launch.plan, on_ready=started.ready))
     finally:
         if started.pidfile is not None:

@@ -30,7 +30,7 @@ import inspect
 import logging
 import threading
 import typing
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, overload
@@ -288,8 +288,11 @@ class CommandRegistry:
         self._qmp_commands: dict[str, Command] = {}  # those QMP clients can run
         self.get_qmp: Callable[[str], Command | None] = self._qmp_commands.get
         """The QMP command called ``name``, or None (human-only commands are not QMP's): the
-        dispatch point's lookup of every request, a dictionary's own ``get``."""
+        dispatch point's lookup of every request, a dictionary's own ``get`` once nothing is
+        deferred (:meth:`defer`)."""
         self.generation = 0  # changes with every registration: caches built from us compare it
+        self._deferred: list[tuple[Callable[[], None], frozenset[str] | None]] = []
+        self._loading = False
         self.defer_signatures = False
         """Compile a command's signature when it is first needed (its first call, the schema,
         the human monitor's table) rather than at registration: what a program that registers
@@ -406,6 +409,44 @@ class CommandRegistry:
         self.generation += 1
         return command
 
+    def defer(self, register: Callable[[], None], names: Collection[str] | None = None) -> None:
+        """Run ``register`` (which registers commands) when the registry is first used, not now.
+
+        A program whose commands cost much to import (``qmonitor run``, the stand-in: most of
+        its start-up) can serve, and greet its clients, before they are loaded. Iterating or
+        counting the commands (``query-commands``, the schema, the human monitor's table)
+        runs every deferred ``register``; looking a name up (a request, ``name in registry``)
+        runs those that may register it: all up to the last one whose ``names`` (the commands
+        it registers, when given) include it, or that gave none. They run in the order given,
+        so what a client sees (the commands, their order) is the same as if each had been
+        registered at once. ``tests/test_standin.py`` checks a program's declared ``names``.
+        """
+        self._deferred.append((register, None if names is None else frozenset(names)))
+        self.get_qmp = self._get_qmp_deferred
+
+    def load_deferred(self, name: str | None = None) -> None:
+        """Run the deferred registrations now: all of them, or (``name``) those that may
+        register ``name`` and every one given before them. Any use of the registry does this
+        first."""
+        if self._loading:
+            return  # a deferred registration that looks at the registry sees it as it is
+        pending = self._deferred
+        count = len(pending)
+        if name is not None:
+            count = 0
+            for index, (_, names) in enumerate(pending):
+                if names is None or name in names:
+                    count = index + 1
+        self._loading = True
+        try:
+            for _ in range(count):
+                register, _names = pending.pop(0)
+                register()
+        finally:
+            self._loading = False
+            if not pending:
+                self.get_qmp = self._qmp_commands.get
+
     @overload
     def command(self, func: F, /) -> F: ...
 
@@ -452,22 +493,41 @@ class CommandRegistry:
 
     def compile_all(self) -> None:
         """Compile every command's signature now (raises the first ``TypeError``)."""
-        for command in self._commands.values():
+        for command in self:
             command.signature  # noqa: B018
 
     def get(self, name: str) -> Command | None:
         """The command called ``name`` (QMP or human-only), or None."""
+        if self._deferred:
+            self.load_deferred(name)
         return self._commands.get(name)
+
+    def _get_qmp_deferred(self, name: str) -> Command | None:
+        """:attr:`get_qmp` while registrations are deferred: what is registered answers at
+        once; a name not (yet) there loads what may register it."""
+        command = self._qmp_commands.get(name)
+        if command is None and self._deferred:
+            self.load_deferred(name)
+            command = self._qmp_commands.get(name)
+        return command
 
     def qmp_commands(self) -> Iterator[Command]:
         """The commands QMP clients can see."""
+        if self._deferred:
+            self.load_deferred()
         return iter(self._qmp_commands.values())
 
     def __iter__(self) -> Iterator[Command]:
+        if self._deferred:
+            self.load_deferred()
         return iter(self._commands.values())
 
     def __len__(self) -> int:
+        if self._deferred:
+            self.load_deferred()
         return len(self._commands)
 
     def __contains__(self, name: object) -> bool:
+        if self._deferred:
+            self.load_deferred(name if isinstance(name, str) else None)
         return name in self._commands

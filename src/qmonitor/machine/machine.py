@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import mmap
 import struct
 import time
@@ -324,6 +323,8 @@ class Machine:
         """SHA-256 of the RAM and the workload step it belongs to, hashed off the loop."""
         with self.workload_frozen():
             step = self.workload_step
+            import hashlib  # for this command only (start-up time)
+
             digest = await offload(lambda: hashlib.sha256(self.ram).hexdigest())
         return digest, step
 

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from qmonitor import (
     Address,
@@ -25,26 +25,24 @@ from qmonitor import (
     FaultRuleError,
     FaultSet,
     Monitor,
-    PolicyError,
+    QMonitorError,
     QMPError,
     insecure_tcp_error,
     install_faults,
-    load_policy,
     parse_faults,
     register_human_monitor_command,
-    serve_human,
 )
-from qmonitor.machine.commands import register_machine_commands
 from qmonitor.machine.config import MachineConfig, SimpleChardev
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
 from qmonitor.machine.profile import Profile, ProfileError
-from qmonitor.machine.snapshots import SnapshotStore
+from qmonitor.machine.statedir import reclaim_temporaries
 
 if TYPE_CHECKING:
     import ssl
 
     from qmonitor import Admit, OpenedBackend
+    from qmonitor.machine.commands import MachineServices
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -266,8 +264,16 @@ def _security_refusal(plan: RunPlan) -> str | None:
 
 
 def _secured_monitor(plan: RunPlan) -> Monitor:
-    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError)."""
-    policy = load_policy(plan.policy) if plan.policy else None
+    """The monitor, with ``--policy`` read and ``--audit-log`` opened (PolicyError, OSError).
+
+    The policy's parser (TOML, the human monitor's argument parser) is loaded only for a
+    ``--policy`` (start-up time).
+    """
+    policy = None
+    if plan.policy:
+        from qmonitor import load_policy
+
+        policy = load_policy(plan.policy)
     return Monitor(
         plan.name or "vm0",
         strict_order=plan.strict_order,
@@ -352,6 +358,14 @@ def _register_ring_commands(
     register_ringbuf_commands(monitor, lambda: [c.label for c in config.chardevs], rings)
 
 
+async def _serve_human(monitor: Monitor, address: Address, **options: Any) -> None:
+    """:func:`qmonitor.serve_human`, imported with the first human monitor: a QMP-only program
+    does not load the human monitor's modules (start-up time)."""
+    from qmonitor import serve_human
+
+    await serve_human(monitor, address, **options)
+
+
 async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None) -> int:
     """Start the machine and its monitors; return the exit status when it goes away.
 
@@ -372,7 +386,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         return 1
     try:
         monitor = _secured_monitor(plan)
-    except PolicyError as exc:
+    except QMonitorError as exc:  # qmonitor.PolicyError: a policy file that cannot be used
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -393,7 +407,6 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     except MemoryError:
         print(f"{program}: {RAM_NOT_ALLOCATED}", file=sys.stderr)
         return 1
-    snapshots = SnapshotStore(plan.state_dir)
     exit_status = 0
     closing: set[asyncio.Future[None]] = set()
 
@@ -444,33 +457,53 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         return 1
     config = _with_pty_devices(plan.config, backends) if backends else plan.config
     _register_ring_commands(monitor, config, backends)
-    services = register_machine_commands(
-        monitor,
-        machine,
-        snapshots,
-        on_exit=exit_machine,
-        no_shutdown=plan.no_shutdown,
-        config=config,
-        profile=profile,
-        faults=faults,
-    )
-    services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
+    registered: list[MachineServices] = []
+
+    def register_commands() -> None:
+        """The machine's commands: most of what the program imports."""
+        from qmonitor.machine.commands import register_machine_commands
+        from qmonitor.machine.snapshots import SnapshotStore
+
+        snapshots = SnapshotStore(plan.state_dir)  # its directory is ready (below)
+        services = register_machine_commands(
+            monitor,
+            machine,
+            snapshots,
+            on_exit=exit_machine,
+            no_shutdown=plan.no_shutdown,
+            config=config,
+            profile=profile,
+            faults=faults,
+        )
+        services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
+        registered.append(services)
+
+    # Registered at the registry's first use (a client's first command, query-commands, the
+    # schema, a human monitor's table, a policy's check), not before the monitors serve:
+    # start-up, and the greeting, do not wait for them; and the human monitor's only when one
+    # of its commands is named (or all are listed), so a QMP client never loads its modules.
+    monitor.registry.defer(register_commands)
+    register_human_monitor_command(monitor, cpus=plan.cpus, deferred=True)
+    if plan.incoming not in (None, "defer"):
+        # The migration listens right after the monitors do, as it did before any deferral: a
+        # client that connects to a monitor finds it (almost) at once.
+        monitor.registry.load_deferred()
     try:
-        # Every command is registered before any monitor serves: a stdio client's first
-        # requests may be read as soon as its session starts.
-        register_human_monitor_command(monitor, cpus=plan.cpus)
         if monitor.policy is not None:
             for unmatched in monitor.policy.unmatched_entries(monitor.registry):
                 source = monitor.policy.source
                 print(
                     f"{program}: warning: {source}: {unmatched} names no command", file=sys.stderr
                 )
-        snapshots.open()
+        # The snapshot directory (SnapshotStore.open, without loading the snapshot files'
+        # module, which comes with the commands): made, and rid of dead writers' temporaries.
+        os.makedirs(plan.state_dir, exist_ok=True)
+        reclaim_temporaries(plan.state_dir)
         # Where each socket monitor is and how to reach it, then where snapshots go: printed
         # before the console's banner (the console comes last unless -monitor stdio is given
         # before other monitors: the monitors are served in command-line order, QEMU's
         # compat_monitorN numbering).
-        shown: list[str] = [f"{program}: snapshots in {snapshots.directory}"]
+        shown: list[str] = [f"{program}: snapshots in {os.path.normpath(plan.state_dir)}"]
         for planned in plan.monitors:
             address = planned.address
             if address is None:
@@ -494,7 +527,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                     pretty=planned.pretty,
                 )
             elif planned.tls is not None:
-                await serve_human(
+                await _serve_human(
                     monitor,
                     address,
                     interactive=False,
@@ -507,11 +540,11 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             elif address.transport == "stdio" and planned.interactive:
                 print("\n".join(shown), file=sys.stderr, flush=True)
                 shown = []
-                await serve_human(
+                await _serve_human(
                     monitor, address, interactive=sys.stdin.isatty(), label=planned.label
                 )
             else:
-                await serve_human(monitor, address, interactive=False, label=planned.label)
+                await _serve_human(monitor, address, interactive=False, label=planned.label)
             if planned.wait_location is not None and address.server:
                 await _wait_for_client(monitor, planned.wait_location, program, signalled)
             if address.transport in ("unix", "tcp") and address.server:
@@ -520,7 +553,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         if shown and plan.announce:
             print("\n".join(shown), file=sys.stderr, flush=True)
         if plan.incoming not in (None, "defer"):
-            await services.migration.start_incoming(plan.incoming)
+            await registered[0].migration.start_incoming(plan.incoming)
     except (AddressError, OSError, QMPError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.strerror:  # without "[Errno N]"
@@ -539,7 +572,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     await monitor.serve_forever()
     for opened in backends.values():
         opened.close()
-    await services.migration.close()
-    await services.jobs.close()
+    for services in registered:
+        await services.migration.close()
+        await services.jobs.close()
     await machine.close()
     return exit_status

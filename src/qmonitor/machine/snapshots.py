@@ -64,6 +64,7 @@ from qmonitor.machine.machine import (
     data_page_map,
     offload,
 )
+from qmonitor.machine.statedir import directory_lock, reclaim_temporaries
 
 MAGIC: Final = b"QMSNAP\x00\x01"
 TRAILER_MAGIC: Final = b"QMSNAPEND\x00\x00\x00"
@@ -153,10 +154,6 @@ def filesystem_error(action: str, tag: str, exc: OSError) -> QMPError:
     return QMPError(f"Could not {action} snapshot '{tag}': {_cause(exc)}")
 
 
-_TEMPORARY_NAME = re.compile(r"\..+\.qmsnap\.[0-9]+\.tmp")
-"""``.TAG.qmsnap.PID.tmp``: a :class:`SnapshotWriter`'s file until it is renamed."""
-
-
 class SnapshotStore:
     """The snapshot files of one state directory."""
 
@@ -169,18 +166,8 @@ class SnapshotStore:
         self.reclaim_temporaries()
 
     def reclaim_temporaries(self) -> None:
-        """Delete every temporary whose writer is gone, whoever it was.
-
-        A writer holds an exclusive ``flock`` on its temporary from creation to rename; the
-        kernel drops it when the writer's last descriptor closes, however the process ended.
-        A temporary whose lock can be taken is therefore abandoned. A PID in the name cannot
-        tell that: a killed writer that is not yet reaped (a zombie) still answers
-        ``kill(pid, 0)``, and a PID is reused by unrelated processes.
-        """
-        with _directory_lock(self.directory):
-            for name in os.listdir(self.directory):
-                if _TEMPORARY_NAME.fullmatch(name):
-                    _reclaim(self.directory / name)
+        """Delete every temporary whose writer is gone (:func:`reclaim_temporaries`)."""
+        reclaim_temporaries(self.directory)
 
     def path_for(self, tag: str) -> Path:
         """The file of ``tag`` (QMPError for a tag :func:`check_tag` refuses)."""
@@ -247,33 +234,6 @@ class SnapshotStore:
         except OSError as exc:
             raise filesystem_error("delete", tag, exc) from None
         return True
-
-
-@contextlib.contextmanager
-def _directory_lock(directory: Path) -> Iterator[None]:
-    """Held while a writer creates and locks its temporary and while temporaries are
-    reclaimed, so a reclaimer never finds a writer's temporary before its lock is taken."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _reclaim(path: Path) -> None:
-    """Delete the temporary ``path`` if no writer holds its lock (under the directory lock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return  # gone meanwhile, or nothing a writer of ours made
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path.unlink()
-    except OSError:
-        pass  # BlockingIOError: its writer is alive
-    finally:
-        os.close(fd)
 
 
 def _cause(exc: OSError) -> str:
@@ -375,7 +335,7 @@ class SnapshotWriter:
         page_map = data_page_map(self._ram, 0, len(self._ram) // PAGE_SIZE)
         self.total = page_map.count(1) * PAGE_SIZE
         self._runs = ((m.start(), m.end()) for m in _DATA_RUN.finditer(page_map))
-        with _directory_lock(self._directory):
+        with directory_lock(self._directory):
             self._file = open(  # noqa: SIM115  # closed by commit() or abort()
                 os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
             )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from qmonitor.core.errors import QMonitorError
+from qmonitor.security.errors import DistinguishedNameError
 
 _SEQUENCE: Final = 0x30
 _SET: Final = 0x31
@@ -123,10 +124,6 @@ _KNOWN_OIDS: Final[dict[str, _Attribute]] = {
 }
 
 _ESCAPED: Final = frozenset(',+"\\<>;')
-
-
-class DistinguishedNameError(QMonitorError, ValueError):
-    """The certificate's subject cannot be written (QEMU refuses such a client)."""
 
 
 class _DerError(QMonitorError, ValueError):

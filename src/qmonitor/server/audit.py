@@ -46,14 +46,16 @@ import os
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from qmonitor.core.commands import CommandRegistry
 from qmonitor.core.schema import secret_parameters
 from qmonitor.core.session import Identity
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger("qmonitor.audit")
 

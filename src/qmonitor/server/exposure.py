@@ -15,7 +15,6 @@ interface), count as reachable from elsewhere.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Final, Protocol
 
 INSECURE_TCP: Final = (
@@ -39,6 +38,8 @@ def is_loopback(host: str) -> bool:
     """Whether ``host`` (as written in the address) names only this machine."""
     if host.lower() == "localhost":
         return True
+    import ipaddress  # for TCP monitors only: a unix socket's start does not load it
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

@@ -25,7 +25,6 @@ from qmonitor.server.fds import (
     NamedFds,
     take_received_fd,
 )
-from qmonitor.server.hmp_session import HMPSession
 from qmonitor.server.qmp_session import QMPSession
 
 if TYPE_CHECKING:
@@ -46,8 +45,15 @@ def _take_received(ctx: Context) -> int:
     """The descriptor that came for this command (``qemu_chr_fe_get_msgfd``), or QEMU's error."""
     session = ctx.session
     fd = None
-    if isinstance(session, QMPSession | HMPSession):
+    if isinstance(session, QMPSession):
         fd = take_received_fd(session.transport, session.unparsed_input_bytes)
+    else:
+        # The human sessions' module is loaded by the first human session, not by a QMP-only
+        # program (start-up time).
+        from qmonitor.server.hmp_session import HMPSession
+
+        if isinstance(session, HMPSession):
+            fd = take_received_fd(session.transport, session.unparsed_input_bytes)
     if fd is None:
         raise QMPError(NO_FD_SUPPLIED)
     return fd

@@ -40,12 +40,10 @@ import asyncio
 import ssl
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
-from qmonitor.hmp.builtins import register_hmp_builtins
-from qmonitor.hmp.table import command_table
 from qmonitor.server.listen import (
     Address,
     AddressError,
@@ -108,6 +106,7 @@ async def serve_human(
     connecting fails, and ValueError when a command's human syntax is unusable (checked here,
     before anyone types).
     """
+    from qmonitor.hmp.table import command_table
     from qmonitor.server.hmp_session import HMPSession
 
     register_human_commands(monitor)
@@ -148,6 +147,7 @@ async def serve_human(
 def human_session_factory(monitor: Monitor) -> Callable[[], HMPSession]:
     """Sessions of a human monitor served on a chardev backend (a pty, a pipe, a file, a
     ring: :mod:`qmonitor.server.backends`), QEMU's byte protocol as on a socket."""
+    from qmonitor.hmp.table import command_table
     from qmonitor.server.hmp_session import HMPSession
 
     register_human_commands(monitor)
@@ -192,6 +192,8 @@ EVENTS_SYNTAX = HumanSyntax(
 
 def register_human_commands(monitor: Monitor) -> None:
     """Add ``help``, ``info``, ``info version`` and ``events`` (once; later calls do nothing)."""
+    from qmonitor.hmp.builtins import register_hmp_builtins  # with its table and parser
+
     register_hmp_builtins(monitor.registry, monitor.commands_for)
     if "hmp-events" in monitor.registry:
         return
@@ -237,11 +239,28 @@ def report_error(monitor: Monitor, text: str) -> None:
     sys.stderr.flush()
 
 
-def register_human_monitor_command(monitor: Monitor, *, cpus: int = 0) -> None:
+HUMAN_MONITOR_COMMANDS: Final = frozenset(
+    {"help", "info", "hmp-info-version", "hmp-events", "human-monitor-command"}
+)
+"""What :func:`register_human_monitor_command` registers (``help`` and ``info`` are
+:mod:`qmonitor.hmp.builtins`')."""
+
+
+def register_human_monitor_command(
+    monitor: Monitor, *, cpus: int = 0, deferred: bool = False
+) -> None:
     """Add ``human-monitor-command`` to QMP and the human commands to the human monitor.
 
-    ``cpus`` is how many CPUs the machine has: the ``cpu-index`` values that name one.
+    ``cpus`` is how many CPUs the machine has: the ``cpu-index`` values that name one. With
+    ``deferred`` they are registered when the registry is first iterated or asked for one of
+    their names (:meth:`~qmonitor.core.commands.CommandRegistry.defer`): a client that never
+    uses the human monitor does not load it (start-up time).
     """
+    if deferred:
+        monitor.registry.defer(
+            lambda: register_human_monitor_command(monitor, cpus=cpus), HUMAN_MONITOR_COMMANDS
+        )
+        return
     register_human_commands(monitor)
     if "human-monitor-command" in monitor.registry:
         return

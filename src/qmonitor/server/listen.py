@@ -38,7 +38,14 @@ from typing import Any, Final, Literal, Protocol
 
 from qmonitor.core.errors import QMonitorError
 from qmonitor.server.fds import ProtocolFactory, UnixServer, serve_unix_connection
-from qmonitor.server.tls import TLS_HANDSHAKE_TIMEOUT
+
+TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+"""Seconds a client has to complete the TLS handshake before it is dropped.
+
+QEMU has no such limit (a stalled client holds a chardev's one connection); asyncio's default
+is 60 s. Ten seconds is ample for a handshake on any network a monitor should be on, and
+bounds what a client that connects and sends nothing costs.
+"""
 
 Transport = Literal["unix", "tcp", "fd", "stdio", "none"]
 

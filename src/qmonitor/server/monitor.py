@@ -28,7 +28,6 @@ import ssl
 import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qmonitor.core.clock import SYSTEM_CLOCK, Clock
@@ -51,7 +50,7 @@ from qmonitor.core.trace import log as trace_log
 from qmonitor.core.yank import YankRegistry
 from qmonitor.qmp.encode import encode_message, result_writer
 from qmonitor.qmp.messages import Request
-from qmonitor.security.x509dn import DistinguishedNameError
+from qmonitor.security.errors import DistinguishedNameError
 from qmonitor.server.audit import AuditLog, registry_secrets
 from qmonitor.server.builtins import VersionInfo, VersionTriple, register_builtins
 from qmonitor.server.chardev import Chardev
@@ -72,7 +71,10 @@ from qmonitor.server.peer import Admit, connection_identity, gated
 from qmonitor.server.qmp_session import MAX_REQUESTS_IN_FLIGHT, QMPSession
 from qmonitor.server.stdio import connect_stdio
 
-if TYPE_CHECKING:  # only with --policy: not loaded (TOML, HMP parser) by a monitor without one
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    # only with --policy: not loaded (TOML, HMP parser) by a monitor without one
     from qmonitor.security.policy import Policy
 
 log = logging.getLogger("qmonitor")
@@ -211,7 +213,8 @@ class Monitor:
             for spec in self.events.values():
                 builder.add_event(spec.name, spec.data_type)
             self._schema_cache = builder.entries()
-            self._schema_key = key
+            # Read again: listing the commands may have loaded deferred ones (registry.defer).
+            self._schema_key = (self.registry.generation, self._events_generation)
         return self._schema_cache
 
     def role_of(self, session: Session) -> str | None:
@@ -248,6 +251,7 @@ class Monitor:
                     )
             for spec in self.events.values():
                 builder.add_event(spec.name, spec.data_type)
+            key = (self.registry.generation, self._events_generation)  # after any loading
             cached = self._role_schemas[role] = (key, builder.entries())
         return cached[1]
 

@@ -21,12 +21,14 @@ import os
 import pwd
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from qmonitor.core.session import Identity
-from qmonitor.security.x509dn import DistinguishedNameError
-from qmonitor.server.authorize import Authorizer
+from qmonitor.security.errors import DistinguishedNameError
 from qmonitor.server.listen import peer_credentials
-from qmonitor.server.tls import peer_distinguished_name
+
+if TYPE_CHECKING:
+    from qmonitor.server.authorize import Authorizer
 
 log = logging.getLogger("qmonitor.peer")
 
@@ -55,7 +57,12 @@ def connection_identity(transport: asyncio.BaseTransport) -> Identity:
     """
     sock = transport.get_extra_info("socket")
     ssl_object = transport.get_extra_info("ssl_object")
-    tls_dn = peer_distinguished_name(ssl_object) if ssl_object is not None else None
+    tls_dn = None
+    if ssl_object is not None:
+        # the certificate reader only on TLS connections: a plain monitor does not load it
+        from qmonitor.server.tls import peer_distinguished_name
+
+        tls_dn = peer_distinguished_name(ssl_object)
     family = getattr(sock, "family", None)
     if family == socket.AF_UNIX:
         credentials = peer_credentials(sock)

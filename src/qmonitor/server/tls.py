@@ -42,14 +42,7 @@ from typing import Final
 
 from qmonitor.cmdline.objects import ObjectError, PropertyVisitor, members_of
 from qmonitor.security.x509dn import distinguished_name
-
-TLS_HANDSHAKE_TIMEOUT: Final = 10.0
-"""Seconds a client has to complete the TLS handshake before it is dropped.
-
-QEMU has no such limit (a stalled client holds a chardev's one connection); asyncio's default
-is 60 s. Ten seconds is ample for a handshake on any network a monitor should be on, and
-bounds what a client that connects and sends nothing costs.
-"""
+from qmonitor.server.listen import TLS_HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT  # re-exported
 
 TLS_CREDS_X509: Final = "tls-creds-x509"
 

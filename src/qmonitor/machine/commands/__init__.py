@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qmonitor import FaultPoint, JobManager, Monitor, register_fd_commands, report_error
+from qmonitor import FaultPoint, JobManager, Monitor, register_fd_commands
 from qmonitor.machine.commands.migration import (
     MIGRATION_CANCELLED,
     QEMU_MIGRATION_CAPABILITIES,
@@ -105,6 +105,8 @@ def register_machine_commands(
     """
 
     def incoming_failed(reason: str) -> None:
+        from qmonitor import report_error  # the human monitor's module: not for every client
+
         report_error(monitor, f"qmonitor: load of migration failed: {reason}\n")
         on_exit(1)
 
