@@ -151,9 +151,13 @@ def _prepare_unix_path(path: str) -> None:
 class Listener:
     """A listening socket serving one kind of session; ``close`` removes a unix path."""
 
-    def __init__(self, address: Address, server: asyncio.Server | UnixServer) -> None:
+    def __init__(
+        self, address: Address, server: asyncio.Server | UnixServer, path: str | None = None
+    ) -> None:
         self.address = address
         self.server = server
+        self.path = address.path if address.transport == "unix" else path
+        """The socket file removed at close: ours, or an inherited listening socket's."""
 
     @property
     def bound_address(self) -> Address:
@@ -164,12 +168,15 @@ class Listener:
         return self.address
 
     async def close(self) -> None:
-        """Stop listening; remove the unix socket file we created."""
+        """Stop listening; remove the unix socket file, whoever bound it: QEMU removes an
+        inherited listening socket's too (io/channel-socket.c ``qio_channel_socket_finalize``
+        -> util/qemu-sockets.c ``socket_listen_cleanup``, which unlinks the path the socket
+        is bound to)."""
         self.server.close()
         await self.server.wait_closed()
-        if self.address.transport == "unix":
+        if self.path:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.address.path)
+                os.unlink(self.path)
 
 
 async def start_listener(
@@ -208,7 +215,10 @@ async def start_listener(
     if address.transport == "fd":
         sock = inherited_socket(address.fd)
         if sock.family == socket.AF_UNIX:
-            return Listener(address, await _unix_server(loop, sock, factory, tls_options))
+            bound = sock.getsockname()  # a path; "" unbound; bytes or "\0..." when abstract
+            path = bound if isinstance(bound, str) and not bound.startswith("\0") else None
+            server = await _unix_server(loop, sock, factory, tls_options)
+            return Listener(address, server, path)
         return Listener(address, await loop.create_server(factory, sock=sock, **tls_options))
     if address.transport != "tcp":
         raise AddressError(f"cannot listen on {address.transport}")
