@@ -10,7 +10,7 @@
                                    ``.venv-compiled``, where qmonitor is installed with its
                                    request path compiled by mypyc (``QMONITOR_COMPILE=mypyc``,
                                    setup.py; needs a C compiler), and runs ``pytest ARGS...``
-                                   there. CI runs this one.
+                                   there. CI runs both suites.
 
 ``.venv`` is reused while ``pyproject.toml`` is unchanged; a stamp file records the hash of the
 ``pyproject.toml`` it was installed from (``.venv-compiled``'s, of every source: it is rebuilt
