@@ -142,3 +142,15 @@ def test_completion_after_a_subword_separator(text: str, word: str, candidates: 
         """Press keys together."""
 
     assert complete(command_table(registry), text) == (word, candidates)
+
+
+def test_file_names_are_not_completed() -> None:
+    """A named limit (docs/HMP.md): an ``F`` argument offers nothing, where QEMU lists the
+    host's files."""
+    registry = CommandRegistry()
+
+    @registry.command(name="dump", qmp=False, hmp=HumanSyntax(args_type="filename:F"))
+    def dump(filename: str) -> None:
+        """Write somewhere."""
+
+    assert complete(command_table(registry), "dump /") == ("/", [])

@@ -252,8 +252,8 @@ def parse_sendkey_keys(keys: str) -> list[KeyValue] | str:
             digits = name[2:]
             if not digits or not _HEX_DIGITS.issuperset(digits):
                 return name
-            # strtoul's unsigned long, stored in an int: QEMU's wrap-around
-            value = int(digits, 16) & 0xFFFFFFFF
+            # strtoul's unsigned long (ULONG_MAX when larger), stored in hmp_sendkey's int
+            value = min(int(digits, 16), 2**64 - 1) & 0xFFFFFFFF
             parsed.append(IntWrapper(KeyValueKind.NUMBER, value - (value >> 31 << 32)))
             continue
         if name not in _KEY_NAMES:
