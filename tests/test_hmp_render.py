@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hmp_app import DemoState, add_demo_commands
-from qmonitor.core.commands import CommandRegistry, Progress
+from qmonitor.core.commands import CommandRegistry, HumanSyntax, Progress
 from qmonitor.hmp.builtins import register_hmp_builtins
 from qmonitor.hmp.complete import complete
 from qmonitor.hmp.render import event_text, help_text, progress_text, render_value
@@ -115,3 +115,42 @@ def test_completion(
         assert {"help", "?", "info", "loadvm", "stop", "s"} <= set(completed)
     else:
         assert completed == candidates
+
+
+@pytest.mark.parametrize(
+    ("text", "word", "candidates"),
+    [
+        ("chord ", "", ["alt", "alt_r", "ctrl"]),
+        ("chord ctrl-al", "al", ["alt", "alt_r"]),
+        ("chord ctrl-alt-", "", ["alt", "alt_r", "ctrl"]),
+        ("chord c", "c", ["ctrl"]),
+    ],
+)
+def test_completion_after_a_subword_separator(text: str, word: str, candidates: list[str]) -> None:
+    """``subword_separators``: only what follows the last ``-`` is completed (QEMU's
+    ``sendkey_completion``), so the candidates are key names, not whole words."""
+    registry = CommandRegistry()
+    syntax = HumanSyntax(
+        name="chord",
+        args_type="keys:s",
+        completers={"keys": lambda: ["ctrl", "alt", "alt_r"]},
+        subword_separators={"keys": "-"},
+    )
+
+    @registry.command(name="chord", qmp=False, hmp=syntax)
+    def chord(keys: str) -> None:
+        """Press keys together."""
+
+    assert complete(command_table(registry), text) == (word, candidates)
+
+
+def test_file_names_are_not_completed() -> None:
+    """A named limit (docs/HMP.md): an ``F`` argument offers nothing, where QEMU lists the
+    host's files."""
+    registry = CommandRegistry()
+
+    @registry.command(name="dump", qmp=False, hmp=HumanSyntax(args_type="filename:F"))
+    def dump(filename: str) -> None:
+        """Write somewhere."""
+
+    assert complete(command_table(registry), "dump /") == ("/", [])

@@ -168,3 +168,19 @@ def test_shutdown_then_destroy(domain: Domain) -> None:
         assert domain.state() == "running"
         domain.virsh("destroy")
     assert domain.state() == "shut off"
+
+
+def test_send_key_and_screenshot(domain: Domain) -> None:
+    """``virsh send-key`` (libvirt's ``send-key``, Linux key codes turned into QEMU's) is taken;
+    ``virsh screenshot`` of a domain without ``<video>`` is refused by libvirt itself, so the
+    emulator is never asked and the error is the same for both."""
+    domain.virsh("start")
+    domain.virsh("send-key", "KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_F1")
+    domain.virsh("send-key", "--holdtime", "50", "--codeset", "linux", "30")
+    image = domain.session.path(f"{domain.name}.ppm")
+    result = domain.session.virsh("screenshot", domain.name, str(image), check=False)
+    assert result.returncode == 1
+    assert "no screens to take screenshot from" in result.stderr
+    assert not image.exists()
+    domain.virsh("destroy")
+    assert domain.state() == "shut off"

@@ -175,6 +175,9 @@ class HumanSyntax:
     key to a function listing the values TAB offers (snapshot tags, job ids). ``activity`` names
     what a detachable command does, for the message of a session that cannot wait for it
     (``"migration"``: QEMU's ``terminal does not allow synchronous migration``).
+    ``subword_separators`` maps an argument key to a character after whose last occurrence
+    in the word TAB completes (``sendkey ctrl-al`` completes ``al``: QEMU's
+    ``sendkey_completion``).
     """
 
     name: str | None = None
@@ -184,6 +187,7 @@ class HumanSyntax:
     aliases: tuple[str, ...] = ()
     completers: dict[str, Callable[[], list[str]]] = field(default_factory=dict)
     activity: str | None = None
+    subword_separators: dict[str, str] = field(default_factory=dict)
 
 
 HumanRenderer: TypeAlias = Callable[[R], str]

@@ -320,10 +320,11 @@ def _parse_one(cursor: _Cursor, spec: ArgSpec, arguments: dict[str, object], nam
     if spec.optional and cursor.at_end():
         return
     letter = spec.letter
-    if letter == "s":
+    if letter in "sF":
         value = cursor.get_str()
         if value is None:
-            raise ArgumentError(f"{name}: string expected")
+            expected = "filename" if letter == "F" else "string"
+            raise ArgumentError(f"{name}: {expected} expected")
         arguments[spec.key] = value
     elif letter == "S":
         if cursor.at_end():

@@ -29,11 +29,12 @@ Defaults (when a :class:`HumanSyntax` field is None)
 - **help**: the first line of the docstring.
 
 Supported ``args_type`` letters (``monitor_parse_arguments`` in QEMU's ``monitor/hmp.c``):
-``s`` word or quoted string, ``S`` the rest of the line, ``i`` 32-bit integer expression, ``l``
+``s`` word or quoted string, ``F`` the same naming a file (``screendump``; its own error text,
+no file-name completion), ``S`` the rest of the line, ``i`` 32-bit integer expression, ``l``
 64-bit integer expression, ``M`` integer in MiB, ``o`` size with a ``K/M/G/T/P/E`` suffix (MiB
 without one), ``T`` floating-point number with an optional time suffix, ``b`` ``on``/``off``,
 ``-X`` a flag and ``-Xs`` a flag with a string value; ``?`` after a letter makes it optional.
-QEMU's ``F``/``B`` (file/block device names), ``O`` (QemuOpts) and ``/`` (memory dump format)
+QEMU's ``B`` (block device names), ``O`` (QemuOpts) and ``/`` (memory dump format)
 describe QEMU's own subsystems and are refused.
 
 Argument keys are the command's QMP parameter names: the parsed arguments go through the same
@@ -60,7 +61,7 @@ INFO: Final = "info"
 DETACH_KEY: Final = "detach"
 """The ``args_type`` key of a detachable command's ``-d`` flag (QEMU's ``migrate``)."""
 
-_LETTERS: Final = frozenset("sSilMoTb")
+_LETTERS: Final = frozenset("sSFilMoTb")
 
 Completer = Callable[[], Sequence[str]]
 
@@ -115,6 +116,7 @@ class HumanEntry:
     command: Command
     in_info: bool  # a sub-command of "info"
     completers: Mapping[str, Completer]
+    subword_separators: Mapping[str, str]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -273,6 +275,7 @@ def human_entry(command: Command) -> HumanEntry:
         command=command,
         in_info=in_info,
         completers=completers,
+        subword_separators=dict(syntax.subword_separators),
     )
 
 

@@ -3,12 +3,14 @@
 Run control (qapi/run-state.json, qapi/machine.json, qapi/misc.json), snapshots
 (qapi/migration.json ``snapshot-*`` jobs; HMP ``savevm``/``loadvm``/``delvm``/``info
 snapshots``), migration (qapi/migration.json), yank (qapi/yank.json: the monitors' socket
-chardevs and the migration, :mod:`qmonitor.core.yank`) and our ``x-query-ram-digest``. HMP
+chardevs and the migration, :mod:`qmonitor.core.yank`), keyboard and screen (qapi/ui.json
+``send-key``, ``screendump``) and our ``x-query-ram-digest``. HMP
 renderers get the handler's result (its dataclass) and print what QEMU's ``hmp_info_*``
 functions print (monitor/hmp-cmds.c, block/qapi.c ``bdrv_snapshot_dump``).
 
 One module per command group, each with its types and HMP renderers: :mod:`.run_control`,
-:mod:`.snapshots`, :mod:`.migration`, :mod:`.yank`; :mod:`.services` holds what they act on.
+:mod:`.snapshots`, :mod:`.migration`, :mod:`.yank`, :mod:`.ui`; :mod:`.services` holds what
+they act on.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from qmonitor.machine.commands.snapshots import (
     register_snapshots,
     render_snapshots,
 )
+from qmonitor.machine.commands.ui import register_ui
 from qmonitor.machine.commands.yank import register_yank
 from qmonitor.machine.config import MachineConfig
 from qmonitor.machine.machine import Machine
@@ -127,4 +130,5 @@ def register_machine_commands(
     if config.uuid is not None:
         machine.uuid = config.uuid
     register_machine_state(monitor, config, profile or Profile.default())
+    register_ui(monitor, config)
     return services
