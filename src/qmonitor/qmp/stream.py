@@ -696,6 +696,11 @@ class JSONStreamFramer:
         batch = self._batch
         if batch:
             return batch.pop()
+        buf = self._buf
+        if not buf and self._pending is None and not self._eof:
+            # Everything received has been pulled (the call after each read's last request):
+            # with no byte held, no state can make an event before more data.
+            return NEED_DATA
         if (
             self._pending is None
             and self._lexer_state == _START
@@ -703,7 +708,6 @@ class JSONStreamFramer:
             and not self._skipping
             and not self._after_separator
         ):
-            buf = self._buf
             pos = self._pos
             size = len(buf)
             if pos < size and buf[pos] != 0x7B:  # '{'
