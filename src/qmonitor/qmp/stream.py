@@ -722,7 +722,7 @@ class JSONStreamFramer:
                 # fool the count; orjson then refuses the slice, or it is still exactly one
                 # valid object, which QEMU frames the same way.
                 close = buf.find(b"}", pos)
-                if close >= 0:
+                if close >= 0 and buf.find(b"{", pos + 1, close) >= 0:  # nested: count them
                     opened = buf.count(b"{", pos, close)
                     closed = 1
                     while opened != closed and close >= 0:
@@ -737,7 +737,8 @@ class JSONStreamFramer:
                     if batch:
                         return batch.pop()
                 if close >= 0 and end - pos <= self._fast_max_bytes:
-                    span = buf[pos:end]
+                    # One request per read (a client waiting for each reply): no slice to make.
+                    span = buf if pos == 0 and end == size else buf[pos:end]
                     if span.isascii() and (span.find(b"\\") < 0 or b"\\u" not in span):
                         try:
                             value = _loads(span)
