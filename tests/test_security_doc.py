@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from qmonitor.cmdline import parse_command_line
 from qmonitor.server.objects import CommandLineObjects
 from qmonitor.testing import start_server
@@ -138,6 +139,12 @@ async def test_the_walk_through_roles_and_audit_trail_print_what_is_shown(made: 
     )
     async with serving(made, "guarded", port):
         bob = await asyncio.to_thread(run_bash, on_port(block("bob"), port), made)
+        # socat is gone once bob's replies are in; the server records the session's end a
+        # moment later (it sees the hang-up, then its writer thread writes the record).
+        expected_records = len(block("audit.log").splitlines())
+        await wait_until(
+            lambda: len((made / "audit.log").read_text().splitlines()) >= expected_records
+        )
         audit = (made / "audit.log").read_text()
         jq = await asyncio.to_thread(run_bash, block("jq"), made)
         operator = await asyncio.to_thread(run_bash, alice, made)
