@@ -16,7 +16,7 @@ from itertools import cycle, pairwise
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qmonitor.qmp.stream import (
@@ -664,6 +664,71 @@ def test_every_split_of_a_pipelined_stream_gives_the_same_events() -> None:
     assert view(feed([PIPELINE[i : i + 1] for i in range(len(PIPELINE))])) == whole
     for cut in range(1, len(PIPELINE)):
         assert view(feed([PIPELINE[:cut], PIPELINE[cut:]])) == whole, cut
+
+
+# Objects sent back to back ("}{" between them) are framed together (JSONStreamFramer.
+# _frame_batch): pieces that test each condition it relies on. "}{" or "},{" inside a string, a
+# top-level ',' (QEMU: "expecting value"), a value that is not an object between objects, a
+# repeated key, numbers orjson writes differently, escapes, nesting, and a partial last object.
+BATCH_PIECES = [
+    b'{"execute":"query-status","id":1}',
+    b'{"execute":"query-status"}',
+    b"{}",
+    b'{"a":{}}',
+    b'{"a":"}{"}',
+    b'{"a":"},{"}',
+    b'{"a":"}"}',
+    b'{"a":"{"}',
+    b'{"a":[{}{}]}',
+    b'{"a":[{}{}{}]}',
+    b'{"a":1,"a":2}',
+    b'{"a":1.0}',
+    b'{"a":1E5}',
+    b'{"a":0e5}',
+    b'{"a":1e400}',
+    b'{"a":18446744073709551616}',
+    b'{"a":"\\n\\""}',
+    b'{"a":"\\u00e9"}',
+    b'{"a":"\xc3\xa9"}',
+    b"{'a':1}",
+    b"1",
+    b"[]",
+    b",",
+    b" ",
+    b'{"execute":"x"',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(BATCH_PIECES), max_size=12).map(b"".join))
+# As many "}{" in a string as ',' between objects; as many "}{" in a list as non-objects.
+@example(b'{"execute":"x"}{"a":"}{"},{}')
+@example(b'{"execute":"x"}{"a":[{}{}{}]},1,{}')
+def test_objects_framed_together_are_framed_as_one_at_a_time(raw: bytes) -> None:
+    # Fed one byte at a time, no two messages are ever buffered together: the reference.
+    one_at_a_time = view(feed([raw[i : i + 1] for i in range(len(raw))]))
+    framer = JSONStreamFramer()
+    framer.receive_data(raw)
+    events = []
+    while (event := framer.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert view(events) == one_at_a_time
+
+
+def test_objects_framed_together_count_as_held_until_pulled() -> None:
+    # buffered_bytes drops by each message's bytes as it is pulled (testing/transcript.py's
+    # MessageSplitter cuts the stream there), the whitespace after the last with the next pull.
+    messages = [b'{"execute":"a","id":1}', b"{}", b'{"execute":"b","arguments":{"c":{}}}']
+    framer = JSONStreamFramer()
+    framer.receive_data(b"".join(messages) + b' \r\n{"exec')
+    held = [framer.buffered_bytes]
+    for message in messages:
+        assert framer.next_event() == JSONMessage(json.loads(message))
+        held.append(framer.buffered_bytes)
+    assert framer.next_event() is NEED_DATA
+    held.append(framer.buffered_bytes)
+    total = sum(map(len, messages)) + 9
+    assert held == [total, total - 22, total - 24, 9, 6]
 
 
 NONCHARACTERS = {*range(0xFDD0, 0xFDF0)} | {

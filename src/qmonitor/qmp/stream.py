@@ -32,7 +32,9 @@ would keep once, loses one) and no float could have been written ``0e5`` (three 
 QEMU). Anything else goes to the exact path, a port of QEMU's lexer state machine (regular
 expressions consume the long runs) and of its recursive-descent parser (made iterative,
 because 1024 levels of nesting are legal). Values the exact path has framed still go through
-``orjson`` when they pass the same checks.
+``orjson`` when they pass the same checks. Objects sent back to back (a client with many
+requests in flight) are framed and parsed together, as one JSON array, under checks that make
+the result the same as one at a time (``_frame_batch``).
 
 QEMU rules this reproduces, with the source they come from:
 
@@ -576,6 +578,12 @@ class JSONStreamFramer:
 
     __slots__ = (
         "_after_separator",
+        "_batch",
+        "_batch_bytes",
+        "_batch_pulled_end",
+        "_batch_pulled_index",
+        "_batch_refused",
+        "_batch_size",
         "_brace_count",
         "_bracket_count",
         "_buf",
@@ -632,17 +640,39 @@ class JSONStreamFramer:
         self._residual_brace = 0
         self._residual_bracket = 0
         self._after_separator = False
+        # Messages framed together and not pulled yet, last first (see _frame_batch), the bytes
+        # they came from, and where in those the messages pulled so far end (buffered_bytes).
+        self._batch: list[Any] = []
+        self._batch_bytes = b""
+        self._batch_size = 0
+        self._batch_pulled_index = 0
+        self._batch_pulled_end = 0
+        # The buffer's messages could not be framed together: not tried again before new data.
+        self._batch_refused = False
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received and still held: not yet parsed, or part of an unfinished message."""
-        return len(self._buf) - self._keep_from()
+        held = len(self._buf) - self._keep_from()
+        if self._batch:
+            held += len(self._batch_bytes) - self._batch_pulled_bytes()
+        return held
+
+    def _batch_pulled_bytes(self) -> int:
+        """How many of the batch's bytes made the messages pulled so far: each "}{" in them is
+        where one message ends (see _frame_batch), so found by walking from the last answer."""
+        pulled = self._batch_size - len(self._batch)
+        while self._batch_pulled_index < pulled:
+            self._batch_pulled_end = self._batch_bytes.find(b"}{", self._batch_pulled_end) + 1
+            self._batch_pulled_index += 1
+        return self._batch_pulled_end
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the client. An empty ``data`` is not end of input."""
         if self._eof:
             raise StateError("receive_data() after receive_eof()")
         self._buf += data
+        self._batch_refused = False
 
     def receive_eof(self) -> None:
         """The client closed its side: complete messages still come out, the rest is dropped."""
@@ -663,6 +693,14 @@ class JSONStreamFramer:
         one function. No JSON value is a :class:`JSONParseError` or :data:`NEED_DATA`, so the
         caller tells the three apart by type.
         """
+        batch = self._batch
+        if batch:
+            return batch.pop()
+        buf = self._buf
+        if not buf and self._pending is None and not self._eof:
+            # Everything received has been pulled (the call after each read's last request):
+            # with no byte held, no state can make an event before more data.
+            return NEED_DATA
         if (
             self._pending is None
             and self._lexer_state == _START
@@ -670,7 +708,6 @@ class JSONStreamFramer:
             and not self._skipping
             and not self._after_separator
         ):
-            buf = self._buf
             pos = self._pos
             size = len(buf)
             if pos < size and buf[pos] != 0x7B:  # '{'
@@ -685,7 +722,7 @@ class JSONStreamFramer:
                 # fool the count; orjson then refuses the slice, or it is still exactly one
                 # valid object, which QEMU frames the same way.
                 close = buf.find(b"}", pos)
-                if close >= 0:
+                if close >= 0 and buf.find(b"{", pos + 1, close) >= 0:  # nested: count them
                     opened = buf.count(b"{", pos, close)
                     closed = 1
                     while opened != closed and close >= 0:
@@ -694,8 +731,14 @@ class JSONStreamFramer:
                         opened += buf.count(b"{", previous, close)
                         closed += 1
                 end = close + 1
+                if close >= 0 and end < size and buf[end] == 0x7B and not self._batch_refused:
+                    # Another object right behind: requests sent back to back, frame them all.
+                    batch = self._frame_batch(buf, pos)
+                    if batch:
+                        return batch.pop()
                 if close >= 0 and end - pos <= self._fast_max_bytes:
-                    span = buf[pos:end]
+                    # One request per read (a client waiting for each reply): no slice to make.
+                    span = buf if pos == 0 and end == size else buf[pos:end]
                     if span.isascii() and (span.find(b"\\") < 0 or b"\\u" not in span):
                         try:
                             value = _loads(span)
@@ -715,6 +758,61 @@ class JSONStreamFramer:
                                 return value
         event = self._next_lexed_event()
         return event.value if type(event) is JSONMessage else event
+
+    def _frame_batch(self, buf: bytearray, pos: int) -> list[Any]:
+        """The objects from ``pos`` to the buffer's last '}', framed and parsed in one go, last
+        first, or an empty list when they cannot be (they are then framed one by one).
+
+        A client with many requests in flight sends them back to back in one write: compact
+        objects, ``{...}{...}``. Between two top-level objects QEMU's grammar has "}{", and
+        nowhere else outside a string; so the bytes with each "}{" made "},{" and put in
+        brackets are one JSON array of those objects, which one ``orjson.loads`` reads and one
+        ``orjson.dumps`` writes back. The result is used only when, as for a single message in
+        :meth:`next_value`, it is certain to equal QEMU's:
+
+        - the bytes are ASCII without ``\\u`` escapes, within the size limits, and the nesting
+          limit is orjson's own (1024 levels; one more for the array: deeper fails here);
+        - ``orjson.dumps`` writes the array back byte for byte, so every element is written
+          exactly as orjson writes its value (no repeated key, no unusual number spelling);
+        - every element is an object, the bytes hold no "},{", and there are as many elements
+          as "}{" plus one. The array's separators then sit between a '}' and a '{' and none
+          was in the bytes already, so each was made from a "}{"; there are as many separators
+          as "}{", so none was made inside a string. The bytes are therefore the elements back
+          to back, each exactly as a lone message's check in next_value accepts it, and QEMU
+          frames them into the same messages.
+        """
+        end = buf.rfind(b"}") + 1
+        if end - pos <= self._fast_max_bytes and self._max_nesting >= _ORJSON_MAX_DEPTH:
+            data = bytes(buf[pos:end])
+            if (
+                data.isascii()
+                and (data.find(b"\\") < 0 or b"\\u" not in data)
+                and data.find(b"},{") < 0
+            ):
+                array = b"[" + data.replace(b"}{", b"},{") + b"]"
+                try:
+                    values: list[Any] = _loads(array)  # a list: the text is in brackets
+                    written = _dumps(values)
+                except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+                    pass
+                else:
+                    if written == array and len(values) == data.count(b"}{") + 1:
+                        for value in values:
+                            if type(value) is not dict:
+                                break
+                        else:
+                            if end == len(buf):
+                                buf.clear()
+                                end = 0
+                            self._pos = end
+                            values.reverse()
+                            self._batch = values
+                            self._batch_bytes = data
+                            self._batch_size = len(values)
+                            self._batch_pulled_index = self._batch_pulled_end = 0
+                            return values
+        self._batch_refused = True
+        return []
 
     def _next_lexed_event(self) -> Event | NeedData:
         """The next event by the exact path (QEMU's lexer and parser)."""

@@ -357,15 +357,8 @@ class QMPSession(asyncio.Protocol):
             self._handle(event)
 
     def _handle(self, event: Request | InvalidRequest | Negotiated) -> None:
-        if isinstance(event, InvalidRequest):
-            if event.request is not None:  # answered in negotiation mode
-                self.host.trace_negotiation(event.request, self, event.error)
-            self._reply_error(event.error, event.request_id, event.has_id)
-            return
-        if isinstance(event, Negotiated):
-            if event.request is not None:
-                self.host.trace_negotiation(event.request, self, None)
-            self._write(self.connection.send_return({}, event.request_id, event.has_id))
+        if type(event) is not Request:  # tested first: nearly every event is a Request
+            self._handle_other(cast("InvalidRequest | Negotiated", event))
             return
         request = event
         command_name, arguments, request_id, has_id, oob = request
@@ -400,7 +393,14 @@ class QMPSession(asyncio.Protocol):
         except QMPError as exc:
             self._write_reply(self.connection.send_error(exc, request_id, has_id), request)
             return
-        invocation = outcome
+        self._await(outcome, request)
+
+    def _await(self, invocation: Invocation, request: Request) -> None:
+        """A command that did not return at once: answered when it completes.
+
+        Apart from :meth:`_handle` because of the callback: a function making a closure has
+        its variables in a frame object made on every call once compiled (mypyc).
+        """
         if invocation.done:
             self._finish(invocation, request)
             return
@@ -409,6 +409,17 @@ class QMPSession(asyncio.Protocol):
         if self._strict_order or not request.has_id:
             self._blocking = invocation
         invocation.future.add_done_callback(lambda _: self._completed(key, invocation, request))
+
+    def _handle_other(self, event: InvalidRequest | Negotiated) -> None:
+        """Input answered with an error, or ``qmp_capabilities`` run in negotiation mode."""
+        if isinstance(event, InvalidRequest):
+            if event.request is not None:  # answered in negotiation mode
+                self.host.trace_negotiation(event.request, self, event.error)
+            self._reply_error(event.error, event.request_id, event.has_id)
+            return
+        if event.request is not None:
+            self.host.trace_negotiation(event.request, self, None)
+        self._write(self.connection.send_return({}, event.request_id, event.has_id))
 
     def _finish(self, invocation: Invocation, request: Request) -> None:
         exc = invocation.future.exception()
