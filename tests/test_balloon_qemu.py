@@ -9,18 +9,14 @@ which a guest that never loaded one (QEMU under ``-S``, the simulated guest) nev
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from launched_qmp import STANDIN, paused_machine_replies
 from qmonitor.testing import QEMU_BINARY
-from test_chardev_backends_qemu import connect_when_listening, qmp_lines
 
 pytestmark = pytest.mark.qemu
-
-STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
 
 REQUESTS = [
     {"execute": "balloon", "arguments": {"value": 32 << 20}},
@@ -36,18 +32,9 @@ REQUESTS = [
 
 
 def replies(binary: str, directory: Path, machine: list[str]) -> list[str]:
-    path = str(directory / "qmp.sock")
-    command = [binary, *machine, "-m", "64", "-display", "none", "-nodefaults", "-S"]
-    command += ["-qmp", f"unix:{path},server=on,wait=off"]
-    if binary == STANDIN:
-        command += ["--state-dir", str(directory / "state")]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    try:
-        with connect_when_listening(path, process) as client:
-            return qmp_lines(client, [json.dumps(request) for request in REQUESTS])
-    finally:
-        process.terminate()
-        process.wait(30)
+    return paused_machine_replies(
+        binary, directory, machine, [json.dumps(request) for request in REQUESTS]
+    )
 
 
 @pytest.mark.parametrize(

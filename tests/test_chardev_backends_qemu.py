@@ -18,7 +18,6 @@ import re
 import select
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any
 
 import pytest
 
+from launched_qmp import STANDIN, connect_when_listening, qmp_lines
 from qmonitor.testing import QEMU_BINARY, RawQMPClient
 
 pytestmark = pytest.mark.qemu
 
-STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
 BINARIES = [pytest.param(QEMU_BINARY, id="qemu"), pytest.param(STANDIN, id="qmonitor")]
 QUIET = ["-display", "none", "-nodefaults", "-S"]
 BANNER = b"QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) "
@@ -245,33 +244,6 @@ def test_a_backend_that_cannot_be_opened_is_qemus_error(case: str, short_tmp: Pa
         outputs.append((result.returncode, masked(result.stdout, short_tmp), stderr))
     assert outputs[1] == outputs[0]
     assert outputs[0][0] == 1
-
-
-def connect_when_listening(path: str, process: subprocess.Popen[bytes]) -> socket.socket:
-    """A connection to the unix socket ``path`` once it listens (its file exists from
-    ``bind()``, it listens from ``listen()``), polling as start_server does."""
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "did not start"
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.connect(path)
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            time.sleep(0.02)
-
-
-def qmp_lines(sock: socket.socket, requests: list[str]) -> list[str]:
-    """Negotiate on a connected QMP socket, send ``requests``; their reply lines."""
-    stream = sock.makefile("rwb")
-    stream.readline()  # the greeting
-    replies = []
-    for request in ['{"execute": "qmp_capabilities"}', *requests]:
-        stream.write(request.encode() + b"\n")
-        stream.flush()
-        replies.append(stream.readline().decode())
-    return replies[1:]
 
 
 CHARDEV_STATE = [

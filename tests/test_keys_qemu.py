@@ -13,18 +13,15 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from launched_qmp import STANDIN, connect_when_listening, paused_machine_replies, qmp_lines
 from qmonitor.testing import QEMU_BINARY, command_shape
-from test_chardev_backends_qemu import connect_when_listening, qmp_lines
 
 pytestmark = pytest.mark.qemu
-
-STANDIN = str(Path(sys.executable).parent / "qmonitor-system-x86_64")
 
 
 def send_key(*keys: dict[str, Any], **arguments: object) -> dict[str, Any]:
@@ -105,19 +102,8 @@ REQUESTS: list[dict[str, Any]] = [
 def replies(binary: str, directory: Path, machine: list[str]) -> list[str]:
     """The replies of ``binary`` to :data:`REQUESTS` (``{dir}`` is ``directory``, where
     nothing may be written), the directory's name made ``{dir}`` again."""
-    path = str(directory / "qmp.sock")
-    command = [binary, *machine, "-m", "64", "-display", "none", "-nodefaults", "-S"]
-    command += ["-qmp", f"unix:{path},server=on,wait=off"]
-    if binary == STANDIN:
-        command += ["--state-dir", str(directory / "state")]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    try:
-        with connect_when_listening(path, process) as client:
-            requests = [json.dumps(r).replace("{dir}", str(directory)) for r in REQUESTS]
-            answers = qmp_lines(client, requests)
-    finally:
-        process.terminate()
-        process.wait(30)
+    requests = [json.dumps(r).replace("{dir}", str(directory)) for r in REQUESTS]
+    answers = paused_machine_replies(binary, directory, machine, requests)
     assert set(os.listdir(directory)) <= {"qmp.sock", "state"}, "screendump wrote a file"
     return [answer.replace(str(directory), "{dir}") for answer in answers]
 
