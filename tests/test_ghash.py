@@ -9,7 +9,7 @@ import string
 
 import pytest
 
-from qmonitor.core.ghash import g_str_hash, iteration_order
+from qmonitor.core.ghash import StringSet, g_str_hash, iteration_order
 
 
 def test_chardev_order_seen_from_qemu_7_2() -> None:
@@ -38,6 +38,12 @@ def _glib() -> ctypes.CDLL | None:
 
 
 def _glib_order(glib: ctypes.CDLL, keys: list[str]) -> list[str]:
+    return _glib_order_after(glib, [(True, key) for key in keys])
+
+
+def _glib_order_after(glib: ctypes.CDLL, operations: list[tuple[bool, str]]) -> list[str]:
+    """The iteration order of a GLib table after ``operations`` (True: insert, False:
+    remove), in order."""
     glib.g_hash_table_new.restype = ctypes.c_void_p
     glib.g_hash_table_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     glib.g_hash_table_insert.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
@@ -52,9 +58,14 @@ def _glib_order(glib: ctypes.CDLL, keys: list[str]) -> list[str]:
         ctypes.cast(glib.g_str_hash, ctypes.c_void_p),
         ctypes.cast(glib.g_str_equal, ctypes.c_void_p),
     )
-    buffers = [ctypes.create_string_buffer(key.encode()) for key in keys]
-    for buffer in buffers:
-        glib.g_hash_table_insert(table, ctypes.cast(buffer, ctypes.c_char_p), None)
+    glib.g_hash_table_remove.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    buffers = {key: ctypes.create_string_buffer(key.encode()) for _, key in operations}
+    for insert, key in operations:
+        pointer = ctypes.cast(buffers[key], ctypes.c_char_p)
+        if insert:
+            glib.g_hash_table_insert(table, pointer, None)
+        else:
+            glib.g_hash_table_remove(table, pointer)
     iterator = ctypes.create_string_buffer(128)  # a GHashTableIter is 6 pointers
     glib.g_hash_table_iter_init(iterator, table)
     found = []
@@ -82,3 +93,23 @@ def test_order_matches_the_installed_glib_for_random_key_sets() -> None:
             for _ in range(count)
         ]
         assert iteration_order(keys) == _glib_order(glib, keys), keys
+
+
+@pytest.mark.host_facility
+def test_insertions_and_removals_match_the_installed_glib() -> None:
+    """Removals leave tombstones that a later insertion reuses (g_hash_table_lookup_node's
+    first tombstone) and may shrink the table: random interleavings, as GLib orders them."""
+    glib = _glib()
+    if glib is None:
+        pytest.skip("libglib-2.0 is not installed")
+    rng = random.Random(20261130)
+    for _ in range(300):
+        pool = [f"k{number}" for number in range(rng.randint(1, 60))]
+        operations = [(rng.random() < 0.6, rng.choice(pool)) for _ in range(rng.randint(1, 200))]
+        table = StringSet()
+        for insert, key in operations:
+            if insert:
+                table.insert(key)
+            else:
+                table.remove(key)
+        assert list(table) == _glib_order_after(glib, operations), operations

@@ -74,37 +74,45 @@ class StringSet:
     def _home(self, hash_value: int) -> int:
         return ((hash_value * 11) & _MASK32) % PRIME_MOD[self.shift]  # guint arithmetic
 
-    def insert(self, key: str) -> None:
-        hash_value = g_str_hash(key)
+    def _lookup_node(self, key: str, hash_value: int) -> int:
+        """``g_hash_table_lookup_node()``: the slot holding ``key``; else the first tombstone
+        passed on the way, else the empty slot that ended the probe (where it would go)."""
         mask = self.size - 1
         index = self._home(hash_value)
         step = 0
-        while self.hashes[index]:
-            if self.hashes[index] == hash_value and self.keys[index] == key:
-                return  # replacing a value changes no position
+        first_tombstone = -1
+        while (node_hash := self.hashes[index]) != 0:
+            if node_hash == hash_value and self.keys[index] == key:
+                return index
+            if node_hash == 1 and first_tombstone < 0:
+                first_tombstone = index
             step += 1
             index = (index + step) & mask
+        return first_tombstone if first_tombstone >= 0 else index
+
+    def insert(self, key: str) -> None:
+        """``g_hash_table_insert_node()``: a present key keeps its slot; a new one fills the
+        slot found (a tombstone is reused), and filling an empty slot may resize."""
+        hash_value = g_str_hash(key)
+        index = self._lookup_node(key, hash_value)
+        old_hash = self.hashes[index]
+        if old_hash > 1:
+            return  # replacing a value changes no position
         self.hashes[index] = hash_value
         self.keys[index] = key
         self.nnodes += 1
-        self.noccupied += 1
-        self._maybe_resize()
+        if old_hash == 0:
+            self.noccupied += 1
+            self._maybe_resize()
 
     def remove(self, key: str) -> None:
         """``g_hash_table_remove()``: a tombstone where ``key`` was, then maybe a resize."""
-        hash_value = g_str_hash(key)
-        mask = self.size - 1
-        index = self._home(hash_value)
-        step = 0
-        while self.hashes[index]:
-            if self.hashes[index] == hash_value and self.keys[index] == key:
-                self.hashes[index] = 1
-                self.keys[index] = None
-                self.nnodes -= 1
-                self._maybe_resize()
-                return
-            step += 1
-            index = (index + step) & mask
+        index = self._lookup_node(key, g_str_hash(key))
+        if self.hashes[index] > 1:
+            self.hashes[index] = 1
+            self.keys[index] = None
+            self.nnodes -= 1
+            self._maybe_resize()
 
     def __iter__(self) -> Iterator[str]:
         """The keys in ``g_hash_table_iter_next()`` order."""
