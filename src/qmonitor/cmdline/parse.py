@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
@@ -90,6 +90,7 @@ from qmonitor.cmdline.qemuopts import (
 )
 from qmonitor.cmdline.qjson import JSONValueError, parse_json_value
 from qmonitor.core.cutils import qemu_strtosz, qemu_strtou64
+from qmonitor.core.record import replace
 
 _S, _B, _N, _Z = OptType.STRING, OptType.BOOL, OptType.NUMBER, OptType.SIZE
 
