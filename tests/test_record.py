@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from qmonitor.cmdline.model import Chardev, FdSocketAddress, UnixSocketAddress
-from qmonitor.core.record import replace
 
 
 def test_equal_fields_make_equal_values_and_equal_hashes() -> None:
@@ -36,8 +35,8 @@ def test_repr_shows_the_constructor_call() -> None:
 
 def test_replace_copies_with_changes_and_refuses_unknown_fields() -> None:
     original = Chardev("c", "socket", server=True, options={"path": "/s"})
-    changed = replace(original, wait=False)
+    changed = original.replace(wait=False)
     assert (changed.server, changed.wait, changed.options) == (True, False, {"path": "/s"})
     assert original.wait is True
     with pytest.raises(TypeError):
-        replace(original, colour="red")
+        original.replace(colour="red")

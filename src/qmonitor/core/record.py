@@ -18,14 +18,13 @@ results) stay dataclasses.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
-
-RecordType = TypeVar("RecordType", bound="Record")
+from typing import Any, ClassVar, Self
 
 
 class Record:
     """A value: equal to another of the same class with equal fields (``__slots__``, in
-    order, less :attr:`NOT_COMPARED`), hashed by them, shown as its constructor call."""
+    order, less :attr:`NOT_COMPARED`), hashed by them, shown as its constructor call;
+    :meth:`replace` copies it with changes."""
 
     __slots__ = ()
 
@@ -49,15 +48,14 @@ class Record:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _fields(self))
         return f"{self.__class__.__qualname__}({shown})"
 
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (``dataclasses.replace``): ``__init__`` takes each field by
+        the field's name."""
+        values = {name: getattr(self, name) for name in _fields(self)}
+        values.update(changes)
+        return self.__class__(**values)
+
 
 def _fields(record: Record) -> tuple[str, ...]:
     fields: tuple[str, ...] = record.__class__.__slots__
     return fields
-
-
-def replace(record: RecordType, /, **changes: Any) -> RecordType:
-    """A copy of ``record`` with ``changes`` (``dataclasses.replace``): its ``__init__``
-    takes each field by the field's name."""
-    values = {name: getattr(record, name) for name in _fields(record)}
-    values.update(changes)
-    return record.__class__(**values)
