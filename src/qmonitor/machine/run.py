@@ -597,6 +597,10 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         # before other monitors: the monitors are served in command-line order, QEMU's
         # compat_monitorN numbering).
         shown: list[str] = [f"{program}: snapshots in {os.path.normpath(plan.state_dir)}"]
+        # The lines are printed when announcing, or before an interactive human monitor takes
+        # the terminal; otherwise they are not made (finding qmp-shell on PATH delays the
+        # greeting of the stand-in, which never prints them).
+        shows_where = plan.announce or any(planned.interactive for planned in plan.monitors)
         for planned in plan.monitors:
             address = planned.address
             if address is None:
@@ -640,7 +644,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 await _serve_human(monitor, address, interactive=False, label=planned.label)
             if planned.wait_location is not None and address.server:
                 await _wait_for_client(monitor, planned.wait_location, program, signalled)
-            if address.transport in ("unix", "tcp") and address.server:
+            if shows_where and address.transport in ("unix", "tcp") and address.server:
                 label = "QMP" if planned.mode == "control" else "HMP"
                 shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address, planned)
         if shown and plan.announce:
