@@ -167,11 +167,17 @@ class NamedFds:
         self._fds.clear()
 
 
-@dataclass(slots=True)
 class _FdsetMember:
+    __slots__ = ("fd", "opaque", "removed")
+
     fd: int
     opaque: str | None
-    removed: bool = False
+    removed: bool
+
+    def __init__(self, fd: int, opaque: str | None, removed: bool = False) -> None:
+        self.fd = fd
+        self.opaque = opaque
+        self.removed = removed
 
 
 @dataclass(frozen=True, slots=True)
