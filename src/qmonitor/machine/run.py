@@ -35,7 +35,6 @@ from qmonitor import (
 from qmonitor.machine.config import MachineConfig, SimpleChardev
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
-from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.statedir import reclaim_temporaries
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 
     from qmonitor import Admit, OpenedBackend
     from qmonitor.machine.commands import MachineServices
+    from qmonitor.machine.profile import Profile
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -488,7 +488,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     # Signatures are compiled at a command's first use (the schema compiles them all): start-up
     # is what every probe pays. tests/test_program.py has the program compile every one.
     monitor.registry.defer_signatures = True
-    install_faults(monitor, faults)
+    install_faults(monitor, faults, deferred=True)
     try:
         machine = Machine(
             plan.name,
@@ -539,22 +539,29 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         for planned in plan.monitors:
             if planned.mode == "control" and planned.address is not None:
                 os.makedirs(os.path.dirname(planned.address.path), mode=0o700, exist_ok=True)
-    try:
-        profile = Profile.file(plan.profile).load() if plan.profile else Profile.default()
-    except ProfileError as exc:
-        print(f"{program}: {exc}", file=sys.stderr)
-        return 1
+    # A --profile file is read now, so that a bad one is reported before anything listens;
+    # the built-in one is read at its first use, and its module loaded with the commands.
+    given_profile: Profile | None = None
+    if plan.profile:
+        from qmonitor.machine.profile import Profile, ProfileError
+
+        try:
+            given_profile = Profile.file(plan.profile).load()
+        except ProfileError as exc:
+            print(f"{program}: {exc}", file=sys.stderr)
+            return 1
     try:
         backends = open_backends(plan.config, program)
     except _BackendsRefused:
         return 1
     config = _with_pty_devices(plan.config, backends) if backends else plan.config
-    _register_ring_commands(monitor, config, backends)
+    monitor.registry.defer(lambda: _register_ring_commands(monitor, config, backends))
     registered: list[MachineServices] = []
 
     def register_commands() -> None:
         """The machine's commands: most of what the program imports."""
         from qmonitor.machine.commands import register_machine_commands
+        from qmonitor.machine.profile import Profile
         from qmonitor.machine.snapshots import SnapshotStore
 
         snapshots = SnapshotStore(plan.state_dir)  # its directory is ready (below)
@@ -565,14 +572,15 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             on_exit=exit_machine,
             no_shutdown=plan.no_shutdown,
             config=config,
-            profile=profile,
+            profile=Profile.default() if given_profile is None else given_profile,
             faults=faults,
         )
         services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
         registered.append(services)
 
     # Registered at the registry's first use (a client's first command, query-commands, the
-    # schema, a human monitor's table, a policy's check), not before the monitors serve:
+    # schema, a human monitor's table, a policy's check), after the fault and ring commands
+    # deferred above (the order every listing shows), not before the monitors serve:
     # start-up, and the greeting, do not wait for them; and the human monitor's only when one
     # of its commands is named (or all are listed), so a QMP client never loads its modules.
     monitor.registry.defer(register_commands)
