@@ -51,6 +51,11 @@ asyncio.run(main())
 """
 
 
+GREETING_TIMEOUT = 30.0
+"""Seconds a program may take to greet or answer once connected (QEMU once accepted and
+never greeted, under heavy load, and the bench waited for ever)."""
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -88,6 +93,7 @@ def greeting_time(
                         raise RuntimeError(f"{argv[0]} exited with {process.returncode}") from None
                     time.sleep(0.001)
                     continue
+                client.settimeout(GREETING_TIMEOUT)  # a program that never greets fails the run
                 client.recv(1)
                 elapsed = time.perf_counter() - started
                 rss = _rss_kib(process.pid)
