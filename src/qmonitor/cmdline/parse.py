@@ -228,13 +228,12 @@ RAM_ALIGNMENT: Final = 8192
 UNSUPPORTED: Final = "option not supported by qmonitor"
 
 # util/uuid.c qemu_uuid_is_valid(): 8-4-4-4-12 hex digits.
-_UUID: Final = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+# These patterns are compiled by re.compile's cache at their first use (start-up time).
+_UUID: Final = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # softmmu/rtc.c configure_rtc_base_datetime(): sscanf("%d-%d-%dT%d:%d:%d") or "%d-%d-%d".
 _C_INT: Final = r"[ \t\n\v\f\r]*([-+]?[0-9]+)"
-_RTC_DATETIME: Final = re.compile(f"{_C_INT}-{_C_INT}-{_C_INT}T{_C_INT}:{_C_INT}:{_C_INT}")
-_RTC_DATE: Final = re.compile(f"{_C_INT}-{_C_INT}-{_C_INT}")
+_RTC_DATETIME: Final = f"{_C_INT}-{_C_INT}-{_C_INT}T{_C_INT}:{_C_INT}:{_C_INT}"
+_RTC_DATE: Final = f"{_C_INT}-{_C_INT}-{_C_INT}"
 
 
 class _State:
@@ -658,7 +657,7 @@ def _memory(state: _State, argument: str, location: str) -> None:
 
 def _uuid(state: _State, argument: str, location: str) -> None:
     """vl.c QEMU_OPTION_uuid: qemu_uuid_parse()."""
-    if len(argument) != 36 or not _UUID.fullmatch(argument):
+    if len(argument) != 36 or not re.fullmatch(_UUID, argument):
         raise state.fail(location, "failed to parse UUID string: wrong format")
     state.uuid = UUID(argument)
 
@@ -1168,10 +1167,10 @@ def _check_rtc(state: _State, opts: QemuOpts) -> None:
     """softmmu/rtc.c configure_rtc(): base, clock and driftfix values (reported unlocated)."""
     base = opts.get("base")
     if base is not None and base not in ("utc", "localtime"):
-        match = _RTC_DATETIME.match(base)
+        match = re.match(_RTC_DATETIME, base)
         fields = [_c_int(group) for group in match.groups()] if match else None
         if fields is None:
-            date = _RTC_DATE.match(base)
+            date = re.match(_RTC_DATE, base)
             if date:
                 fields = [_c_int(group) for group in date.groups()] + [0, 0, 0]
         if fields is None or _mktimegm(*fields) == -1:
