@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 from qmonitor import Monitor
@@ -32,7 +31,7 @@ async def serve_standin(
         for index, path in enumerate(paths)
     )
     config = config or MachineConfig()
-    config = replace(config, chardevs=chardevs + config.chardevs)
+    config = config.replace(chardevs=chardevs + config.chardevs)
     monitor = Monitor("vm0")
     machine = Machine("vm0", ram_size=1 << 20)
     snapshots = SnapshotStore(str(directory / "state"))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from qmonitor.cmdline import CommandLineError, parse_command_line
 from qmonitor.cmdline.objects import ObjectError
 from qmonitor.security.authz import (
+    AUTHZ_TYPES,
     AuthzList,
     AuthzListFile,
     AuthzSimple,
@@ -25,7 +26,8 @@ from qmonitor.security.authz import (
     parse_list_file,
 )
 from qmonitor.server.authorize import read_like_glib
-from qmonitor.server.objects import CommandLineObjects
+from qmonitor.server.objects import MADE_TYPES, CommandLineObjects
+from qmonitor.server.tls import TLS_CREDS_X509
 
 
 def _glib() -> ctypes.CDLL | None:
@@ -47,6 +49,12 @@ def objects(*options: str) -> dict[str, object]:
     made = CommandLineObjects()
     parse_command_line(arguments, objects=made)
     return dict(made.authorizer.objects)
+
+
+def test_the_command_line_makes_every_authz_type_and_x509_credentials() -> None:
+    """``MADE_TYPES`` is spelled out (the modules load only for a command line that makes
+    one of them): it must name exactly the types those modules make."""
+    assert {*AUTHZ_TYPES, TLS_CREDS_X509} == MADE_TYPES
 
 
 def test_objects_from_both_forms_and_both_list_file_names() -> None:

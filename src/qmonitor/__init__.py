@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from qmonitor.core.ghash import iteration_order as ghash_iteration_order
     from qmonitor.core.jobs import JobStatus
     from qmonitor.core.qdict import qdict_bucket
+    from qmonitor.core.record import Record
     from qmonitor.core.schema import (
         JSON_NULL,
         QMPName,
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ghash_iteration_order": ("qmonitor.core.ghash", "iteration_order"),
     "JobStatus": ("qmonitor.core.jobs", "JobStatus"),
     "qdict_bucket": ("qmonitor.core.qdict", "qdict_bucket"),
+    "Record": ("qmonitor.core.record", "Record"),
     "JSON_NULL": ("qmonitor.core.schema", "JSON_NULL"),
     "QMPName": ("qmonitor.core.schema", "QMPName"),
     "Size": ("qmonitor.core.schema", "Size"),
@@ -156,6 +158,7 @@ __all__ = [
     "QMPError",
     "QMPName",
     "QMonitorError",
+    "Record",
     "Session",
     "SessionKind",
     "Size",

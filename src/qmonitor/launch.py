@@ -26,7 +26,6 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 from uuid import UUID
 
@@ -46,6 +45,7 @@ from qmonitor.cmdline.chardev import ringbuf_size
 from qmonitor.cmdline.errors import Diagnostic
 from qmonitor.core.cutils import qemu_strtosz
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 from qmonitor.machine.config import (
     DEFAULT_CPU_MODEL,
     ChardevBackend,
@@ -121,14 +121,23 @@ class LaunchError(QMonitorError):
     """A value QEMU would take that we cannot: ``str()`` is the line after the program name."""
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
+class Launch(Record):
     """A parsed command line and what to do with it."""
 
-    command_line: QemuCommandLine
-    plan: RunPlan
-    verbose: int = 0
-    log: str | None = None
+    __slots__ = ("command_line", "log", "plan", "verbose")
+
+    command_line: Final[QemuCommandLine]
+    plan: Final[RunPlan]
+    verbose: Final[int]
+    log: Final[str | None]
+
+    def __init__(
+        self, command_line: QemuCommandLine, plan: RunPlan, verbose: int = 0, log: str | None = None
+    ) -> None:
+        self.command_line = command_line
+        self.plan = plan
+        self.verbose = verbose
+        self.log = log
 
 
 def parse_rate(text: str) -> int:
@@ -177,10 +186,10 @@ def chardev_backend(chardev: Chardev) -> ChardevBackend:
     address = chardev.address
     simple = SimpleChardev(chardev.backend, location=chardev.location, port=chardev.port)
     if chardev.backend in ("ringbuf", "memory"):
-        return replace(simple, size=ringbuf_size(_size_option(chardev)))
+        return simple.replace(size=ringbuf_size(_size_option(chardev)))
     if chardev.backend in ("file", "pipe"):
         append = chardev.options.get("append") in ("on", "yes", "true", "y")
-        return replace(simple, path=chardev.options.get("path"), append=append)
+        return simple.replace(path=chardev.options.get("path"), append=append)
     if chardev.backend != "socket" or address is None:
         return simple
     telnet = chardev.options.get("telnet") in ("on", "yes", "true", "y")
@@ -302,14 +311,20 @@ def last_argument(command_line: QemuCommandLine, name: str) -> str | None:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorTls:
+class MonitorTls(Record):
     """What a monitor chardev's ``tls-creds=ID[,tls-authz=AUTHZ]`` make of its listener
     (``ca_file``: the credentials' CA, for the line telling how to connect)."""
 
-    context: ssl.SSLContext
-    admit: Admit | None
-    ca_file: str
+    __slots__ = ("admit", "ca_file", "context")
+
+    context: Final[ssl.SSLContext]
+    admit: Final[Admit | None]
+    ca_file: Final[str]
+
+    def __init__(self, context: ssl.SSLContext, admit: Admit | None, ca_file: str) -> None:
+        self.context = context
+        self.admit = admit
+        self.ca_file = ca_file
 
 
 TLS_CREDS_TYPE_UNSUPPORTED: Final = (
@@ -487,7 +502,7 @@ def run_launch(
             else SimpleChardev("stdio")
         )
         config_chardevs.append(ChardevConfig(planned.label, backend))
-    config = replace(config, chardevs=tuple(config_chardevs))
+    config = config.replace(chardevs=tuple(config_chardevs))
     verbose = len(own.get("--verbose", []))
     plan = RunPlan(
         name=name,

@@ -126,14 +126,16 @@ MONITOR_MODES: Final = ("readline", "control")
 _COMPAT_PLAIN: Final = frozenset(
     ("null", "pty", "msmouse", "wctablet", "braille", "testdev", "stdio")
 )
+# The patterns below are compiled by re.compile's cache at their first use, not at import
+# (start-up time: a -qmp unix: option uses none of them).
 # sscanf("%64[^:]:%32[^,]%n") and its fallback ":%32[^,]%n" (tcp:, telnet:, ...).
-_HOST_PORT: Final = re.compile(r"([^:]{1,64}):([^,]{1,32})")
-_PORT_ONLY: Final = re.compile(r":([^,]{1,32})")
+_HOST_PORT: Final = r"([^:]{1,64}):([^,]{1,32})"
+_PORT_ONLY: Final = r":([^,]{1,32})"
 # The same for udp:, whose port may also end at '@'.
-_UDP_HOST_PORT: Final = re.compile(r"([^:]{1,64}):([^@,]{1,32})")
-_UDP_PORT_ONLY: Final = re.compile(r":([^@,]{1,32})")
-_VC_PIXELS: Final = re.compile(r"([0-9]{1,7})x([0-9]{1,7})")
-_VC_CHARS: Final = re.compile(r"([0-9]{1,7})Cx([0-9]{1,7})C")
+_UDP_HOST_PORT: Final = r"([^:]{1,64}):([^@,]{1,32})"
+_UDP_PORT_ONLY: Final = r":([^@,]{1,32})"
+_VC_PIXELS: Final = r"([0-9]{1,7})x([0-9]{1,7})"
+_VC_CHARS: Final = r"([0-9]{1,7})Cx([0-9]{1,7})C"
 
 
 class ChardevError(QMonitorError):
@@ -193,10 +195,10 @@ def _parse_compat_into(opts: QemuOpts, filename: str, permit_mux_mon: bool) -> N
         _set(opts, "backend", "vc")
         rest = filename[2:]
         if rest.startswith(":"):
-            if pixels := _VC_PIXELS.match(rest, 1):
+            if pixels := re.compile(_VC_PIXELS).match(rest, 1):
                 _set(opts, "width", pixels[1])
                 _set(opts, "height", pixels[2])
-            elif chars := _VC_CHARS.match(rest, 1):
+            elif chars := re.compile(_VC_CHARS).match(rest, 1):
                 _set(opts, "cols", chars[1])
                 _set(opts, "rows", chars[2])
             else:
@@ -241,11 +243,11 @@ def _parse_compat_into(opts: QemuOpts, filename: str, permit_mux_mon: bool) -> N
 
 def _parse_compat_tcp(opts: QemuOpts, address: str, protocol: str) -> None:
     host = ""
-    match = _HOST_PORT.match(address)
+    match = re.compile(_HOST_PORT).match(address)
     if match:
         host, port = match[1], match[2]
     else:
-        match = _PORT_ONLY.match(address)
+        match = re.compile(_PORT_ONLY).match(address)
         if not match:
             raise ChardevError("")
         port = match[1]
@@ -265,9 +267,9 @@ def _parse_compat_tcp(opts: QemuOpts, address: str, protocol: str) -> None:
 def _parse_compat_udp(opts: QemuOpts, address: str) -> None:
     _set(opts, "backend", "udp")
     host = ""
-    match = _UDP_HOST_PORT.match(address)
+    match = re.compile(_UDP_HOST_PORT).match(address)
     if not match:
-        match = _UDP_PORT_ONLY.match(address)
+        match = re.compile(_UDP_PORT_ONLY).match(address)
         if not match:
             raise ChardevError("")
         port = match[1]
@@ -279,10 +281,10 @@ def _parse_compat_udp(opts: QemuOpts, address: str) -> None:
     if address[end : end + 1] == "@":
         local = address[end + 1 :]
         local_host = ""
-        local_match = _HOST_PORT.match(local) or _PORT_ONLY.match(local)
+        local_match = re.compile(_HOST_PORT).match(local) or re.compile(_PORT_ONLY).match(local)
         if not local_match:
             raise ChardevError("")
-        if local_match.re is _HOST_PORT:
+        if local_match.re.pattern == _HOST_PORT:
             local_host, local_port = local_match[1], local_match[2]
         else:
             local_port = local_match[1]

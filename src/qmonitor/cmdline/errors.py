@@ -10,18 +10,25 @@ the caller: ``qmonitor-system-x86_64`` prints its own base name, as QEMU does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Final
 
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(Record):
     """One report: ``message`` is the first line, ``hint`` the lines QEMU prints after it."""
 
-    message: str
-    hint: str = ""
-    timestamped: bool = False  # -msg timestamp=on was in effect when QEMU would print it
+    __slots__ = ("hint", "message", "timestamped")
+
+    message: Final[str]
+    hint: Final[str]
+    timestamped: Final[bool]  # -msg timestamp=on was in effect when QEMU would print it
+
+    def __init__(self, message: str, hint: str = "", timestamped: bool = False) -> None:
+        self.message = message
+        self.hint = hint
+        self.timestamped = timestamped
 
     def render(self, program: str, timestamp: str = "") -> str:
         """The report as QEMU prints it: ``PROGRAM: MESSAGE\\nHINT``.

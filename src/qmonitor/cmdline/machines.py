@@ -9,24 +9,41 @@ cores when filling in what was left out (PC machine types up to 6.1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from qmonitor.cmdline.keyval import KeyvalDict
 from qmonitor.core.cutils import qemu_strtoi64
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class MachineType:
+class MachineType(Record):
     """What ``-smp`` and ``-m`` need to know of a machine type (its MachineClass)."""
 
-    name: str
-    cpu_max: int  # mc->max_cpus, query-machines "cpu-max"
-    dies_supported: bool  # mc->smp_props.dies_supported
-    prefer_sockets: bool  # mc->smp_props.prefer_sockets (machine types up to 6.1)
-    default_ram_size: int  # mc->default_ram_size, used without -m
-    alias: str | None = None
+    __slots__ = ("alias", "cpu_max", "default_ram_size", "dies_supported", "name", "prefer_sockets")
+
+    name: Final[str]
+    cpu_max: Final[int]  # mc->max_cpus, query-machines "cpu-max"
+    dies_supported: Final[bool]  # mc->smp_props.dies_supported
+    prefer_sockets: Final[bool]  # mc->smp_props.prefer_sockets (machine types up to 6.1)
+    default_ram_size: Final[int]  # mc->default_ram_size, used without -m
+    alias: Final[str | None]
+
+    def __init__(
+        self,
+        name: str,
+        cpu_max: int,
+        dies_supported: bool,
+        prefer_sockets: bool,
+        default_ram_size: int,
+        alias: str | None = None,
+    ) -> None:
+        self.name = name
+        self.cpu_max = cpu_max
+        self.dies_supported = dies_supported
+        self.prefer_sockets = prefer_sockets
+        self.default_ram_size = default_ram_size
+        self.alias = alias
 
 
 _MIB: Final = 1024 * 1024
@@ -141,17 +158,36 @@ class TopologyError(QMonitorError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class SmpTopology:
+class SmpTopology(Record):
     """The machine's CPU topology after QEMU has filled in what ``-smp`` left out."""
 
-    cpus: int
-    sockets: int
-    dies: int
-    clusters: int
-    cores: int
-    threads: int
-    max_cpus: int
+    __slots__ = ("clusters", "cores", "cpus", "dies", "max_cpus", "sockets", "threads")
+
+    cpus: Final[int]
+    sockets: Final[int]
+    dies: Final[int]
+    clusters: Final[int]
+    cores: Final[int]
+    threads: Final[int]
+    max_cpus: Final[int]
+
+    def __init__(
+        self,
+        cpus: int,
+        sockets: int,
+        dies: int,
+        clusters: int,
+        cores: int,
+        threads: int,
+        max_cpus: int,
+    ) -> None:
+        self.cpus = cpus
+        self.sockets = sockets
+        self.dies = dies
+        self.clusters = clusters
+        self.cores = cores
+        self.threads = threads
+        self.max_cpus = max_cpus
 
 
 # qapi/machine.json SMPConfiguration, in visiting order; every member is an 'int'.

@@ -21,12 +21,12 @@ the layer that does. :class:`ObjectError` says whether QEMU prints an error afte
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from qmonitor.core.cutils import qapi_bool_parse
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -127,13 +127,18 @@ def members_of(properties: Mapping[str, object]) -> dict[str, object]:
     return {key: value for key, value in properties.items() if key not in BASE_MEMBERS}
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectOption:
+class ObjectOption(Record):
     """One ``-object`` option: its properties, and its argument as given (which locates its
     errors and tells the JSON form, starting with ``{``, from the key=value form)."""
 
-    properties: Mapping[str, object]
-    argument: str
+    __slots__ = ("argument", "properties")
+
+    properties: Final[Mapping[str, object]]
+    argument: Final[str]
+
+    def __init__(self, properties: Mapping[str, object], argument: str) -> None:
+        self.properties = properties
+        self.argument = argument
 
     @property
     def keyval(self) -> bool:

@@ -11,17 +11,24 @@ for this target", as qemu-system-x86_64 does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
+from qmonitor.core.record import Record
 
-@dataclass(frozen=True, slots=True)
-class QemuOption:
+
+class QemuOption(Record):
     """One ``QEMUOption``: its name (without the dash) and ``HAS_ARG``."""
 
-    name: str
-    takes_argument: bool
-    on_this_target: bool  # its arch_mask includes QEMU_ARCH_I386 (x86 and x86_64)
+    __slots__ = ("name", "on_this_target", "takes_argument")
+
+    name: Final[str]
+    takes_argument: Final[bool]
+    on_this_target: Final[bool]  # its arch_mask includes QEMU_ARCH_I386 (x86 and x86_64)
+
+    def __init__(self, name: str, takes_argument: bool, on_this_target: bool) -> None:
+        self.name = name
+        self.takes_argument = takes_argument
+        self.on_this_target = on_this_target
 
 
 # vl.c qemu_options[]: { "h", 0, QEMU_OPTION_h, QEMU_ARCH_ALL } and then qemu-options.def.

@@ -23,11 +23,10 @@ migration URIs. ``-object`` members are checked against QEMU's schema
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Final
+from uuid import UUID
 
 from qmonitor.cmdline.chardev import (
     CHARDEV_OPTS,
@@ -229,63 +228,200 @@ RAM_ALIGNMENT: Final = 8192
 UNSUPPORTED: Final = "option not supported by qmonitor"
 
 # util/uuid.c qemu_uuid_is_valid(): 8-4-4-4-12 hex digits.
-_UUID: Final = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+# These patterns are compiled by re.compile's cache at their first use (start-up time).
+_UUID: Final = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # softmmu/rtc.c configure_rtc_base_datetime(): sscanf("%d-%d-%dT%d:%d:%d") or "%d-%d-%d".
 _C_INT: Final = r"[ \t\n\v\f\r]*([-+]?[0-9]+)"
-_RTC_DATETIME: Final = re.compile(f"{_C_INT}-{_C_INT}-{_C_INT}T{_C_INT}:{_C_INT}:{_C_INT}")
-_RTC_DATE: Final = re.compile(f"{_C_INT}-{_C_INT}-{_C_INT}")
+_RTC_DATETIME: Final = f"{_C_INT}-{_C_INT}-{_C_INT}T{_C_INT}:{_C_INT}:{_C_INT}"
+_RTC_DATE: Final = f"{_C_INT}-{_C_INT}-{_C_INT}"
 
 
-@dataclass(slots=True)
 class _State:
     """What the second pass has gathered (vl.c's globals and option lists)."""
 
+    __slots__ = (
+        "argv",
+        "at_daemonize",
+        "audiodevs",
+        "cpu",
+        "created_ids",
+        "current_location",
+        "daemonize",
+        "default_monitor",
+        "defaults",
+        "devices",
+        "display",
+        "globals",
+        "guest_name",
+        "incoming",
+        "locations",
+        "machine",
+        "maker",
+        "max_ram_size",
+        "monitor_index",
+        "no_reboot",
+        "no_shutdown",
+        "nographic",
+        "object_options",
+        "objects",
+        "options",
+        "overcommit_cpu_pm",
+        "overcommit_mem_lock",
+        "own_options",
+        "parallel_locations",
+        "parallels",
+        "pidfile",
+        "ram_size",
+        "ram_size_given",
+        "ram_slots",
+        "reports",
+        "serial_locations",
+        "serials",
+        "start_paused",
+        "stdio_in_use",
+        "store",
+        "timestamp",
+        "user_config",
+        "uuid",
+        "vga",
+    )
+
     argv: tuple[str, ...]
-    maker: ObjectMaker | None = None
-    at_daemonize: DaemonizePoint | None = None
-    store: OptsStore = field(default_factory=OptsStore)
-    locations: dict[int, str] = field(default_factory=dict)  # id(QemuOpts) -> location
-    reports: list[Diagnostic] = field(default_factory=list)
-    options: list[tuple[str, str | None]] = field(default_factory=list)
-    own_options: list[OwnOption] = field(default_factory=list)
-    machine: KeyvalDict = field(default_factory=dict)  # vl.c machine_opts_dict
-    current_location: str | None = None  # the option being handled, for help requests
-    timestamp: bool = False
-    guest_name: bool = False
-    start_paused: bool = False
-    no_shutdown: bool = False
-    no_reboot: bool = False
-    daemonize: bool = False
-    defaults: bool = True
-    user_config: bool = True
-    nographic: bool = False
-    uuid: uuid.UUID | None = None
-    cpu: str | None = None
-    vga: str | None = None
-    incoming: str | None = None
-    pidfile: str | None = None
-    display: KeyvalDict | None = None
-    overcommit_mem_lock: bool = False
-    overcommit_cpu_pm: bool = False
-    ram_size: int = 0
-    ram_size_given: bool = False
-    max_ram_size: int | None = None
-    ram_slots: int | None = None
-    objects: list[dict[str, object]] = field(default_factory=list)
-    object_options: list[tuple[ObjectOption, str]] = field(default_factory=list)  # + location
-    created_ids: set[str] = field(default_factory=set)  # the objects made so far (/objects)
-    devices: list[Mapping[str, object]] = field(default_factory=list)
-    audiodevs: list[Mapping[str, object]] = field(default_factory=list)
-    globals: list[GlobalProperty] = field(default_factory=list)
-    serials: list[str] = field(default_factory=list)
-    parallels: list[str] = field(default_factory=list)
-    serial_locations: list[str] = field(default_factory=list)
-    stdio_in_use: bool = False
-    parallel_locations: list[str] = field(default_factory=list)
-    monitor_index: int = 0
-    default_monitor: bool = True
+    maker: ObjectMaker | None
+    at_daemonize: DaemonizePoint | None
+    store: OptsStore
+    locations: dict[int, str]  # id(QemuOpts) -> location
+    reports: list[Diagnostic]
+    options: list[tuple[str, str | None]]
+    own_options: list[OwnOption]
+    machine: KeyvalDict  # vl.c machine_opts_dict
+    current_location: str | None  # the option being handled, for help requests
+    timestamp: bool
+    guest_name: bool
+    start_paused: bool
+    no_shutdown: bool
+    no_reboot: bool
+    daemonize: bool
+    defaults: bool
+    user_config: bool
+    nographic: bool
+    uuid: UUID | None
+    cpu: str | None
+    vga: str | None
+    incoming: str | None
+    pidfile: str | None
+    display: KeyvalDict | None
+    overcommit_mem_lock: bool
+    overcommit_cpu_pm: bool
+    ram_size: int
+    ram_size_given: bool
+    max_ram_size: int | None
+    ram_slots: int | None
+    objects: list[dict[str, object]]
+    object_options: list[tuple[ObjectOption, str]]  # + location
+    created_ids: set[str]  # the objects made so far (/objects)
+    devices: list[Mapping[str, object]]
+    audiodevs: list[Mapping[str, object]]
+    globals: list[GlobalProperty]
+    serials: list[str]
+    parallels: list[str]
+    serial_locations: list[str]
+    stdio_in_use: bool
+    parallel_locations: list[str]
+    monitor_index: int
+    default_monitor: bool
+
+    def __init__(
+        self,
+        argv: tuple[str, ...],
+        maker: ObjectMaker | None = None,
+        at_daemonize: DaemonizePoint | None = None,
+        store: OptsStore | None = None,
+        locations: dict[int, str] | None = None,
+        reports: list[Diagnostic] | None = None,
+        options: list[tuple[str, str | None]] | None = None,
+        own_options: list[OwnOption] | None = None,
+        machine: KeyvalDict | None = None,
+        current_location: str | None = None,
+        timestamp: bool = False,
+        guest_name: bool = False,
+        start_paused: bool = False,
+        no_shutdown: bool = False,
+        no_reboot: bool = False,
+        daemonize: bool = False,
+        defaults: bool = True,
+        user_config: bool = True,
+        nographic: bool = False,
+        uuid: UUID | None = None,
+        cpu: str | None = None,
+        vga: str | None = None,
+        incoming: str | None = None,
+        pidfile: str | None = None,
+        display: KeyvalDict | None = None,
+        overcommit_mem_lock: bool = False,
+        overcommit_cpu_pm: bool = False,
+        ram_size: int = 0,
+        ram_size_given: bool = False,
+        max_ram_size: int | None = None,
+        ram_slots: int | None = None,
+        objects: list[dict[str, object]] | None = None,
+        object_options: list[tuple[ObjectOption, str]] | None = None,
+        created_ids: set[str] | None = None,
+        devices: list[Mapping[str, object]] | None = None,
+        audiodevs: list[Mapping[str, object]] | None = None,
+        globals: list[GlobalProperty] | None = None,
+        serials: list[str] | None = None,
+        parallels: list[str] | None = None,
+        serial_locations: list[str] | None = None,
+        stdio_in_use: bool = False,
+        parallel_locations: list[str] | None = None,
+        monitor_index: int = 0,
+        default_monitor: bool = True,
+    ) -> None:
+        self.argv = argv
+        self.maker = maker
+        self.at_daemonize = at_daemonize
+        self.store = OptsStore() if store is None else store
+        self.locations = {} if locations is None else locations
+        self.reports = [] if reports is None else reports
+        self.options = [] if options is None else options
+        self.own_options = [] if own_options is None else own_options
+        self.machine = {} if machine is None else machine
+        self.current_location = current_location
+        self.timestamp = timestamp
+        self.guest_name = guest_name
+        self.start_paused = start_paused
+        self.no_shutdown = no_shutdown
+        self.no_reboot = no_reboot
+        self.daemonize = daemonize
+        self.defaults = defaults
+        self.user_config = user_config
+        self.nographic = nographic
+        self.uuid = uuid
+        self.cpu = cpu
+        self.vga = vga
+        self.incoming = incoming
+        self.pidfile = pidfile
+        self.display = display
+        self.overcommit_mem_lock = overcommit_mem_lock
+        self.overcommit_cpu_pm = overcommit_cpu_pm
+        self.ram_size = ram_size
+        self.ram_size_given = ram_size_given
+        self.max_ram_size = max_ram_size
+        self.ram_slots = ram_slots
+        self.objects = [] if objects is None else objects
+        self.object_options = [] if object_options is None else object_options
+        self.created_ids = set() if created_ids is None else created_ids
+        self.devices = [] if devices is None else devices
+        self.audiodevs = [] if audiodevs is None else audiodevs
+        self.globals = [] if globals is None else globals
+        self.serials = [] if serials is None else serials
+        self.parallels = [] if parallels is None else parallels
+        self.serial_locations = [] if serial_locations is None else serial_locations
+        self.stdio_in_use = stdio_in_use
+        self.parallel_locations = [] if parallel_locations is None else parallel_locations
+        self.monitor_index = monitor_index
+        self.default_monitor = default_monitor
 
     def report(self, message: str, hint: str = "") -> Diagnostic:
         return Diagnostic(message, hint, self.timestamp)
@@ -521,9 +657,9 @@ def _memory(state: _State, argument: str, location: str) -> None:
 
 def _uuid(state: _State, argument: str, location: str) -> None:
     """vl.c QEMU_OPTION_uuid: qemu_uuid_parse()."""
-    if len(argument) != 36 or not _UUID.fullmatch(argument):
+    if len(argument) != 36 or not re.fullmatch(_UUID, argument):
         raise state.fail(location, "failed to parse UUID string: wrong format")
-    state.uuid = uuid.UUID(argument)
+    state.uuid = UUID(argument)
 
 
 def _smp(state: _State, argument: str, location: str) -> None:
@@ -1031,10 +1167,10 @@ def _check_rtc(state: _State, opts: QemuOpts) -> None:
     """softmmu/rtc.c configure_rtc(): base, clock and driftfix values (reported unlocated)."""
     base = opts.get("base")
     if base is not None and base not in ("utc", "localtime"):
-        match = _RTC_DATETIME.match(base)
+        match = re.match(_RTC_DATETIME, base)
         fields = [_c_int(group) for group in match.groups()] if match else None
         if fields is None:
-            date = _RTC_DATE.match(base)
+            date = re.match(_RTC_DATE, base)
             if date:
                 fields = [_c_int(group) for group in date.groups()] + [0, 0, 0]
         if fields is None or _mktimegm(*fields) == -1:
@@ -1276,7 +1412,7 @@ def _port_chardev(state: _State, port: str, label: str, argument: str, location:
         if error.message:
             state.reports.append(state.report(f"{location}: {error.message}", error.hint))
         raise state.fail(location, could_not) from None
-    return replace(chardev, port=port)
+    return chardev.replace(port=port)
 
 
 def _create_monitors(state: _State, chardevs: dict[str, Chardev]) -> list[MonitorSpec]:

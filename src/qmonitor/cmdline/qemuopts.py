@@ -24,7 +24,7 @@ Parameter values are checked by type as QEMU does: booleans by ``qapi_bool_parse
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from typing import Final
 
 from qmonitor.cmdline.errors import Diagnostic
 from qmonitor.core.cutils import (
@@ -36,6 +36,7 @@ from qmonitor.core.cutils import (
     qemu_strtou64,
 )
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 
 # qemu-option.c parse_option_size(): the hint QEMU appends to a bad size.
 SIZE_HINT = (
@@ -55,14 +56,27 @@ class OptType(enum.Enum):
     SIZE = "size"  # qemu_strtosz: bytes, with an optional K/M/G/T/P/E suffix
 
 
-@dataclass(frozen=True, slots=True)
-class QemuOptsList:
+class QemuOptsList(Record):
     """``QemuOptsList``: the parameters an option takes. An empty ``descs`` accepts any."""
 
-    name: str
-    descs: dict[str, OptType] = field(default_factory=dict)
-    implied_opt_name: str | None = None
-    merge_lists: bool = False
+    __slots__ = ("descs", "implied_opt_name", "merge_lists", "name")
+
+    name: Final[str]
+    descs: Final[dict[str, OptType]]
+    implied_opt_name: Final[str | None]
+    merge_lists: Final[bool]
+
+    def __init__(
+        self,
+        name: str,
+        descs: dict[str, OptType] | None = None,
+        implied_opt_name: str | None = None,
+        merge_lists: bool = False,
+    ) -> None:
+        self.name = name
+        self.descs = {} if descs is None else descs
+        self.implied_opt_name = implied_opt_name
+        self.merge_lists = merge_lists
 
     @property
     def accepts_any(self) -> bool:
@@ -82,13 +96,24 @@ class HelpRequested(QMonitorError):
     """The parameters ask for help (``help`` or ``?`` as a flag)."""
 
 
-@dataclass(slots=True)
 class QemuOpts:
     """One option group: ``id`` and its parameters in order, each as given and as parsed."""
 
+    __slots__ = ("id", "opts_list", "params")
+
     opts_list: QemuOptsList
     id: str | None
-    params: list[tuple[str, str, bool | int | None]] = field(default_factory=list)
+    params: list[tuple[str, str, bool | int | None]]
+
+    def __init__(
+        self,
+        opts_list: QemuOptsList,
+        id: str | None,
+        params: list[tuple[str, str, bool | int | None]] | None = None,
+    ) -> None:
+        self.opts_list = opts_list
+        self.id = id
+        self.params = [] if params is None else params
 
     def get(self, name: str) -> str | None:
         """``qemu_opt_get()``: the text of the last ``name`` given, or None."""
@@ -121,11 +146,15 @@ class QemuOpts:
         return {name: text for name, text, _ in self.params}
 
 
-@dataclass(slots=True)
 class OptsStore:
     """Every ``QemuOpts`` created so far, per list: what ``id`` uniqueness and merging see."""
 
-    groups: dict[str, list[QemuOpts]] = field(default_factory=dict)
+    __slots__ = ("groups",)
+
+    groups: dict[str, list[QemuOpts]]
+
+    def __init__(self, groups: dict[str, list[QemuOpts]] | None = None) -> None:
+        self.groups = {} if groups is None else groups
 
     def of(self, opts_list: QemuOptsList) -> list[QemuOpts]:
         return self.groups.setdefault(opts_list.name, [])

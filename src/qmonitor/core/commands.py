@@ -31,11 +31,11 @@ import logging
 import threading
 import typing
 from collections.abc import Callable, Collection, Coroutine, Iterator
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, ClassVar, Final, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, overload
 
 from qmonitor.core.errors import QMPError, StateError
+from qmonitor.core.record import Record
 from qmonitor.core.schema import CommandSignature, compile_signature
 from qmonitor.core.session import Session
 
@@ -122,13 +122,19 @@ class Completion(Generic[T]):
             return True
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(Record):
     """How far a running command has come; ``total`` is None when unknown."""
 
-    done: int
-    total: int | None = None
-    status: str = ""
+    __slots__ = ("done", "status", "total")
+
+    done: Final[int]
+    total: Final[int | None]
+    status: Final[str]
+
+    def __init__(self, done: int, total: int | None = None, status: str = "") -> None:
+        self.done = done
+        self.total = total
+        self.status = status
 
 
 class Context:
@@ -165,7 +171,6 @@ class Context:
         await asyncio.sleep(0)
 
 
-@dataclass(slots=True)
 class HumanSyntax:
     """How a command appears in the human monitor (HMP); see :mod:`qmonitor.hmp`.
 
@@ -180,14 +185,45 @@ class HumanSyntax:
     ``sendkey_completion``).
     """
 
-    name: str | None = None
-    args_type: str | None = None
-    params: str | None = None
-    help: str | None = None
-    aliases: tuple[str, ...] = ()
-    completers: dict[str, Callable[[], list[str]]] = field(default_factory=dict)
-    activity: str | None = None
-    subword_separators: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "activity",
+        "aliases",
+        "args_type",
+        "completers",
+        "help",
+        "name",
+        "params",
+        "subword_separators",
+    )
+
+    name: str | None
+    args_type: str | None
+    params: str | None
+    help: str | None
+    aliases: tuple[str, ...]
+    completers: dict[str, Callable[[], list[str]]]
+    activity: str | None
+    subword_separators: dict[str, str]
+
+    def __init__(
+        self,
+        name: str | None = None,
+        args_type: str | None = None,
+        params: str | None = None,
+        help: str | None = None,
+        aliases: tuple[str, ...] = (),
+        completers: dict[str, Callable[[], list[str]]] | None = None,
+        activity: str | None = None,
+        subword_separators: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.args_type = args_type
+        self.params = params
+        self.help = help
+        self.aliases = aliases
+        self.completers = {} if completers is None else completers
+        self.activity = activity
+        self.subword_separators = {} if subword_separators is None else subword_separators
 
 
 HumanRenderer: TypeAlias = Callable[[R], str]
@@ -223,7 +259,6 @@ class RenderedCommandDecorator(Protocol[R]):
     def __call__(self, func: Callable[P, None], /) -> Callable[P, None]: ...
 
 
-@dataclass(slots=True)
 class Command:
     """One registered command: everything the QMP server, HMP and the schema need.
 
@@ -231,24 +266,74 @@ class Command:
     registration unless the registry defers it (:attr:`CommandRegistry.defer_signatures`).
     """
 
+    __slots__ = (
+        "allow_oob",
+        "compile",
+        "compiled",
+        "completion_parameter",
+        "context_parameter",
+        "detachable",
+        "doc",
+        "handler",
+        "human",
+        "name",
+        "qmp",
+        "renderer",
+        "result_text",
+        "style",
+        "timeout",
+    )
+    NOT_COMPARED: ClassVar[frozenset[str]] = frozenset({"compiled", "result_text"})
+
     name: str
     handler: Callable[..., Any]
     style: HandlerStyle
     compile: Callable[[], CommandSignature]
-    doc: str = ""
-    allow_oob: bool = False
-    timeout: float | None = None
-    context_parameter: str | None = None
-    completion_parameter: str | None = None
-    human: HumanSyntax | None = None
-    renderer: HumanRenderer[Any] | None = None
-    detachable: bool = False
-    qmp: bool = True  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
-    compiled: CommandSignature | None = field(default=None, repr=False, compare=False)
-    # The function writing a result as QMP's JSON text, made from the signature by the first
-    # monitor that needs it (qmonitor.qmp.encode.result_writer) and kept here: found with the
-    # command, no lookup per request.
-    result_text: Callable[[object], str] | None = field(default=None, repr=False, compare=False)
+    doc: str
+    allow_oob: bool
+    timeout: float | None
+    context_parameter: str | None
+    completion_parameter: str | None
+    human: HumanSyntax | None
+    renderer: HumanRenderer[Any] | None
+    detachable: bool
+    qmp: bool  # False: a human-only command (QEMU's savevm, loadvm, help, ...)
+    compiled: CommandSignature | None
+    result_text: Callable[[object], str] | None
+
+    def __init__(
+        self,
+        name: str,
+        handler: Callable[..., Any],
+        style: HandlerStyle,
+        compile: Callable[[], CommandSignature],
+        doc: str = "",
+        allow_oob: bool = False,
+        timeout: float | None = None,
+        context_parameter: str | None = None,
+        completion_parameter: str | None = None,
+        human: HumanSyntax | None = None,
+        renderer: HumanRenderer[Any] | None = None,
+        detachable: bool = False,
+        qmp: bool = True,
+        compiled: CommandSignature | None = None,
+        result_text: Callable[[object], str] | None = None,
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.style = style
+        self.compile = compile
+        self.doc = doc
+        self.allow_oob = allow_oob
+        self.timeout = timeout
+        self.context_parameter = context_parameter
+        self.completion_parameter = completion_parameter
+        self.human = human
+        self.renderer = renderer
+        self.detachable = detachable
+        self.qmp = qmp
+        self.compiled = compiled
+        self.result_text = result_text
 
     @property
     def signature(self) -> CommandSignature:

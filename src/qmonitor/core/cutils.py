@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import dataclass
 from typing import Final
+
+from qmonitor.core.record import Record
 
 EINVAL: Final = errno.EINVAL
 ERANGE: Final = errno.ERANGE
@@ -40,16 +41,22 @@ _MAX_SIGNIFICANT_DIGITS: Final = 30
 _FRACTION: Final = re.compile(r"\.([0-9]+)((?:[eE][-+]?[0-9]+)?)")
 
 
-@dataclass(frozen=True, slots=True)
-class Conversion:
+class Conversion(Record):
     """What a C conversion function reports: ``error`` (0, EINVAL or ERANGE), ``value``, ``end``.
 
     ``end`` is the index of the first character not consumed, as the C ``*endptr``.
     """
 
-    error: int
-    value: int
-    end: int
+    __slots__ = ("end", "error", "value")
+
+    error: Final[int]
+    value: Final[int]
+    end: Final[int]
+
+    def __init__(self, error: int, value: int, end: int) -> None:
+        self.error = error
+        self.value = value
+        self.end = end
 
 
 def _strto_integer(text: str, base: int) -> tuple[int, int, bool]:
@@ -154,13 +161,19 @@ def _suffix_multiplier(suffix: str, unit: int) -> int:
     return unit**exponent if exponent >= 0 else 0
 
 
-@dataclass(frozen=True, slots=True)
-class SizeConversion:
+class SizeConversion(Record):
     """``qemu_strtosz()``'s result, and whether it warned about a hex number with a suffix."""
 
-    error: int
-    value: int
-    hex_with_suffix: bool = False
+    __slots__ = ("error", "hex_with_suffix", "value")
+
+    error: Final[int]
+    value: Final[int]
+    hex_with_suffix: Final[bool]
+
+    def __init__(self, error: int, value: int, hex_with_suffix: bool = False) -> None:
+        self.error = error
+        self.value = value
+        self.hex_with_suffix = hex_with_suffix
 
 
 def qemu_strtosz(text: str, default_suffix: str = "B", unit: int = 1024) -> SizeConversion:

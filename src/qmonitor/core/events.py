@@ -17,29 +17,54 @@ to send now and when to call ``window_ended`` next.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from qmonitor.core.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class EventSpec:
+class EventSpec(Record):
     """A declared event: its name, data type (for the schema) and throttling rule."""
 
-    name: str
-    data_type: object | None = None
-    throttle_seconds: float | None = None
-    throttle_key: str | None = None  # data member that separates throttling keys (QEMU: id)
-    doc: str = ""
+    __slots__ = ("data_type", "doc", "name", "throttle_key", "throttle_seconds")
+
+    name: Final[str]
+    data_type: Final[object | None]
+    throttle_seconds: Final[float | None]
+    throttle_key: Final[str | None]  # data member that separates throttling keys (QEMU: id)
+    doc: Final[str]
+
+    def __init__(
+        self,
+        name: str,
+        data_type: object | None = None,
+        throttle_seconds: float | None = None,
+        throttle_key: str | None = None,
+        doc: str = "",
+    ) -> None:
+        self.name = name
+        self.data_type = data_type
+        self.throttle_seconds = throttle_seconds
+        self.throttle_key = throttle_key
+        self.doc = doc
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(Record):
     """One event occurrence, stamped with the wall clock when it happened."""
 
-    name: str
-    data: Mapping[str, Any] | None
-    seconds: int
-    microseconds: int
+    __slots__ = ("data", "microseconds", "name", "seconds")
+
+    name: Final[str]
+    data: Final[Mapping[str, Any] | None]
+    seconds: Final[int]
+    microseconds: Final[int]
+
+    def __init__(
+        self, name: str, data: Mapping[str, Any] | None, seconds: int, microseconds: int
+    ) -> None:
+        self.name = name
+        self.data = data
+        self.seconds = seconds
+        self.microseconds = microseconds
 
     def message(self) -> dict[str, object]:
         """The wire form (QMP spec, section 2.5)."""

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from qmonitor.core.errors import ErrorClass, QMonitorError
+from qmonitor.core.record import Record
 
 COMMAND_ACTIONS: Final = frozenset({"delay", "error", "hang", "events"})
 """Applied at the one dispatch point (``Monitor.submit``): any session's requests."""
@@ -61,26 +61,80 @@ class FaultRuleError(QMonitorError, ValueError):
     """A fault rule (or file) that does not validate: one line naming the rule and member."""
 
 
-@dataclass(frozen=True)
-class FaultRule:
+class FaultRule(Record):
     """One validated rule. :meth:`members` gives it back as JSON (``fault-list``)."""
 
-    action: str
-    command: str | None = None
-    arguments: Mapping[str, Any] | None = None
-    on: str | None = None
-    machine: str | None = None
-    times: int | None = None
-    seconds: float = 0.0
-    error_class: ErrorClass = ErrorClass.GENERIC_ERROR
-    desc: str = ""
-    when: str = "before-reply"
-    events: tuple[Mapping[str, Any], ...] = ()
-    count: int = 1
-    interval: float = 0.0
-    at_pass: int | None = None
-    after_bytes: int | None = None
-    at_percent: float | None = None
+    __slots__ = (
+        "action",
+        "after_bytes",
+        "arguments",
+        "at_pass",
+        "at_percent",
+        "command",
+        "count",
+        "desc",
+        "error_class",
+        "events",
+        "interval",
+        "machine",
+        "on",
+        "seconds",
+        "times",
+        "when",
+    )
+
+    action: Final[str]
+    command: Final[str | None]
+    arguments: Final[Mapping[str, Any] | None]
+    on: Final[str | None]
+    machine: Final[str | None]
+    times: Final[int | None]
+    seconds: Final[float]
+    error_class: Final[ErrorClass]
+    desc: Final[str]
+    when: Final[str]
+    events: Final[tuple[Mapping[str, Any], ...]]
+    count: Final[int]
+    interval: Final[float]
+    at_pass: Final[int | None]
+    after_bytes: Final[int | None]
+    at_percent: Final[float | None]
+
+    def __init__(
+        self,
+        action: str,
+        command: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        on: str | None = None,
+        machine: str | None = None,
+        times: int | None = None,
+        seconds: float = 0.0,
+        error_class: ErrorClass = ErrorClass.GENERIC_ERROR,
+        desc: str = "",
+        when: str = "before-reply",
+        events: tuple[Mapping[str, Any], ...] = (),
+        count: int = 1,
+        interval: float = 0.0,
+        at_pass: int | None = None,
+        after_bytes: int | None = None,
+        at_percent: float | None = None,
+    ) -> None:
+        self.action = action
+        self.command = command
+        self.arguments = arguments
+        self.on = on
+        self.machine = machine
+        self.times = times
+        self.seconds = seconds
+        self.error_class = error_class
+        self.desc = desc
+        self.when = when
+        self.events = events
+        self.count = count
+        self.interval = interval
+        self.at_pass = at_pass
+        self.after_bytes = after_bytes
+        self.at_percent = at_percent
 
     def members(self) -> dict[str, Any]:
         """The rule as its JSON members, the defaults of its action spelled out."""
@@ -309,29 +363,45 @@ class FaultPoint(Protocol):
     def savevm_fault(self) -> FaultRule | None: ...
 
 
-@dataclass
 class _Entry:
+    __slots__ = ("fired", "rule")
+
     rule: FaultRule
-    fired: int = 0
+    fired: int
+
+    def __init__(self, rule: FaultRule, fired: int = 0) -> None:
+        self.rule = rule
+        self.fired = fired
 
     @property
     def spent(self) -> bool:
         return self.rule.times is not None and self.fired >= self.rule.times
 
 
-@dataclass
 class FaultSet:
     """The rules in force, by id (ids count up from 1, never reused), and how often each
     fired. The first rule (lowest id) that matches and is not spent fires."""
 
-    fired: Fired | None = None
-    _entries: dict[int, _Entry] = field(default_factory=dict)
-    _next_id: int = 1
-    _command_rules: int = 0  # how many rules name a command
-    # Whether any rule names a command (else a request need not be matched at all): a plain
-    # attribute kept up to date by add, remove and clear, read per request by the dispatch
-    # point and the QMP session.
-    has_command_rules: bool = field(default=False, init=False)
+    __slots__ = ("_command_rules", "_entries", "_next_id", "fired", "has_command_rules")
+
+    fired: Fired | None
+    _entries: dict[int, _Entry]
+    _next_id: int
+    _command_rules: int  # how many rules name a command
+    has_command_rules: bool
+
+    def __init__(
+        self,
+        fired: Fired | None = None,
+        _entries: dict[int, _Entry] | None = None,
+        _next_id: int = 1,
+        _command_rules: int = 0,
+    ) -> None:
+        self.fired = fired
+        self._entries = {} if _entries is None else _entries
+        self._next_id = _next_id
+        self._command_rules = _command_rules
+        self.has_command_rules = False
 
     def add(self, rule: FaultRule) -> int:
         """Put ``rule`` in force; its id."""

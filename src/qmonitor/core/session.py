@@ -11,11 +11,11 @@ the audit log and the handler agree on who asked (:attr:`Session.identity` says 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from qmonitor.core.errors import QMPError
+from qmonitor.core.record import Record
 
 
 class SessionKind(StrEnum):
@@ -26,8 +26,7 @@ class SessionKind(StrEnum):
     HUMAN_MONITOR_COMMAND = "human-monitor-command"  # one HMP line sent over QMP
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(Record):
     """Who is on the other end of a connection, as far as the server can tell.
 
     ``transport`` is ``unix``, ``tcp`` or ``stdio``; ``peer`` the remote address
@@ -37,13 +36,33 @@ class Identity:
     name where it has one.
     """
 
-    transport: str
-    peer: str = ""
-    tls_dn: str | None = None
-    uid: int | None = None
-    gid: int | None = None
-    pid: int | None = None
-    user: str | None = None
+    __slots__ = ("gid", "peer", "pid", "tls_dn", "transport", "uid", "user")
+
+    transport: Final[str]
+    peer: Final[str]
+    tls_dn: Final[str | None]
+    uid: Final[int | None]
+    gid: Final[int | None]
+    pid: Final[int | None]
+    user: Final[str | None]
+
+    def __init__(
+        self,
+        transport: str,
+        peer: str = "",
+        tls_dn: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        pid: int | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.tls_dn = tls_dn
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+        self.user = user
 
     @property
     def label(self) -> str | None:

@@ -36,13 +36,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
 
 import orjson
 
-from qmonitor import QMonitorError, qdict_bucket
+from qmonitor import QMonitorError, Record, qdict_bucket
 
 FORMAT_NAME: Final = "qmonitor-profile"
 FORMAT_VERSION: Final = 1
@@ -160,14 +159,27 @@ def request_key(command: str, arguments: Mapping[str, Any] | None) -> str:
     return f"{command} {canonical}"
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Record):
     """One recorded reply: ``value`` (the ``return``) or ``error`` (``class`` and ``desc``)."""
 
-    command: str
-    arguments: Mapping[str, Any]
-    value: Any = None
-    error: Mapping[str, str] | None = None
+    __slots__ = ("arguments", "command", "error", "value")
+
+    command: Final[str]
+    arguments: Final[Mapping[str, Any]]
+    value: Final[Any]
+    error: Final[Mapping[str, str] | None]
+
+    def __init__(
+        self,
+        command: str,
+        arguments: Mapping[str, Any],
+        value: Any = None,
+        error: Mapping[str, str] | None = None,
+    ) -> None:
+        self.command = command
+        self.arguments = arguments
+        self.value = value
+        self.error = error
 
 
 def as_inserted(value: Any) -> Any:
@@ -186,12 +198,17 @@ def as_inserted(value: Any) -> Any:
     return value
 
 
-@dataclass(slots=True)
 class ReplySet:
     """The replies captured from one QEMU process, by request."""
 
+    __slots__ = ("argv", "replies")
+
     argv: tuple[str, ...]
-    replies: dict[str, Reply] = field(default_factory=dict)
+    replies: dict[str, Reply]
+
+    def __init__(self, argv: tuple[str, ...], replies: dict[str, Reply] | None = None) -> None:
+        self.argv = argv
+        self.replies = {} if replies is None else replies
 
     def get(self, command: str, arguments: Mapping[str, Any] | None = None) -> Reply | None:
         """The reply recorded for this request, if any."""

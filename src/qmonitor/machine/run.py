@@ -15,7 +15,6 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from qmonitor import (
@@ -27,6 +26,7 @@ from qmonitor import (
     Monitor,
     QMonitorError,
     QMPError,
+    Record,
     insecure_tcp_error,
     install_faults,
     parse_faults,
@@ -35,7 +35,6 @@ from qmonitor import (
 from qmonitor.machine.config import MachineConfig, SimpleChardev
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.paths import PathConfinement
-from qmonitor.machine.profile import Profile, ProfileError
 from qmonitor.machine.statedir import reclaim_temporaries
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 
     from qmonitor import Admit, OpenedBackend
     from qmonitor.machine.commands import MachineServices
+    from qmonitor.machine.profile import Profile
 
 DEFAULT_DIRTY_RATE: Final = 16 << 20
 """``qmonitor run``'s guest workload by default: 16 MiB/s writes all of a default 128 MiB RAM in
@@ -52,8 +52,7 @@ DEFAULT_DIRTY_RATE: Final = 16 << 20
 busy guest would only cost CPU."""
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorPlan:
+class MonitorPlan(Record):
     """One monitor to serve: QMP (``control``) or human (``readline``) on ``address``.
 
        ``label`` is its chardev's id (``None``: ``compat_monitorN`` in serving order). An address
@@ -72,19 +71,52 @@ class MonitorPlan:
        JSON (``-qmp-pretty``, ``-mon ...,pretty=on``).
     """
 
-    mode: Literal["control", "readline"]
-    address: Address | None
-    label: str | None = None
-    interactive: bool = False
-    wait_location: str | None = None
-    tls: ssl.SSLContext | None = None
-    admit: Admit | None = None
-    tls_ca_file: str | None = None
-    pretty: bool = False
+    __slots__ = (
+        "address",
+        "admit",
+        "interactive",
+        "label",
+        "mode",
+        "pretty",
+        "tls",
+        "tls_ca_file",
+        "wait_location",
+    )
+
+    mode: Final[Literal["control", "readline"]]
+    address: Final[Address | None]
+    label: Final[str | None]
+    interactive: Final[bool]
+    wait_location: Final[str | None]
+    tls: Final[ssl.SSLContext | None]
+    admit: Final[Admit | None]
+    tls_ca_file: Final[str | None]
+    pretty: Final[bool]
+
+    def __init__(
+        self,
+        mode: Literal["control", "readline"],
+        address: Address | None,
+        label: str | None = None,
+        interactive: bool = False,
+        wait_location: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        admit: Admit | None = None,
+        tls_ca_file: str | None = None,
+        pretty: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.address = address
+        self.label = label
+        self.interactive = interactive
+        self.wait_location = wait_location
+        self.tls = tls
+        self.admit = admit
+        self.tls_ca_file = tls_ca_file
+        self.pretty = pretty
 
 
-@dataclass(frozen=True, slots=True)
-class RunPlan:
+class RunPlan(Record):
     """Everything :func:`run_machine` needs, checked: made from a parsed command line.
 
     ``program`` prefixes the messages (``qmonitor``, ``qmonitor-system-x86_64``);
@@ -92,24 +124,85 @@ class RunPlan:
     ``default_socket`` says the first QMP socket was made up, not asked for.
     """
 
-    name: str | None
-    config: MachineConfig
-    monitors: tuple[MonitorPlan, ...]
-    state_dir: str
-    program: str = "qmonitor"
-    start_paused: bool = False
-    incoming: str | None = None
-    no_shutdown: bool = False
-    dirty_rate: int = DEFAULT_DIRTY_RATE
-    strict_order: bool = False
-    profile: str | None = None
-    announce: bool = True
-    default_socket: bool = False
-    faults: str | None = None  # --faults FILE (docs/TESTING.md)
-    policy: str | None = None  # --policy FILE (docs/SECURITY.md)
-    audit_log: str | None = None  # --audit-log FILE
-    allow_path: tuple[str, ...] = ()  # --allow-path DIR, repeatable
-    allow_insecure_tcp: bool = False  # --allow-insecure-tcp
+    __slots__ = (
+        "allow_insecure_tcp",
+        "allow_path",
+        "announce",
+        "audit_log",
+        "config",
+        "default_socket",
+        "dirty_rate",
+        "faults",
+        "incoming",
+        "monitors",
+        "name",
+        "no_shutdown",
+        "policy",
+        "profile",
+        "program",
+        "start_paused",
+        "state_dir",
+        "strict_order",
+    )
+
+    name: Final[str | None]
+    config: Final[MachineConfig]
+    monitors: Final[tuple[MonitorPlan, ...]]
+    state_dir: Final[str]
+    program: Final[str]
+    start_paused: Final[bool]
+    incoming: Final[str | None]
+    no_shutdown: Final[bool]
+    dirty_rate: Final[int]
+    strict_order: Final[bool]
+    profile: Final[str | None]
+    announce: Final[bool]
+    default_socket: Final[bool]
+    faults: Final[str | None]  # --faults FILE (docs/TESTING.md)
+    policy: Final[str | None]  # --policy FILE (docs/SECURITY.md)
+    audit_log: Final[str | None]  # --audit-log FILE
+    allow_path: Final[tuple[str, ...]]  # --allow-path DIR, repeatable
+    allow_insecure_tcp: Final[bool]  # --allow-insecure-tcp
+
+    def __init__(
+        self,
+        name: str | None,
+        config: MachineConfig,
+        monitors: tuple[MonitorPlan, ...],
+        state_dir: str,
+        program: str = "qmonitor",
+        start_paused: bool = False,
+        incoming: str | None = None,
+        no_shutdown: bool = False,
+        dirty_rate: int = DEFAULT_DIRTY_RATE,
+        strict_order: bool = False,
+        profile: str | None = None,
+        announce: bool = True,
+        default_socket: bool = False,
+        faults: str | None = None,
+        policy: str | None = None,
+        audit_log: str | None = None,
+        allow_path: tuple[str, ...] = (),
+        allow_insecure_tcp: bool = False,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.monitors = monitors
+        self.state_dir = state_dir
+        self.program = program
+        self.start_paused = start_paused
+        self.incoming = incoming
+        self.no_shutdown = no_shutdown
+        self.dirty_rate = dirty_rate
+        self.strict_order = strict_order
+        self.profile = profile
+        self.announce = announce
+        self.default_socket = default_socket
+        self.faults = faults
+        self.policy = policy
+        self.audit_log = audit_log
+        self.allow_path = allow_path
+        self.allow_insecure_tcp = allow_insecure_tcp
 
     @property
     def cpus(self) -> int:
@@ -342,9 +435,9 @@ def _with_pty_devices(config: MachineConfig, backends: dict[str, OpenedBackend])
         opened = backends.get(chardev.label)
         if opened is not None and opened.device is not None:
             assert isinstance(chardev.backend, SimpleChardev)
-            chardev = replace(chardev, backend=replace(chardev.backend, device=opened.device))
+            chardev = chardev.replace(backend=chardev.backend.replace(device=opened.device))
         chardevs.append(chardev)
-    return replace(config, chardevs=tuple(chardevs))
+    return config.replace(chardevs=tuple(chardevs))
 
 
 def _register_ring_commands(
@@ -395,7 +488,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
     # Signatures are compiled at a command's first use (the schema compiles them all): start-up
     # is what every probe pays. tests/test_program.py has the program compile every one.
     monitor.registry.defer_signatures = True
-    install_faults(monitor, faults)
+    install_faults(monitor, faults, deferred=True)
     try:
         machine = Machine(
             plan.name,
@@ -446,22 +539,29 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         for planned in plan.monitors:
             if planned.mode == "control" and planned.address is not None:
                 os.makedirs(os.path.dirname(planned.address.path), mode=0o700, exist_ok=True)
-    try:
-        profile = Profile.file(plan.profile).load() if plan.profile else Profile.default()
-    except ProfileError as exc:
-        print(f"{program}: {exc}", file=sys.stderr)
-        return 1
+    # A --profile file is read now, so that a bad one is reported before anything listens;
+    # the built-in one is read at its first use, and its module loaded with the commands.
+    given_profile: Profile | None = None
+    if plan.profile:
+        from qmonitor.machine.profile import Profile, ProfileError
+
+        try:
+            given_profile = Profile.file(plan.profile).load()
+        except ProfileError as exc:
+            print(f"{program}: {exc}", file=sys.stderr)
+            return 1
     try:
         backends = open_backends(plan.config, program)
     except _BackendsRefused:
         return 1
     config = _with_pty_devices(plan.config, backends) if backends else plan.config
-    _register_ring_commands(monitor, config, backends)
+    monitor.registry.defer(lambda: _register_ring_commands(monitor, config, backends))
     registered: list[MachineServices] = []
 
     def register_commands() -> None:
         """The machine's commands: most of what the program imports."""
         from qmonitor.machine.commands import register_machine_commands
+        from qmonitor.machine.profile import Profile
         from qmonitor.machine.snapshots import SnapshotStore
 
         snapshots = SnapshotStore(plan.state_dir)  # its directory is ready (below)
@@ -472,14 +572,15 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
             on_exit=exit_machine,
             no_shutdown=plan.no_shutdown,
             config=config,
-            profile=profile,
+            profile=Profile.default() if given_profile is None else given_profile,
             faults=faults,
         )
         services.migration.file_paths = PathConfinement([snapshots.directory, *plan.allow_path])
         registered.append(services)
 
     # Registered at the registry's first use (a client's first command, query-commands, the
-    # schema, a human monitor's table, a policy's check), not before the monitors serve:
+    # schema, a human monitor's table, a policy's check), after the fault and ring commands
+    # deferred above (the order every listing shows), not before the monitors serve:
     # start-up, and the greeting, do not wait for them; and the human monitor's only when one
     # of its commands is named (or all are listed), so a QMP client never loads its modules.
     monitor.registry.defer(register_commands)
@@ -504,6 +605,10 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         # before other monitors: the monitors are served in command-line order, QEMU's
         # compat_monitorN numbering).
         shown: list[str] = [f"{program}: snapshots in {os.path.normpath(plan.state_dir)}"]
+        # The lines are printed when announcing, or before an interactive human monitor takes
+        # the terminal; otherwise they are not made (finding qmp-shell on PATH delays the
+        # greeting of the stand-in, which never prints them).
+        shows_where = plan.announce or any(planned.interactive for planned in plan.monitors)
         for planned in plan.monitors:
             address = planned.address
             if address is None:
@@ -547,7 +652,7 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
                 await _serve_human(monitor, address, interactive=False, label=planned.label)
             if planned.wait_location is not None and address.server:
                 await _wait_for_client(monitor, planned.wait_location, program, signalled)
-            if address.transport in ("unix", "tcp") and address.server:
+            if shows_where and address.transport in ("unix", "tcp") and address.server:
                 label = "QMP" if planned.mode == "control" else "HMP"
                 shown[-1:-1] = _where(label, monitor.listeners[-1].bound_address, planned)
         if shown and plan.announce:

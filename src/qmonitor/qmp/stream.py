@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -103,18 +102,40 @@ MAX_TOKEN_COUNT: Final = 2 * 1024 * 1024
 MAX_TOKEN_SIZE: Final = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+# Plain classes, not dataclasses: every monitor imports this module before it greets, and a
+# dataclass costs about 0.4 ms to create (docs/PERFORMANCE.md, "Third round").
 class JSONMessage:
     """One complete top-level JSON value, not necessarily an object."""
 
+    __slots__ = ("value",)
+
     value: Any  # any JSON value (a field typed ``object`` fails at import once compiled)
 
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
-@dataclass(frozen=True, slots=True)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JSONMessage) and self.value == other.value
+
+    def __repr__(self) -> str:
+        return f"JSONMessage(value={self.value!r})"
+
+
 class JSONParseError:
     """Input QEMU rejects; ``desc`` is QEMU's error text, sent without an id."""
 
+    __slots__ = ("desc",)
+
     desc: str
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JSONParseError) and self.desc == other.desc
+
+    def __repr__(self) -> str:
+        return f"JSONParseError(desc={self.desc!r})"
 
 
 class NeedData(enum.Enum):

@@ -45,12 +45,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from qmonitor.core.commands import CommandRegistry
+from qmonitor.core.record import Record
 from qmonitor.core.schema import secret_parameters
 from qmonitor.core.session import Identity
 
@@ -124,12 +124,17 @@ def _encode(record: Mapping[str, object]) -> bytes:
         return (json.dumps(record, default=str, ensure_ascii=False) + "\n").encode()
 
 
-@dataclass(frozen=True, slots=True)
-class _Dropped:
+class _Dropped(Record):
     """A place in the queue where ``count`` records were dropped."""
 
-    count: int
-    reason: str
+    __slots__ = ("count", "reason")
+
+    count: Final[int]
+    reason: Final[str]
+
+    def __init__(self, count: int, reason: str) -> None:
+        self.count = count
+        self.reason = reason
 
 
 class AuditLog:

@@ -181,13 +181,26 @@ def _describe(rule_id: int, rule: FaultRule, info: Mapping[str, object]) -> dict
     return {"rule": rule_id, "action": rule.action, "target": target, **info}
 
 
-def install_faults(host: FaultHost, faults: FaultSet) -> None:
+def install_faults(host: FaultHost, faults: FaultSet, *, deferred: bool = False) -> None:
     """Put ``faults`` in force on ``host`` (a Monitor), trace every fault that fires, and
-    register the run-time commands."""
+    register the run-time commands.
+
+    The rules are in force at once (one may target the greeting); with ``deferred`` the
+    commands are registered at the registry's first use
+    (:meth:`~qmonitor.core.commands.CommandRegistry.defer`), as ``qmonitor run`` and the
+    stand-in register their other commands (start-up time).
+    """
     host.faults = faults
     faults.fired = lambda rule_id, rule, info: host.trace(
         "fault.fired", _describe(rule_id, rule, info)
     )
+    if deferred:
+        host.registry.defer(lambda: _register_fault_commands(host, faults))
+    else:
+        _register_fault_commands(host, faults)
+
+
+def _register_fault_commands(host: FaultHost, faults: FaultSet) -> None:
     command = host.registry.command
 
     @command(name=FAULT_ADD, hmp=None)

@@ -18,13 +18,8 @@ from typing import TYPE_CHECKING
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
-from qmonitor.server.fds import (
-    NO_FD_SUPPLIED,
-    AddfdInfo,
-    FdsetInfo,
-    NamedFds,
-    take_received_fd,
-)
+from qmonitor.server.fds import NO_FD_SUPPLIED, NamedFds, take_received_fd
+from qmonitor.server.fdset_info import AddfdInfo, FdsetInfo
 from qmonitor.server.qmp_session import QMPSession
 
 if TYPE_CHECKING:

@@ -46,10 +46,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from qmonitor.core.errors import QMPError
+
+if TYPE_CHECKING:
+    from qmonitor.server.fdset_info import AddfdInfo, FdsetInfo
 
 log = logging.getLogger("qmonitor.fds")
 
@@ -167,35 +169,17 @@ class NamedFds:
         self._fds.clear()
 
 
-@dataclass(slots=True)
 class _FdsetMember:
+    __slots__ = ("fd", "opaque", "removed")
+
     fd: int
     opaque: str | None
-    removed: bool = False
+    removed: bool
 
-
-@dataclass(frozen=True, slots=True)
-class AddfdInfo:
-    """qapi/misc.json ``AddfdInfo``."""
-
-    fdset_id: int
-    fd: int
-
-
-@dataclass(frozen=True, slots=True)
-class FdsetFdInfo:
-    """qapi/misc.json ``FdsetFdInfo``."""
-
-    fd: int
-    opaque: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FdsetInfo:
-    """qapi/misc.json ``FdsetInfo``."""
-
-    fdset_id: int
-    fds: list[FdsetFdInfo]
+    def __init__(self, fd: int, opaque: str | None, removed: bool = False) -> None:
+        self.fd = fd
+        self.opaque = opaque
+        self.removed = removed
 
 
 class FdSets:
@@ -217,6 +201,8 @@ class FdSets:
             fdset_id = next(i for i in itertools.count() if i not in self._sets)
         elif fdset_id not in self._sets and fdset_id < 0:
             raise QMPError("Parameter 'fdset-id' expects a non-negative value")
+        from qmonitor.server.fdset_info import AddfdInfo
+
         self._sets.setdefault(fdset_id, []).append(_FdsetMember(fd, opaque))
         return AddfdInfo(fdset_id, fd)
 
@@ -234,6 +220,8 @@ class FdSets:
 
     def query(self) -> list[FdsetInfo]:
         """``qmp_query_fdsets``: highest id first, each set's descriptors oldest first."""
+        from qmonitor.server.fdset_info import FdsetFdInfo, FdsetInfo
+
         return [
             FdsetInfo(fdset_id, [FdsetFdInfo(m.fd, m.opaque) for m in self._sets[fdset_id]])
             for fdset_id in sorted(self._sets, reverse=True)

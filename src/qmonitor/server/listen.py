@@ -33,10 +33,10 @@ import ssl
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from qmonitor.core.errors import QMonitorError
+from qmonitor.core.record import Record
 from qmonitor.server.fds import ProtocolFactory, UnixServer, serve_unix_connection
 
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -62,17 +62,36 @@ _TRUE = {"on", "yes", "true", ""}
 _FALSE = {"off", "no", "false"}
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(Record):
     """A parsed monitor address."""
 
-    transport: Transport
-    path: str = ""
-    host: str = ""
-    port: int = 0
-    server: bool = True
-    wait: bool = False
-    fd: int = -1
+    __slots__ = ("fd", "host", "path", "port", "server", "transport", "wait")
+
+    transport: Final[Transport]
+    path: Final[str]
+    host: Final[str]
+    port: Final[int]
+    server: Final[bool]
+    wait: Final[bool]
+    fd: Final[int]
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str = "",
+        host: str = "",
+        port: int = 0,
+        server: bool = True,
+        wait: bool = False,
+        fd: int = -1,
+    ) -> None:
+        self.transport = transport
+        self.path = path
+        self.host = host
+        self.port = port
+        self.server = server
+        self.wait = wait
+        self.fd = fd
 
     def __str__(self) -> str:
         if self.transport == "fd":
@@ -370,13 +389,19 @@ class _HasSockopt(Protocol):
     def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PeerCredentials:
+class PeerCredentials(Record):
     """A unix socket peer's ``struct ucred``."""
 
-    pid: int
-    uid: int
-    gid: int
+    __slots__ = ("gid", "pid", "uid")
+
+    pid: Final[int]
+    uid: Final[int]
+    gid: Final[int]
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
 
 
 def peer_credentials(sock: _HasSockopt) -> PeerCredentials | None:

@@ -18,32 +18,40 @@ Use::
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from qmonitor.cmdline.objects import ObjectOption
-from qmonitor.security.authz import AUTHZ_TYPES, Authz, authz_from_properties
-from qmonitor.server.authorize import Authorizer
-from qmonitor.server.tls import (
-    TLS_CREDS_X509,
-    TlsCredentials,
-    TlsCredsX509,
-    context_for,
-    tls_creds_from_properties,
+if TYPE_CHECKING:
+    from qmonitor.cmdline.objects import ObjectOption
+    from qmonitor.security.authz import Authz
+    from qmonitor.server.authorize import Authorizer
+    from qmonitor.server.tls import TlsCredentials, TlsCredsX509
+
+MADE_TYPES: Final = frozenset(
+    {"authz-simple", "authz-list", "authz-list-file", "authz-listfile", "tls-creds-x509"}
 )
-
-MADE_TYPES: Final = AUTHZ_TYPES | {TLS_CREDS_X509}
-"""The ``-object`` types made here; QEMU creates them all early (vl.c object_create_early)."""
+"""The ``-object`` types made here (``security.authz.AUTHZ_TYPES`` and
+``server.tls.TLS_CREDS_X509``); QEMU creates them all early (vl.c object_create_early).
+Spelled out so that a command line without them loads neither the authz types nor
+:mod:`ssl`'s credentials code before the monitors listen."""
 
 
 class CommandLineObjects:
     """The command line's authz objects and TLS credentials (an ``ObjectMaker``)."""
 
     def __init__(self) -> None:
-        self.authorizer = Authorizer()
-        """The authz objects, by id, for ``tls-authz=``."""
+        self._authorizer: Authorizer | None = None
         self.credentials: dict[str, TlsCredentials] = {}
         """The loaded ``tls-creds-x509`` objects, by id, for ``tls-creds=``."""
         self._read: dict[int, Authz | TlsCredsX509] = {}
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The authz objects, by id, for ``tls-authz=``."""
+        if self._authorizer is None:
+            from qmonitor.server.authorize import Authorizer
+
+            self._authorizer = Authorizer()
+        return self._authorizer
 
     @property
     def qom_types(self) -> frozenset[str]:
@@ -52,6 +60,9 @@ class CommandLineObjects:
 
     def read(self, option: ObjectOption) -> None:
         """The option's properties, checked with QEMU's errors (ObjectError)."""
+        from qmonitor.security.authz import authz_from_properties
+        from qmonitor.server.tls import TLS_CREDS_X509, tls_creds_from_properties
+
         properties = option.properties
         if properties["qom-type"] == TLS_CREDS_X509:
             spec: Authz | TlsCredsX509 = tls_creds_from_properties(properties, keyval=option.keyval)
@@ -61,6 +72,8 @@ class CommandLineObjects:
 
     def create(self, option: ObjectOption) -> None:
         """The object, made (ObjectError with QEMU's message if it cannot be)."""
+        from qmonitor.server.tls import TlsCredentials, TlsCredsX509, context_for
+
         spec = self._read.pop(id(option))
         if isinstance(spec, TlsCredsX509):
             self.credentials[spec.id] = TlsCredentials(spec, context_for(spec))

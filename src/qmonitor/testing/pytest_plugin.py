@@ -44,7 +44,7 @@ DOUBLE_SCRIPT = "qmonitor-system-x86_64"
 """The double's console script, which takes QEMU's own command line."""
 STANDIN_ENTRY_POINT = (
     "import sys; sys.argv[0] = 'qmonitor-system-x86_64'; "
-    "from qmonitor.launch import standin_main; sys.exit(standin_main())"
+    "from qmonitor.standin import main; sys.exit(main())"
 )
 """What the console script runs, for ``python -c`` where the script is not installed: as the
 script, so that its messages name it and its process ends as the script's does."""

@@ -17,6 +17,7 @@ import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, Final, NotRequired, Required, Union
 
+from qmonitor.core.record import Record
 from qmonitor.core.schema.convert import (
     _ArgumentError,
     _ArgumentsConverter,
@@ -407,8 +408,7 @@ def _conversion_steps(members: Sequence[_Member]) -> list[_Step]:
 # --- Commands ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReturnMember:
+class ReturnMember(Record):
     """One member of a dataclass result, for writers that encode results straight to text.
 
     ``json_type`` is ``"boolean"``, ``"integer"``, ``"string"``, ``"enum"`` (a str enum) or
@@ -416,11 +416,27 @@ class ReturnMember:
     it already is).
     """
 
-    python_name: str
-    qmp_name: str
-    json_type: str
-    encode: _Encoder | None
-    omit_if_none: bool
+    __slots__ = ("encode", "json_type", "omit_if_none", "python_name", "qmp_name")
+
+    python_name: Final[str]
+    qmp_name: Final[str]
+    json_type: Final[str]
+    encode: Final[_Encoder | None]
+    omit_if_none: Final[bool]
+
+    def __init__(
+        self,
+        python_name: str,
+        qmp_name: str,
+        json_type: str,
+        encode: _Encoder | None,
+        omit_if_none: bool,
+    ) -> None:
+        self.python_name = python_name
+        self.qmp_name = qmp_name
+        self.json_type = json_type
+        self.encode = encode
+        self.omit_if_none = omit_if_none
 
 
 def _json_type_of(node: _Type) -> str:

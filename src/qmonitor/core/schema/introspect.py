@@ -20,9 +20,10 @@ qobject_input_check_struct does.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from typing import Final
 
+from qmonitor.core.record import Record
 from qmonitor.core.schema.compile import _INT, CommandSignature, _Compiler
 from qmonitor.core.schema.model import (
     _EMPTY,
@@ -38,14 +39,31 @@ from qmonitor.core.schema.model import (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Definition:
-    name: str
-    meta_type: str  # "command" or "event"
-    arg_type: _Type | _Arguments
-    ret_type: _Type | _Arguments | None  # None for an event
-    allow_oob: bool
-    features: tuple[str, ...]
+class _Definition(Record):
+    __slots__ = ("allow_oob", "arg_type", "features", "meta_type", "name", "ret_type")
+
+    name: Final[str]
+    meta_type: Final[str]  # "command" or "event"
+    arg_type: Final[_Type | _Arguments]
+    ret_type: Final[_Type | _Arguments | None]  # None for an event
+    allow_oob: Final[bool]
+    features: Final[tuple[str, ...]]
+
+    def __init__(
+        self,
+        name: str,
+        meta_type: str,
+        arg_type: _Type | _Arguments,
+        ret_type: _Type | _Arguments | None,
+        allow_oob: bool,
+        features: tuple[str, ...],
+    ) -> None:
+        self.name = name
+        self.meta_type = meta_type
+        self.arg_type = arg_type
+        self.ret_type = ret_type
+        self.allow_oob = allow_oob
+        self.features = features
 
 
 class SchemaBuilder:

@@ -6,11 +6,11 @@ encode a Python value of it (an encoder of :mod:`.encode`) and its key in ``quer
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Sequence
 from typing import Final
 
+from qmonitor.core.record import Record
 from qmonitor.core.schema.convert import _ArgumentError, _array_converter, _Converter
 from qmonitor.core.schema.encode import _array_encoder, _encode_enum, _encode_json_null, _Encoder
 
@@ -76,14 +76,31 @@ class _Array(_Type):
         self.element = element
 
 
-@dataclasses.dataclass(frozen=True)
-class _Member:
-    qmp_name: str
-    python_name: str
-    type: _Type
-    optional: bool  # in the schema: "default": null
-    if_absent: object  # _REQUIRED, _SKIP, or the value to pass
-    omit_if_none: bool  # when encoding: a None value leaves the member out
+class _Member(Record):
+    __slots__ = ("if_absent", "omit_if_none", "optional", "python_name", "qmp_name", "type")
+
+    qmp_name: Final[str]
+    python_name: Final[str]
+    type: Final[_Type]
+    optional: Final[bool]  # in the schema: "default": null
+    if_absent: Final[object]  # _REQUIRED, _SKIP, or the value to pass
+    omit_if_none: Final[bool]  # when encoding: a None value leaves the member out
+
+    def __init__(
+        self,
+        qmp_name: str,
+        python_name: str,
+        type: _Type,
+        optional: bool,
+        if_absent: object,
+        omit_if_none: bool,
+    ) -> None:
+        self.qmp_name = qmp_name
+        self.python_name = python_name
+        self.type = type
+        self.optional = optional
+        self.if_absent = if_absent
+        self.omit_if_none = omit_if_none
 
 
 class _AlternateType(_Type):

@@ -9,12 +9,13 @@ and ``MISSING``. Nothing here checks or encodes anything: :mod:`.compile` reads 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Final, TypeAlias, Union
+
+from qmonitor.core.record import Record
 
 
 class _Sentinel(enum.Enum):
@@ -145,8 +146,7 @@ class Variants:
         return f"Variants({self.tag!r}, {dict(self.cases)!r})"
 
 
-@dataclasses.dataclass(frozen=True)
-class Parameter:
+class Parameter(Record):
     """One QMP argument of a command.
 
     ``annotation`` is the parameter's resolved type hint as declared; ``default`` is the value an
@@ -154,8 +154,19 @@ class Parameter:
     a required one.
     """
 
-    qmp_name: str
-    python_name: str
-    annotation: object
-    required: bool
-    default: object
+    __slots__ = ("annotation", "default", "python_name", "qmp_name", "required")
+
+    qmp_name: Final[str]
+    python_name: Final[str]
+    annotation: Final[object]
+    required: Final[bool]
+    default: Final[object]
+
+    def __init__(
+        self, qmp_name: str, python_name: str, annotation: object, required: bool, default: object
+    ) -> None:
+        self.qmp_name = qmp_name
+        self.python_name = python_name
+        self.annotation = annotation
+        self.required = required
+        self.default = default
