@@ -45,8 +45,8 @@ from qmonitor.machine.commands import register_machine_commands
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.snapshots import SnapshotStore
 from qmonitor.server.faults import install_faults
-from qmonitor.server.monitor import Monitor
 from qmonitor.server.fds import serve_unix_connection
+from qmonitor.server.monitor import Monitor
 from qmonitor.server.qmp_session import QMPSession
 
 REQUESTS = 25600

@@ -577,7 +577,6 @@ class JSONStreamFramer:
     """
 
     __slots__ = (
-        "drained",
         "_after_separator",
         "_batch",
         "_batch_bytes",
@@ -604,6 +603,7 @@ class JSONStreamFramer:
         "_skipping",
         "_token_count",
         "_token_start",
+        "drained",
     )
 
     def __init__(
