@@ -14,17 +14,12 @@ descriptor came, ``closefd`` finds nothing.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
-from qmonitor.server.fds import (
-    NO_FD_SUPPLIED,
-    AddfdInfo,
-    FdsetInfo,
-    NamedFds,
-    take_received_fd,
-)
+from qmonitor.server.fds import NO_FD_SUPPLIED, NamedFds, take_received_fd
 from qmonitor.server.qmp_session import QMPSession
 
 if TYPE_CHECKING:
@@ -33,6 +28,30 @@ if TYPE_CHECKING:
 FDNAME_STARTS_WITH_DIGIT = "Parameter 'fdname' expects a name not starting with a digit"
 """monitor/misc.c ``qmp_getfd``: QERR_INVALID_PARAMETER_VALUE; such names are descriptor
 numbers to ``monitor_fd_param``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddfdInfo:
+    """qapi/misc.json ``AddfdInfo``."""
+
+    fdset_id: int
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class FdsetFdInfo:
+    """qapi/misc.json ``FdsetFdInfo``."""
+
+    fd: int
+    opaque: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FdsetInfo:
+    """qapi/misc.json ``FdsetInfo``."""
+
+    fdset_id: int
+    fds: list[FdsetFdInfo]
 
 
 def named_fds(monitor: Monitor, session: object) -> NamedFds:
@@ -109,7 +128,7 @@ def register_fd_commands(monitor: Monitor) -> None:
         """
         fd = _take_received(ctx)
         try:
-            return fdsets.add(fd, fdset_id, opaque)
+            return AddfdInfo(fdsets.add(fd, fdset_id, opaque), fd)
         except QMPError:
             os.close(fd)
             raise
@@ -126,4 +145,7 @@ def register_fd_commands(monitor: Monitor) -> None:
     @command(name="query-fdsets")
     def query_fdsets() -> list[FdsetInfo]:
         """Return information describing all fd sets (highest id first)."""
-        return fdsets.query()
+        return [
+            FdsetInfo(fdset_id, [FdsetFdInfo(fd, opaque) for fd, opaque in members])
+            for fdset_id, members in fdsets.query()
+        ]

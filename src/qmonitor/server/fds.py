@@ -179,30 +179,6 @@ class _FdsetMember:
     removed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class AddfdInfo:
-    """qapi/misc.json ``AddfdInfo``."""
-
-    fdset_id: int
-    fd: int
-
-
-@dataclass(frozen=True, slots=True)
-class FdsetFdInfo:
-    """qapi/misc.json ``FdsetFdInfo``."""
-
-    fd: int
-    opaque: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FdsetInfo:
-    """qapi/misc.json ``FdsetInfo``."""
-
-    fdset_id: int
-    fds: list[FdsetFdInfo]
-
-
 class FdSets:
     """``add-fd``'s numbered sets, as monitor/misc.c keeps ``mon_fdsets``.
 
@@ -215,15 +191,16 @@ class FdSets:
     def __init__(self) -> None:
         self._sets: dict[int, list[_FdsetMember]] = {}
 
-    def add(self, fd: int, fdset_id: int | None, opaque: str | None) -> AddfdInfo:
+    def add(self, fd: int, fdset_id: int | None, opaque: str | None) -> int:
         """``monitor_fdset_add_fd``: into set ``fdset_id``, else into a new set with the lowest
-        free id; the caller's ``fd`` belongs to the set from here, unless this raises."""
+        free id, whose id is returned; the caller's ``fd`` belongs to the set from here, unless
+        this raises."""
         if fdset_id is None:
             fdset_id = next(i for i in itertools.count() if i not in self._sets)
         elif fdset_id not in self._sets and fdset_id < 0:
             raise QMPError("Parameter 'fdset-id' expects a non-negative value")
         self._sets.setdefault(fdset_id, []).append(_FdsetMember(fd, opaque))
-        return AddfdInfo(fdset_id, fd)
+        return fdset_id
 
     def remove(self, fdset_id: int, fd: int | None, *, running: bool) -> None:
         """``qmp_remove_fd``: mark ``fd`` (without it, every descriptor) of set ``fdset_id``
@@ -237,10 +214,11 @@ class FdSets:
             member.removed = True
         self._clean(fdset_id, monitors_connected=True, running=running)
 
-    def query(self) -> list[FdsetInfo]:
-        """``qmp_query_fdsets``: highest id first, each set's descriptors oldest first."""
+    def query(self) -> list[tuple[int, list[tuple[int, str | None]]]]:
+        """``qmp_query_fdsets``: each set's id and its descriptors with their ``opaque``,
+        highest id first, each set's descriptors oldest first."""
         return [
-            FdsetInfo(fdset_id, [FdsetFdInfo(m.fd, m.opaque) for m in self._sets[fdset_id]])
+            (fdset_id, [(m.fd, m.opaque) for m in self._sets[fdset_id]])
             for fdset_id in sorted(self._sets, reverse=True)
         ]
 
