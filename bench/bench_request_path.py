@@ -14,6 +14,15 @@ Loads: ``sequential`` (one request per read, no id), ``ids`` (one per read, with
 ``pipelined`` (128 requests with ids per read, as ``bench_qmp.py``'s 128 in flight delivers
 them).
 
+``sockets`` is the per-read path as ``bench_qmp.py``'s 50 clients use it: :data:`CLIENTS`
+unix socket pairs, each served by qmonitor's own transport
+(:class:`~qmonitor.server.fds.UnixTransport`, as every unix-socket monitor is) and a session,
+the client ends driven from the same process with blocking ``send``/``recv``: each round sends
+one request on every client, lets the loop run until all are answered, and reads the replies.
+The same rounds are run against the floor (``bench_qmp.py --floor``'s protocol on uvloop's own
+transport) on the same kind of sockets, so the report gives both per request and their
+difference, the transport's and session's extra cost per read (the client's work is in both).
+
 Usage: ``.venv/bin/python bench/bench_request_path.py [--load L] [--profile]``.
 """
 
@@ -24,9 +33,11 @@ import asyncio
 import cProfile
 import io
 import pstats
+import socket
 import tempfile
 import time
 
+import orjson
 import uvloop
 
 from qmonitor.core.faults import FaultSet
@@ -34,12 +45,15 @@ from qmonitor.machine.commands import register_machine_commands
 from qmonitor.machine.machine import Machine
 from qmonitor.machine.snapshots import SnapshotStore
 from qmonitor.server.faults import install_faults
+from qmonitor.server.fds import serve_unix_connection
 from qmonitor.server.monitor import Monitor
 from qmonitor.server.qmp_session import QMPSession
 
 REQUESTS = 25600
 REPETITIONS = 7
-LOADS = ("sequential", "ids", "pipelined")
+LOADS = ("sequential", "ids", "pipelined", "sockets")
+CLIENTS = 50
+QUERY_STATUS = b'{"execute":"query-status"}'
 
 
 class CountingTransport(asyncio.Transport):
@@ -74,20 +88,111 @@ def reads_for(load: str) -> list[bytes]:
     return [b"".join(requests[i : i + per_read]) for i in range(0, REQUESTS, per_read)]
 
 
-def session_of_the_machine() -> tuple[QMPSession, CountingTransport]:
-    """A negotiated QMP session of the monitor ``qmonitor run`` makes (its commands, faults
-    installed with no rule, signatures compiled at first use)."""
+def monitor_of_the_machine() -> Monitor:
+    """The monitor ``qmonitor run`` makes (its commands, faults installed with no rule,
+    signatures compiled at first use)."""
     monitor = Monitor("vm0")
     monitor.registry.defer_signatures = True
     install_faults(monitor, FaultSet())
     machine = Machine("vm0", ram_size=128 << 20, start_paused=False, incoming=False, dirty_rate=0)
     snapshots = SnapshotStore(tempfile.mkdtemp(prefix="qm-bench-"))
     register_machine_commands(monitor, machine, snapshots, on_exit=lambda status: None)
-    session = QMPSession(monitor, peer="bench")
+    return monitor
+
+
+def session_of_the_machine() -> tuple[QMPSession, CountingTransport]:
+    """A negotiated QMP session of :func:`monitor_of_the_machine`."""
+    session = QMPSession(monitor_of_the_machine(), peer="bench")
     transport = CountingTransport()
     session.connection_made(transport)
     session.data_received(b'{"execute":"qmp_capabilities"}')
     return session, transport
+
+
+class Floor(asyncio.Protocol):
+    """``bench_qmp.py``'s floor server protocol: answers ``query-status`` and nothing else."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        out = []
+        start = 0
+        while (end := buffer.find(b"}", start)) >= 0:
+            request = orjson.loads(buffer[start : end + 1])
+            start = end + 1
+            out.append(b'{"return": {"status": "running", "singlestep": false, "running": true}')
+            if "id" in request:
+                out.append(b', "id": ' + orjson.dumps(request["id"]))
+            out.append(b"}\r\n")
+        self.buffer = buffer[start:]
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def line_read(client: socket.socket) -> None:
+    """Read from ``client`` (non-blocking) up to the end of a line, letting the loop run."""
+    while True:
+        try:
+            if client.recv(4096).endswith(b"\r\n"):
+                return
+        except BlockingIOError:
+            await asyncio.sleep(0)
+
+
+async def answered(clients: list[socket.socket], request: bytes) -> None:
+    """Send ``request`` on every client, let the loop serve them, read every reply line."""
+    for client in clients:
+        client.send(request)
+    for client in clients:
+        await line_read(client)
+
+
+async def per_read_cost(server: str) -> float:
+    """Process CPU seconds per request of ``server`` ("qmonitor" or "floor") with
+    :data:`CLIENTS` clients sending one request each per round (best of the repetitions)."""
+    loop = asyncio.get_running_loop()
+    monitor = monitor_of_the_machine() if server == "qmonitor" else None
+    clients = []
+    for _ in range(CLIENTS):
+        client, served = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setblocking(False)
+        clients.append(client)
+        if monitor is not None:
+            serve_unix_connection(served, lambda: QMPSession(monitor, peer="bench"))
+        else:
+            await loop.connect_accepted_socket(Floor, served)
+    if monitor is not None:
+        for client in clients:  # the greeting
+            await line_read(client)
+        await answered(clients, b'{"execute":"qmp_capabilities"}')
+    rounds = REQUESTS // CLIENTS
+    for _ in range(100):  # warm-up
+        await answered(clients, QUERY_STATUS)
+    best = float("inf")
+    for _ in range(REPETITIONS):
+        start = time.process_time()
+        for _ in range(rounds):
+            await answered(clients, QUERY_STATUS)
+        best = min(best, time.process_time() - start)
+    for client in clients:
+        client.close()
+    await asyncio.sleep(0.01)
+    return best / (rounds * CLIENTS)
+
+
+def measure_sockets() -> None:
+    ours = uvloop.run(per_read_cost("qmonitor"))
+    floor = uvloop.run(per_read_cost("floor"))
+    print(
+        f"sockets: {ours * 1e6:.3f} us CPU per request, floor {floor * 1e6:.3f} us, "
+        f"qmonitor - floor {(ours - floor) * 1e6:.3f} us ({CLIENTS} clients, one request per "
+        f"read, client side included; best of {REPETITIONS} x {REQUESTS // CLIENTS * CLIENTS:,})"
+    )
 
 
 async def measure(load: str, profile: bool) -> None:
@@ -123,7 +228,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the last repetition")
     options = parser.parse_args()
     for load in options.load or LOADS:
-        uvloop.run(measure(load, options.profile))
+        if load == "sockets":
+            measure_sockets()
+        else:
+            uvloop.run(measure(load, options.profile))
 
 
 if __name__ == "__main__":

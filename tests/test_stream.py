@@ -715,6 +715,38 @@ def test_objects_framed_together_are_framed_as_one_at_a_time(raw: bytes) -> None
     assert view(events) == one_at_a_time
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(BATCH_PIECES), max_size=12).map(b"".join),
+    st.lists(st.integers(0, 200), max_size=6),
+    st.booleans(),
+)
+@example(b'{"execute":"x"}', [], True)
+@example(b'{"execute":"x"} ', [], False)
+def test_a_drained_framer_has_nothing_more_until_new_input(
+    raw: bytes, cuts: list[int], end_of_input: bool
+) -> None:
+    # QMPSession skips the next pull while the framer says it is drained: the events must be
+    # those of pulling until NEED_DATA.
+    framer = JSONStreamFramer()
+    pulled = []
+    chunks = split(raw, cuts)
+    for number, chunk in enumerate(chunks):
+        framer.receive_data(chunk)
+        if end_of_input and number == len(chunks) - 1:
+            framer.receive_eof()
+        while not framer.drained and (event := framer.next_event()) is not NEED_DATA:
+            pulled.append(event)
+        assert framer.next_event() is NEED_DATA
+    reference = JSONStreamFramer()
+    expected = feed(chunks, reference)
+    if end_of_input:
+        reference.receive_eof()
+        while (event := reference.next_event()) is not NEED_DATA:
+            expected.append(event)
+    assert view(pulled) == view(expected)
+
+
 def test_objects_framed_together_count_as_held_until_pulled() -> None:
     # buffered_bytes drops by each message's bytes as it is pulled (testing/transcript.py's
     # MessageSplitter cuts the stream there), the whitespace after the last with the next pull.

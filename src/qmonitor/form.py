@@ -20,6 +20,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "qmonitor.core.schema.convert",
     "qmonitor.server.monitor",
     "qmonitor.server.qmp_session",
+    # every unix-socket monitor's transport: the read and write of every request
+    "qmonitor.server.fds",
 )
 """The modules setup.py compiles (read from this file, which imports nothing of qmonitor)."""
 

@@ -144,7 +144,8 @@ class QMPServerConnection:
         self.capabilities = tuple(capabilities)
         self.state = SessionState.NEGOTIATING
         self.oob_enabled = False
-        self._framer = framer or JSONStreamFramer()
+        # Public for the session's read loop, which asks it whether a read is used up (drained).
+        self.framer = framer or JSONStreamFramer()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -200,17 +201,17 @@ class QMPServerConnection:
         """Feed bytes from the client; raises :class:`StateError` once closed."""
         if self.state is SessionState.CLOSED:
             raise StateError("receive_data() on a closed connection")
-        self._framer.receive_data(data)
+        self.framer.receive_data(data)
 
     def receive_eof(self) -> None:
         """The client closed its side: complete messages still drain; a partial one is dropped
         silently, as QEMU does (monitor_qmp_event CHR_EVENT_CLOSED resets the parser)."""
-        self._framer.receive_eof()
+        self.framer.receive_eof()
 
     @property
     def buffered_bytes(self) -> int:
         """Input bytes held and not yet turned into events."""
-        return self._framer.buffered_bytes
+        return self.framer.buffered_bytes
 
     def next_event(self) -> Request | InvalidRequest | Negotiated | NeedData:
         """The next event, or :data:`NEED_DATA`.
@@ -219,7 +220,7 @@ class QMPServerConnection:
         :class:`~qmonitor.qmp.messages.InvalidRequest`: input to answer with its error;
         :class:`~qmonitor.qmp.messages.Negotiated`: capabilities accepted, answer ``{}``.
         """
-        value = self._framer.next_value()
+        value = self.framer.next_value()
         if type(value) is dict and self.state is _COMMAND_MODE:
             # The shape every client sends, checked here rather than by check_request's walk:
             # a string "execute", an object "arguments" or none, maybe an "id", nothing else.

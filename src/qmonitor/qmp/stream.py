@@ -624,6 +624,7 @@ class JSONStreamFramer:
         "_skipping",
         "_token_count",
         "_token_start",
+        "drained",
     )
 
     def __init__(
@@ -670,6 +671,10 @@ class JSONStreamFramer:
         self._batch_pulled_end = 0
         # The buffer's messages could not be framed together: not tried again before new data.
         self._batch_refused = False
+        # True when the last message pulled used up everything received, so that the next
+        # next_value() is NEED_DATA: a reader with one request per read (a client waiting for
+        # each reply) skips that call. False is no promise either way.
+        self.drained = False
 
     @property
     def buffered_bytes(self) -> int:
@@ -694,10 +699,12 @@ class JSONStreamFramer:
             raise StateError("receive_data() after receive_eof()")
         self._buf += data
         self._batch_refused = False
+        self.drained = False
 
     def receive_eof(self) -> None:
         """The client closed its side: complete messages still come out, the rest is dropped."""
         self._eof = True
+        self.drained = False
 
     def next_event(self) -> Event | NeedData:
         """The next event in input order, or NEED_DATA once everything buffered is consumed."""
@@ -775,6 +782,7 @@ class JSONStreamFramer:
                                 if end == size:
                                     buf.clear()
                                     end = 0
+                                    self.drained = not self._eof
                                 self._pos = end
                                 return value
         event = self._next_lexed_event()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from qmonitor.core.commands import Context, HumanSyntax
 from qmonitor.core.errors import QMPError
 from qmonitor.server.fds import NO_FD_SUPPLIED, NamedFds, take_received_fd
-from qmonitor.server.fdset_info import AddfdInfo, FdsetInfo
+from qmonitor.server.fdset_info import AddfdInfo, FdsetFdInfo, FdsetInfo
 from qmonitor.server.qmp_session import QMPSession
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def register_fd_commands(monitor: Monitor) -> None:
         """
         fd = _take_received(ctx)
         try:
-            return fdsets.add(fd, fdset_id, opaque)
+            return AddfdInfo(fdsets.add(fd, fdset_id, opaque), fd)
         except QMPError:
             os.close(fd)
             raise
@@ -121,4 +121,7 @@ def register_fd_commands(monitor: Monitor) -> None:
     @command(name="query-fdsets")
     def query_fdsets() -> list[FdsetInfo]:
         """Return information describing all fd sets (highest id first)."""
-        return fdsets.query()
+        return [
+            FdsetInfo(fdset_id, [FdsetFdInfo(fd, opaque) for fd, opaque in members])
+            for fdset_id, members in fdsets.query()
+        ]

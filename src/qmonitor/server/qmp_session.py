@@ -322,6 +322,7 @@ class QMPSession(asyncio.Protocol):
             return False  # shutting down: what is queued behind the cancelled requests never starts
 
         connection = self.connection
+        framer = connection.framer
         read_ahead = self._read_ahead
         in_flight = self.requests_in_flight
         max_in_flight = self._max_in_flight
@@ -349,7 +350,12 @@ class QMPSession(asyncio.Protocol):
                 if connection.buffered_bytes >= BLOCKED_INPUT_MAX:
                     self._pause_reading()
                 return False
-            event = read_ahead.popleft() if read_ahead else connection.next_event()
+            if read_ahead:
+                event = read_ahead.popleft()
+            elif framer.drained:  # the read's last request was the last byte: no call needed
+                event = NEED_DATA
+            else:
+                event = connection.next_event()
             if event is NEED_DATA:
                 if self._reading_paused:
                     self._resume_reading()
