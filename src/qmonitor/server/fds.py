@@ -47,12 +47,9 @@ import os
 import socket
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
 from qmonitor.core.errors import QMPError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("qmonitor.fds")
 
