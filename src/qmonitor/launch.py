@@ -23,7 +23,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -159,6 +158,8 @@ def check_file_name(name: str, argument: str) -> None:
     """Refuse a name that cannot name a file, where it does (``qmonitor run``'s default socket
     and snapshot directory); QEMU takes any ``-name``."""
     if name in ("", ".", "..") or "/" in name or "\0" in name:
+        import shlex  # only for this message (start-up time)
+
         raise LaunchError(f"-name {shlex.quote(argument)}: {NAME_NOT_A_FILE_NAME}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -258,6 +257,8 @@ def _tls_client_command(address: Address, protocol: str, ca_file: str, certifica
     if certificate:
         cert, key = CLIENT_CERTIFICATE_FILES
         options += [f"cert={cert}", f"key={key}"]
+    import shlex  # only for these messages (start-up time)
+
     target = shlex.quote(f"OPENSSL:{host}:{address.port}," + ",".join(options))
     terminal = "-,echo=0,icanon=0" if protocol == "HMP" else "-"
     command = f"socat {terminal} {target}"
@@ -274,6 +275,8 @@ def _client_command(
         import ssl  # loaded already: the listener is TLS
 
         return _tls_client_command(address, protocol, ca_file, tls.verify_mode == ssl.CERT_REQUIRED)
+    import shlex  # only for these messages (start-up time)
+
     if protocol == "HMP":
         # QEMU's line editor echoes and edits: the terminal must pass keys through as typed.
         target = (
@@ -664,6 +667,8 @@ async def run_machine(plan: RunPlan, on_ready: Callable[[], None] | None = None)
         if isinstance(exc, OSError) and exc.strerror:  # without "[Errno N]"
             message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
         if isinstance(exc, AddressInUse) and plan.default_socket:
+            import shlex  # only for this message (start-up time)
+
             message = NAME_IN_USE.format(error=message, name=shlex.quote(plan.name or "vm0"))
         print(f"{program}: {message}", file=sys.stderr)
         await monitor.close()
