@@ -76,9 +76,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from typing import Any, Final
-
-import orjson
 
 from qmonitor.core.errors import StateError
 
@@ -223,8 +222,13 @@ def _start_actions() -> tuple[tuple[int, int], ...]:
 
 
 _START_ACTIONS: Final = _start_actions()
-_loads: Final = orjson.loads  # per request: a global, not a module attribute
-_dumps: Final = orjson.dumps
+
+
+def _orjson_not_imported(value: Any) -> Any:
+    """What a framer's ``_loads`` and ``_dumps`` are until its first ``receive_data``."""
+    raise StateError("orjson is imported at the first receive_data()")
+
+
 # What a bracket does to (brace count, bracket count).
 _BRACKET_COUNTS: Final = {
     ord("{"): (1, 0),
@@ -551,6 +555,8 @@ def _orjson_agrees(span: bytes | bytearray, max_nesting: int) -> JSONMessage | N
     """
     if not span.isascii() or (span.find(b"\\") >= 0 and b"\\u" in span):
         return None
+    import orjson  # imported already: this follows a receive_data()
+
     try:
         value = orjson.loads(span)
         written = orjson.dumps(value)
@@ -608,10 +614,12 @@ class JSONStreamFramer:
         "_brace_count",
         "_bracket_count",
         "_buf",
+        "_dumps",
         "_eof",
         "_fast_max_bytes",
         "_last_kind",
         "_lexer_state",
+        "_loads",
         "_max_message_bytes",
         "_max_nesting",
         "_max_token_count",
@@ -675,6 +683,11 @@ class JSONStreamFramer:
         # next_value() is NEED_DATA: a reader with one request per read (a client waiting for
         # each reply) skips that call. False is no promise either way.
         self.drained = False
+        # orjson's loads and dumps, for each request: bound at the first receive_data, not
+        # imported with this module, for the start-up time of a server (orjson imports
+        # datetime, uuid and platform, a few ms, which the greeting need not wait for).
+        self._loads: Callable[[bytes | bytearray], Any] = _orjson_not_imported
+        self._dumps: Callable[[Any], bytes] = _orjson_not_imported
 
     @property
     def buffered_bytes(self) -> int:
@@ -697,6 +710,11 @@ class JSONStreamFramer:
         """Append bytes from the client. An empty ``data`` is not end of input."""
         if self._eof:
             raise StateError("receive_data() after receive_eof()")
+        if self._loads is _orjson_not_imported:
+            import orjson
+
+            self._loads = orjson.loads
+            self._dumps = orjson.dumps
         self._buf += data
         self._batch_refused = False
         self.drained = False
@@ -769,10 +787,12 @@ class JSONStreamFramer:
                     span = buf if pos == 0 and end == size else buf[pos:end]
                     if span.isascii() and (span.find(b"\\") < 0 or b"\\u" not in span):
                         try:
-                            value = _loads(span)
-                            written = _dumps(value)
-                        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-                            pass  # orjson's README: dumps() stops at 254 levels
+                            value = self._loads(span)
+                            written = self._dumps(value)
+                        # orjson's JSONDecodeError is a ValueError, its JSONEncodeError a
+                        # TypeError (its README); dumps() stops at 254 levels.
+                        except (ValueError, TypeError):
+                            pass
                         else:
                             if (
                                 written == span and self._max_nesting >= _ORJSON_MAX_DEPTH
@@ -820,9 +840,9 @@ class JSONStreamFramer:
             ):
                 array = b"[" + data.replace(b"}{", b"},{") + b"]"
                 try:
-                    values: list[Any] = _loads(array)  # a list: the text is in brackets
-                    written = _dumps(values)
-                except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+                    values: list[Any] = self._loads(array)  # a list: the text is in brackets
+                    written = self._dumps(values)
+                except (ValueError, TypeError):  # orjson's JSONDecodeError, JSONEncodeError
                     pass
                 else:
                     if written == array and len(values) == data.count(b"}{") + 1:

@@ -39,15 +39,12 @@ How it writes, and why:
 from __future__ import annotations
 
 import collections
-import datetime
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Final
-
-import orjson
 
 from qmonitor.core.commands import CommandRegistry
 from qmonitor.core.record import Record
@@ -113,11 +110,17 @@ def registry_secrets(registry: CommandRegistry) -> Callable[[str], Collection[st
 
 
 def _now() -> str:
+    import datetime  # with the first record, not at start-up (orjson's reason, below)
+
     moment = datetime.datetime.now(datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _encode(record: Mapping[str, object]) -> bytes:
+    # Imported with the first record: orjson imports datetime, uuid and platform (a few ms)
+    # that a server without an audit log need not load before its greeting.
+    import orjson
+
     try:
         return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n"
     except TypeError:  # an integer beyond 64 bits, which orjson refuses
