@@ -114,3 +114,17 @@ async def test_digest_belongs_to_the_step_it_reports() -> None:
     machine.advance(10)
     digest, step = await machine.digest()
     assert (digest, step) == (_digest(machine), 10)
+
+
+def test_machine_uuid_is_a_random_version_4_uuid() -> None:
+    """The machine's UUID, made without the ``uuid`` module (start-up time), is one that
+    module reads back as the same random (version 4, RFC 4122 variant) UUID."""
+    from uuid import RFC_4122, UUID
+
+    from qmonitor.machine.machine import random_uuid
+
+    values = {random_uuid() for _ in range(64)}
+    assert len(values) == 64
+    for value in values:
+        parsed = UUID(value)
+        assert (str(parsed), parsed.version, parsed.variant) == (value, 4, RFC_4122)

@@ -26,7 +26,6 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
-from uuid import UUID
 
 from qmonitor import __version__
 from qmonitor.cmdline import (
@@ -76,6 +75,9 @@ STANDIN_PROGRAM: Final = "qmonitor-system-x86_64"
 QEMU_VERSION: Final = "7.2.22"
 """The QEMU whose command line and monitor we reproduce, as ``-version`` names it: the
 version ``query-version`` and the greeting give (the capability profile's QEMU, Debian 12's)."""
+
+NIL_UUID: Final = "00000000-0000-0000-0000-000000000000"
+"""``query-uuid`` without ``-uuid``: QEMU's ``qemu_uuid``, all zeros until set."""
 
 COPYRIGHT: Final = "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 """include/qemu-common.h ``QEMU_COPYRIGHT`` of QEMU 7.2."""
@@ -281,7 +283,7 @@ def machine_config(
         cpu_model=(command_line.cpu or DEFAULT_CPU_MODEL).split(",", 1)[0],
         cpus=smp.cpus,
         topology=CpuTopology(smp.sockets, smp.dies, smp.cores, smp.threads),
-        uuid=str(command_line.uuid or UUID(int=0)),
+        uuid=str(command_line.uuid) if command_line.uuid is not None else NIL_UUID,
         ram_size=command_line.ram_size,
         chardevs=tuple(chardevs.values()),
         objects=tuple(

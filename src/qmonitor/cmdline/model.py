@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Final, Literal
-from uuid import UUID
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from qmonitor.cmdline.errors import Diagnostic
 from qmonitor.cmdline.machines import SmpTopology
 from qmonitor.core.record import Record
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 MonitorMode = Literal["control", "readline"]
 

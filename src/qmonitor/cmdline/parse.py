@@ -25,8 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import Final
-from uuid import UUID
+from typing import TYPE_CHECKING, Final
 
 from qmonitor.cmdline.chardev import (
     CHARDEV_OPTS,
@@ -89,6 +88,9 @@ from qmonitor.cmdline.qemuopts import (
 )
 from qmonitor.cmdline.qjson import JSONValueError, parse_json_value
 from qmonitor.core.cutils import qemu_strtosz, qemu_strtou64
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 _S, _B, _N, _Z = OptType.STRING, OptType.BOOL, OptType.NUMBER, OptType.SIZE
 
@@ -659,6 +661,8 @@ def _uuid(state: _State, argument: str, location: str) -> None:
     """vl.c QEMU_OPTION_uuid: qemu_uuid_parse()."""
     if len(argument) != 36 or not re.fullmatch(_UUID, argument):
         raise state.fail(location, "failed to parse UUID string: wrong format")
+    from uuid import UUID  # only with -uuid (start-up time)
+
     state.uuid = UUID(argument)
 
 
