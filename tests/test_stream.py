@@ -906,3 +906,25 @@ def test_flush_ends_the_input_as_qemus_json_message_parser_flush(
         pass
     assert framer.flush() == flushed
     assert framer.buffered_bytes == 0
+
+
+def test_orjson_and_what_it_pulls_in_wait_for_the_first_message() -> None:
+    """A server imports everything it greets with, and a framer is made for each connection
+    before its greeting; orjson (which imports datetime, uuid and platform: a few ms of
+    start-up) is imported only when the first message comes, and the message is then read."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, qmonitor.launch, qmonitor.machine.run, qmonitor.standin\n"
+        "from qmonitor.qmp.stream import JSONStreamFramer\n"
+        "later = ('orjson', 'uuid', 'datetime', 'platform', 'shlex')\n"
+        "framer = JSONStreamFramer()\n"
+        "print(sorted(m for m in later if m in sys.modules))\n"
+        'framer.receive_data(b\'{"execute": "query-status"}\')\n'
+        "print(framer.next_value(), 'orjson' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    assert output == "[]\n{'execute': 'query-status'} True\n"

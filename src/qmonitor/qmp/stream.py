@@ -223,12 +223,6 @@ def _start_actions() -> tuple[tuple[int, int], ...]:
 
 _START_ACTIONS: Final = _start_actions()
 
-
-def _orjson_not_imported(value: Any) -> Any:
-    """What a framer's ``_loads`` and ``_dumps`` are until its first ``receive_data``."""
-    raise StateError("orjson is imported at the first receive_data()")
-
-
 # What a bracket does to (brace count, bracket count).
 _BRACKET_COUNTS: Final = {
     ord("{"): (1, 0),
@@ -683,11 +677,28 @@ class JSONStreamFramer:
         # next_value() is NEED_DATA: a reader with one request per read (a client waiting for
         # each reply) skips that call. False is no promise either way.
         self.drained = False
-        # orjson's loads and dumps, for each request: bound at the first receive_data, not
-        # imported with this module, for the start-up time of a server (orjson imports
-        # datetime, uuid and platform, a few ms, which the greeting need not wait for).
-        self._loads: Callable[[bytes | bytearray], Any] = _orjson_not_imported
-        self._dumps: Callable[[Any], bytes] = _orjson_not_imported
+        # orjson's loads and dumps, for each request: bound at the first message, not imported
+        # with this module, for the start-up time of a server (orjson imports datetime, uuid
+        # and platform, a few ms, which the greeting need not wait for). Until then they are
+        # methods that import and rebind them: no per-read check.
+        self._loads: Callable[[bytes | bytearray], Any] = self._import_orjson_loads
+        self._dumps: Callable[[Any], bytes] = self._import_orjson_dumps
+
+    def _import_orjson_loads(self, data: bytes | bytearray) -> Any:
+        """The first ``_loads``: binds orjson's functions, then parses ``data``."""
+        import orjson
+
+        self._loads = orjson.loads
+        self._dumps = orjson.dumps
+        return orjson.loads(data)
+
+    def _import_orjson_dumps(self, value: Any) -> bytes:
+        """The first ``_dumps`` (a ``_loads`` always comes first: this is for completeness)."""
+        import orjson
+
+        self._loads = orjson.loads
+        self._dumps = orjson.dumps
+        return orjson.dumps(value)
 
     @property
     def buffered_bytes(self) -> int:
@@ -710,11 +721,6 @@ class JSONStreamFramer:
         """Append bytes from the client. An empty ``data`` is not end of input."""
         if self._eof:
             raise StateError("receive_data() after receive_eof()")
-        if self._loads is _orjson_not_imported:
-            import orjson
-
-            self._loads = orjson.loads
-            self._dumps = orjson.dumps
         self._buf += data
         self._batch_refused = False
         self.drained = False
