@@ -451,3 +451,28 @@ def test_qmp_shell_hmp_mode(short_tmp: Path, launched: list[Launched]) -> None:
         [qmp_shell, "-H", path], input=b"info name\n", capture_output=True, timeout=30
     )
     assert b"shell\r\n" in shell.stdout or b"shell\n" in shell.stdout, shell.stdout
+
+
+def test_yank_instances_are_made_when_first_needed() -> None:
+    """A monitor's socket chardev is a yank instance from start-up, registered before the
+    greeting; the QAPI classes of the yank union are made only when an instance is asked for,
+    and ``query-yank`` then lists it as before."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, qmonitor.launch, qmonitor.machine.run, qmonitor.standin\n"
+        "from qmonitor import Monitor\n"
+        "from qmonitor.server.listen import parse_address\n"
+        "monitor = Monitor()\n"
+        "monitor.open_chardev(parse_address('unix:/nonexistent/qmp.sock'))\n"
+        "print(sorted(name for name in sys.modules if 'yank' in name))\n"
+        "print(monitor.yank.instances())\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    assert output == (
+        "['qmonitor.core.yank', 'qmonitor.core.yank_keys']\n"
+        "[YankInstanceChardev(type=<YankInstanceType.CHARDEV: 'chardev'>, id='compat_monitor0')]\n"
+    )

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     )
     from qmonitor.core.session import Authorizer, Session, SessionKind
     from qmonitor.core.trace import Tracer
-    from qmonitor.core.yank import MIGRATION_INSTANCE, AnyYankInstance, YankRegistry
+    from qmonitor.core.yank import YankRegistry
+    from qmonitor.core.yank_instances import MIGRATION_INSTANCE, AnyYankInstance
     from qmonitor.hmp.sizes import SizeError, strtosz
     from qmonitor.server.authorize import PolicyError, load_policy
     from qmonitor.server.backends import (
@@ -95,8 +96,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Session": ("qmonitor.core.session", "Session"),
     "SessionKind": ("qmonitor.core.session", "SessionKind"),
     "Tracer": ("qmonitor.core.trace", "Tracer"),
-    "MIGRATION_INSTANCE": ("qmonitor.core.yank", "MIGRATION_INSTANCE"),
-    "AnyYankInstance": ("qmonitor.core.yank", "AnyYankInstance"),
+    "MIGRATION_INSTANCE": ("qmonitor.core.yank_instances", "MIGRATION_INSTANCE"),
+    "AnyYankInstance": ("qmonitor.core.yank_instances", "AnyYankInstance"),
     "YankRegistry": ("qmonitor.core.yank", "YankRegistry"),
     "SizeError": ("qmonitor.hmp.sizes", "SizeError"),
     "strtosz": ("qmonitor.hmp.sizes", "strtosz"),

@@ -16,100 +16,66 @@ The rules kept from util/yank.c:
   whole command with DeviceNotFound ``Instance not found`` and yanks nothing.
 
 The registry is plain data, used from the event loop only (yank functions must be quick: they
-run in an out-of-band command).
+run in an out-of-band command). It holds each instance as a plain :data:`YankKey`: the QAPI
+classes (:mod:`qmonitor.core.yank_instances`) are made when ``query-yank``, ``yank`` or a
+migration first needs them, not when a monitor's socket chardev registers itself at start-up
+(before the greeting).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Final
 
 from qmonitor.core.errors import ErrorClass, QMPError
-from qmonitor.core.schema import Variants
+from qmonitor.core.yank_keys import YankKey
 
+if TYPE_CHECKING:
+    from qmonitor.core.yank_instances import YankInstance
 
-class YankInstanceType(StrEnum):
-    """qapi/yank.json ``YankInstanceType``."""
-
-    BLOCK_NODE = "block-node"
-    CHARDEV = "chardev"
-    MIGRATION = "migration"
-
-
-@dataclass(frozen=True, slots=True)
-class YankInstance:
-    """qapi/yank.json ``YankInstance``: the union's base (alone, the ``migration`` case)."""
-
-    type: YankInstanceType
-
-
-@dataclass(frozen=True, slots=True)
-class YankInstanceBlockNode(YankInstance):
-    """qapi/yank.json ``YankInstanceBlockNode``."""
-
-    node_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class YankInstanceChardev(YankInstance):
-    """qapi/yank.json ``YankInstanceChardev``."""
-
-    id: str
-
-
-AnyYankInstance = Annotated[
-    YankInstance,
-    Variants(
-        "type",
-        {
-            YankInstanceType.BLOCK_NODE: YankInstanceBlockNode,
-            YankInstanceType.CHARDEV: YankInstanceChardev,
-        },
-    ),
-]
-"""The ``YankInstance`` union as commands declare it."""
-
-MIGRATION_INSTANCE: Final = YankInstance(YankInstanceType.MIGRATION)
-"""QEMU's ``MIGRATION_YANK_INSTANCE``: every migration connection, source or destination."""
 
 INSTANCE_NOT_FOUND: Final = "Instance not found"
-
-
-def chardev_instance(label: str) -> YankInstanceChardev:
-    """QEMU's ``CHARDEV_YANK_INSTANCE(label)``."""
-    return YankInstanceChardev(YankInstanceType.CHARDEV, label)
 
 
 class YankRegistry:
     """The registered instances and their yank functions (util/yank.c's list)."""
 
     def __init__(self) -> None:
-        self._instances: dict[YankInstance, Callable[[], None]] = {}
+        self._instances: dict[YankKey, Callable[[], None]] = {}
 
     def register(self, instance: YankInstance, yank: Callable[[], None]) -> None:
         """Add ``instance``; ``yank`` shuts its connections down (and does nothing when it has
         none at the moment, as QEMU's instance without registered functions)."""
-        if instance in self._instances:
+        self.register_key(instance.key, yank)
+
+    def register_key(self, key: YankKey, yank: Callable[[], None]) -> None:
+        """:meth:`register` the instance ``key`` stands for."""
+        if key in self._instances:
             raise ValueError("duplicate yank instance")  # util/yank.c's text
-        self._instances[instance] = yank
+        self._instances[key] = yank
 
     def unregister(self, instance: YankInstance) -> None:
         """Remove ``instance`` (it no longer has connections to cut)."""
-        del self._instances[instance]
+        self.unregister_key(instance.key)
 
-    def __contains__(self, instance: object) -> bool:
-        return instance in self._instances
+    def unregister_key(self, key: YankKey) -> None:
+        """:meth:`unregister` the instance ``key`` stands for."""
+        del self._instances[key]
+
+    def __contains__(self, instance: YankInstance) -> bool:
+        return instance.key in self._instances
 
     def instances(self) -> list[YankInstance]:
         """``query-yank``: every instance, in registration order."""
-        return list(self._instances)
+        from qmonitor.core.yank_instances import instance_of  # made here, not at start-up
+
+        return [instance_of(key) for key in self._instances]
 
     def yank(self, instances: Sequence[YankInstance]) -> None:
         """``yank``: all of ``instances`` must exist, then each is yanked in the order given."""
-        for instance in instances:
-            if instance not in self._instances:
+        keys = [instance.key for instance in instances]
+        for key in keys:
+            if key not in self._instances:
                 raise QMPError(INSTANCE_NOT_FOUND, ErrorClass.DEVICE_NOT_FOUND)
-        for instance in instances:
-            self._instances[instance]()
+        for key in keys:
+            self._instances[key]()

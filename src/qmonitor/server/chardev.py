@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from qmonitor.core.yank import YankInstanceChardev, chardev_instance
+from qmonitor.core.yank_keys import YankKey, chardev_key
 from qmonitor.server.listen import Address
 
 
@@ -69,10 +69,10 @@ class Chardev:
         chardev with ``wait=on`` (chardev/char-socket.c ``tcp_chr_accept_server_sync``)."""
 
     @property
-    def yank_instance(self) -> YankInstanceChardev | None:
-        """Its yank instance: socket chardevs only."""
+    def yank_key(self) -> YankKey | None:
+        """Its yank instance's key: socket chardevs only."""
         if self.address.transport in ("unix", "tcp", "fd"):
-            return chardev_instance(self.label)
+            return chardev_key(self.label)
         return None
 
     def track(self, factory: Callable[[], SessionT]) -> Callable[[], SessionT]:

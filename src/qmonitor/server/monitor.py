@@ -630,17 +630,17 @@ class Monitor:
         chardev = Chardev(label or f"compat_monitor{self._chardevs_opened}", address)
         self._chardevs_opened += 1
         self.chardevs.append(chardev)
-        instance = chardev.yank_instance
-        if instance is not None:
-            self.yank.register(instance, chardev.yank)
+        yank_key = chardev.yank_key
+        if yank_key is not None:
+            self.yank.register_key(yank_key, chardev.yank)
         return chardev
 
     def close_chardev(self, chardev: Chardev) -> None:
         """Forget ``chardev`` (its monitor could not be served after all)."""
         self.chardevs.remove(chardev)
-        instance = chardev.yank_instance
-        if instance is not None:
-            self.yank.unregister(instance)
+        yank_key = chardev.yank_key
+        if yank_key is not None:
+            self.yank.unregister_key(yank_key)
 
     async def listen(
         self,
