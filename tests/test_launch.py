@@ -307,10 +307,10 @@ def test_version_is_qemus_format() -> None:
     first, second = result.stdout.decode().splitlines()
     # QEMU prints QEMU_FULL_VERSION, "MAJOR.MINOR.MICRO (PKGVERSION)", the version and package
     # query-version and the greeting give ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)").
-    version = DEFAULT_VERSION.qemu
-    triple = f"{version.major}.{version.minor}.{version.micro}"
-    assert first == f"QEMU emulator version {triple} ({DEFAULT_VERSION.package})"
-    assert DEFAULT_VERSION.package == f"qmonitor {qmonitor.__version__}"
+    version = DEFAULT_VERSION["qemu"]
+    triple = f"{version['major']}.{version['minor']}.{version['micro']}"
+    assert first == f"QEMU emulator version {triple} ({DEFAULT_VERSION['package']})"
+    assert DEFAULT_VERSION["package"] == f"qmonitor {qmonitor.__version__}"
     assert second == "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers"
 
 
@@ -453,10 +453,11 @@ def test_qmp_shell_hmp_mode(short_tmp: Path, launched: list[Launched]) -> None:
     assert b"shell\r\n" in shell.stdout or b"shell\n" in shell.stdout, shell.stdout
 
 
-def test_yank_instances_are_made_when_first_needed() -> None:
+def test_yank_instances_and_dataclasses_are_made_when_first_needed() -> None:
     """A monitor's socket chardev is a yank instance from start-up, registered before the
     greeting; the QAPI classes of the yank union are made only when an instance is asked for,
-    and ``query-yank`` then lists it as before."""
+    and ``query-yank`` then lists it as before. Nothing before the greeting (the monitor, its
+    version, its builtins) imports :mod:`dataclasses`."""
     import subprocess
     import sys
 
@@ -467,6 +468,7 @@ def test_yank_instances_are_made_when_first_needed() -> None:
         "monitor = Monitor()\n"
         "monitor.open_chardev(parse_address('unix:/nonexistent/qmp.sock'))\n"
         "print(sorted(name for name in sys.modules if 'yank' in name))\n"
+        "print('dataclasses' in sys.modules, monitor.version)\n"
         "print(monitor.yank.instances())\n"
     )
     output = subprocess.run(
@@ -474,5 +476,6 @@ def test_yank_instances_are_made_when_first_needed() -> None:
     ).stdout
     assert output == (
         "['qmonitor.core.yank', 'qmonitor.core.yank_keys']\n"
+        "False {'qemu': {'major': 7, 'minor': 2, 'micro': 22}, 'package': 'qmonitor 0.1.0'}\n"
         "[YankInstanceChardev(type=<YankInstanceType.CHARDEV: 'chardev'>, id='compat_monitor0')]\n"
     )

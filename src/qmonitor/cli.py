@@ -79,9 +79,9 @@ docs/HMP.md the human monitor, docs/STANDIN.md the stand-in.
 def version_text() -> str:
     """What ``--version`` prints: the version, QEMU's it answers as, and the form running
     (pure Python or compiled: qmonitor.form)."""
-    qemu = DEFAULT_VERSION.qemu
+    qemu = DEFAULT_VERSION["qemu"]
     return (
-        f"qmonitor {__version__} (QEMU {qemu.major}.{qemu.minor}.{qemu.micro}'s monitor; "
+        f"qmonitor {__version__} (QEMU {qemu['major']}.{qemu['minor']}.{qemu['micro']}'s monitor; "
         f"{running_form()})"
     )
 

@@ -9,8 +9,7 @@ overtaking a blocked queue is what it is for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypedDict
 
 from qmonitor.core.commands import Command, CommandRegistry, Context
 from qmonitor.core.errors import ErrorClass, QMPError
@@ -23,25 +22,28 @@ CANCEL_COMMAND = "__io.github.qmonitor_cancel"
 """Our extension, named by the QMP spec's rule for downstream names ("__RFQDN_", section 7)."""
 
 
-@dataclass(frozen=True, slots=True)
-class VersionTriple:
-    """qapi/control.json ``VersionTriple``."""
+class VersionTriple(TypedDict):
+    """qapi/control.json ``VersionTriple``.
+
+    These results are TypedDicts, not dataclasses, as a Monitor makes its version before its
+    greeting: a TypedDict is a plain dict, made without the :mod:`dataclasses` module nor a
+    generated ``__init__`` (docs/PERFORMANCE.md, start-up, fourth round); the schema reads
+    either the same way (:mod:`qmonitor.core.schema`).
+    """
 
     major: int
     minor: int
     micro: int
 
 
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
+class VersionInfo(TypedDict):
     """qapi/control.json ``VersionInfo``: the greeting's ``version`` and query-version."""
 
     qemu: VersionTriple
     package: str
 
 
-@dataclass(frozen=True, slots=True)
-class CommandInfo:
+class CommandInfo(TypedDict):
     """qapi/control.json ``CommandInfo``."""
 
     name: str
@@ -101,7 +103,7 @@ def _register_builtins(monitor: BuiltinsHost) -> None:
     def query_commands(ctx: Context) -> list[CommandInfo]:
         """Return the list of commands this monitor supports (under a roles policy: those the
         connection's role may run)."""
-        return [CommandInfo(c.name) for c in monitor.commands_for(ctx.session) if c.qmp]
+        return [CommandInfo(name=c.name) for c in monitor.commands_for(ctx.session) if c.qmp]
 
     @command(name="query-qmp-schema")
     def query_qmp_schema(ctx: Context) -> list[dict[str, Any]]:

@@ -78,9 +78,9 @@ CANCELLED_ON_CLOSE: Final = "cancelled: the human monitor session was closed"
 
 def banner(monitor: SessionHost) -> str:
     """QEMU's first line (``monitor_event``, CHR_EVENT_OPENED), with the version we speak."""
-    version = monitor.version_info.qemu
+    version = monitor.version_info["qemu"]
     return (
-        f"QEMU {version.major}.{version.minor}.{version.micro} monitor - "
+        f"QEMU {version['major']}.{version['minor']}.{version['micro']} monitor - "
         "type 'help' for more information\n"
     )
 

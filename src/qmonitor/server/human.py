@@ -206,8 +206,8 @@ def register_human_commands(monitor: Monitor) -> None:
     def info_version() -> str:
         """``hmp_info_version``: ``query-version`` as ``7.2.22PACKAGE`` (no space, as QEMU)."""
         version = monitor.version_info
-        triple = version.qemu
-        return f"{triple.major}.{triple.minor}.{triple.micro}{version.package}\n"
+        triple = version["qemu"]
+        return f"{triple['major']}.{triple['minor']}.{triple['micro']}{version['package']}\n"
 
     @monitor.command(name="hmp-events", qmp=False, hmp=EVENTS_SYNTAX)
     def events(ctx: Context, state: bool | None = None) -> str:

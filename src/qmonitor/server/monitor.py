@@ -79,7 +79,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qmonitor")
 
-DEFAULT_VERSION = VersionInfo(VersionTriple(7, 2, 22), "qmonitor 0.1.0")
+DEFAULT_VERSION = VersionInfo(
+    qemu=VersionTriple(major=7, minor=2, micro=22), package="qmonitor 0.1.0"
+)
 """We speak QEMU 7.2's QMP; clients pick features by ``qemu.major/minor``."""
 
 

@@ -5,11 +5,16 @@
 of ``query-qmp-schema`` (for :class:`~qmonitor.core.schema.introspect.SchemaBuilder`). The
 builtin types are here too, with :func:`encode_value`: encoding a value typed ``Any`` may compile
 a dataclass met at run time, so it sits with the compiler.
+
+:mod:`dataclasses` is imported by the functions that read a dataclass, not with this module: a
+program imports the compiler to register its commands before its greeting, and compiles their
+signatures later (at first use), so the module's import is not paid before the greeting
+(docs/PERFORMANCE.md, start-up, fourth round). Compiling runs once per command; the import
+statement then finds the module in ``sys.modules``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import inspect
 import types
@@ -86,11 +91,14 @@ def encode_value(value: object) -> object:
         return [encode_value(item) for item in typing.cast("Sequence[object]", value)]
     if isinstance(value, enum.Enum):
         return value.value
+    encoder = _dataclass_encoders.get(value_type)
+    if encoder is not None:
+        return encoder(value)
+    import dataclasses  # a dataclass met for the first time, or no dataclass
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        encoder = _dataclass_encoders.get(value_type)
-        if encoder is None:
-            node = _Compiler().object_type(value_type, "encode_value")
-            encoder = _dataclass_encoders[value_type] = node.encode
+        node = _Compiler().object_type(value_type, "encode_value")
+        encoder = _dataclass_encoders[value_type] = node.encode
         return encoder(value)
     if isinstance(value, str | int | float):
         return value
@@ -208,6 +216,8 @@ class _Compiler:
             return _ANY_OBJECT
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
             return self._enum_type(hint, where)
+        import dataclasses  # (module docstring)
+
         if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or typing.is_typeddict(hint)):
             return self.object_type(hint, where)
         if origin in (Union, types.UnionType):
@@ -279,6 +289,8 @@ class _Compiler:
         node = self._unions.get(key)
         if node is not None:
             return node
+        import dataclasses  # (module docstring)
+
         if not (isinstance(base_class, type) and dataclasses.is_dataclass(base_class)):
             raise TypeError(f"{where}: {variants!r} needs a dataclass base, not {base_class!r}")
         where = f"{where}: union {base_class.__qualname__}"
@@ -329,6 +341,8 @@ class _Compiler:
         return node
 
     def _dataclass_members(self, python_class: type, where: str) -> list[_Member]:
+        import dataclasses  # (module docstring)
+
         hints = _resolve_hints(python_class, where)
         members = []
         for field in dataclasses.fields(python_class):
@@ -496,6 +510,8 @@ class CommandSignature:
 
     def return_members(self) -> tuple[ReturnMember, ...] | None:
         """The members of a dataclass result in declaration order; None for other results."""
+        import dataclasses  # (module docstring)
+
         returns = self._returns
         if not isinstance(returns, _Object) or not dataclasses.is_dataclass(self.return_type):
             return None
