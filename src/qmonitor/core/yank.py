@@ -62,8 +62,10 @@ class YankRegistry:
         """:meth:`unregister` the instance ``key`` stands for."""
         del self._instances[key]
 
-    def __contains__(self, instance: YankInstance) -> bool:
-        return instance.key in self._instances
+    def __contains__(self, instance: object) -> bool:
+        """Whether ``instance`` (a yank instance; anything else is not in it) is registered."""
+        key = getattr(instance, "key", None)
+        return key is not None and key in self._instances
 
     def instances(self) -> list[YankInstance]:
         """``query-yank``: every instance, in registration order."""
