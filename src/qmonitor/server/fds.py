@@ -443,12 +443,8 @@ class UnixTransport(asyncio.Transport):
             return
         if not self._write_buffer and self._queued_writes.connections == 1:
             # The loop's only connection: no other read to finish first, sent at once.
-            try:
-                sent = self._send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
+            sent = self._send_now(data)
+            if sent < 0:
                 return
             if sent == len(data):
                 return
@@ -466,6 +462,17 @@ class UnixTransport(asyncio.Transport):
             self._queued = True
             self._queued_writes.add(self)
 
+    def _send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the socket takes of ``data`` now (0 if nothing); -1 when the connection
+        is lost, which closes it."""
+        try:
+            return self._send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._force_close(exc)
+            return -1
+
     def _send_queued(self) -> None:
         """Send what is buffered; what the socket does not take waits for it to be writable."""
         self._queued = False
@@ -474,12 +481,8 @@ class UnixTransport(asyncio.Transport):
         buffer = self._write_buffer
         if len(buffer) == 1:
             data = buffer[0]
-            try:
-                sent = self._send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
+            sent = self._send_now(data)
+            if sent < 0:
                 return
             if sent == len(data):
                 buffer.clear()
