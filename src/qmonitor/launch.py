@@ -25,7 +25,7 @@ import fcntl
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from qmonitor import __version__
 from qmonitor.cmdline import (
@@ -441,18 +441,16 @@ def standin_launch(
     config = machine_config(command_line, monitors, last_argument(command_line, "m"))
     name = command_line.name
     state_dir = _state_dir(own, name)
-    plan = RunPlan(
-        name=name,
-        config=config,
-        monitors=tuple(plans),
-        state_dir=state_dir,
-        program=program,
-        start_paused=command_line.start_paused,
-        incoming=command_line.incoming,
-        no_shutdown=command_line.no_shutdown,
-        dirty_rate=_dirty_rate(own, 0),
+    plan = _run_plan(
+        command_line,
+        own,
+        name,
+        config,
+        plans,
+        state_dir,
+        program,
+        idle_dirty_rate=0,
         announce=False,
-        **_shared_own_options(own),
     )
     return Launch(command_line, plan)
 
@@ -507,7 +505,38 @@ def run_launch(
         config_chardevs.append(ChardevConfig(planned.label, backend))
     config = config.replace(chardevs=tuple(config_chardevs))
     verbose = len(own.get("--verbose", []))
-    plan = RunPlan(
+    plan = _run_plan(
+        command_line,
+        own,
+        name,
+        config,
+        plans,
+        state_dir,
+        program,
+        idle_dirty_rate=DEFAULT_DIRTY_RATE,
+        announce=True,
+        default_socket=default_socket,
+    )
+    return Launch(command_line, plan, verbose=verbose, log=_last(own, "--log"))
+
+
+def _run_plan(
+    command_line: QemuCommandLine,
+    own: Mapping[str, list[str | None]],
+    name: str | None,
+    config: MachineConfig,
+    plans: Sequence[MonitorPlan],
+    state_dir: str,
+    program: str,
+    *,
+    idle_dirty_rate: int,
+    announce: bool,
+    default_socket: bool = False,
+) -> RunPlan:
+    """The :class:`RunPlan` of either program: what differs is passed in (the workload without
+    ``--dirty-rate``, whether to announce the monitors, a made-up socket); the command line's
+    run options and the own options both programs take are read here alike."""
+    return RunPlan(
         name=name,
         config=config,
         monitors=tuple(plans),
@@ -516,25 +545,17 @@ def run_launch(
         start_paused=command_line.start_paused,
         incoming=command_line.incoming,
         no_shutdown=command_line.no_shutdown,
-        dirty_rate=_dirty_rate(own, DEFAULT_DIRTY_RATE),
-        announce=True,
+        dirty_rate=_dirty_rate(own, idle_dirty_rate),
+        announce=announce,
         default_socket=default_socket,
-        **_shared_own_options(own),
+        strict_order="--strict-order" in own,
+        profile=_last(own, "--profile"),
+        faults=_last(own, "--faults"),
+        policy=_last(own, "--policy"),
+        audit_log=_last(own, "--audit-log"),
+        allow_path=tuple(path for path in own.get("--allow-path", []) if path is not None),
+        allow_insecure_tcp="--allow-insecure-tcp" in own,
     )
-    return Launch(command_line, plan, verbose=verbose, log=_last(own, "--log"))
-
-
-def _shared_own_options(own: Mapping[str, list[str | None]]) -> dict[str, Any]:
-    """The :class:`RunPlan` fields both programs take from their own options alike."""
-    return {
-        "strict_order": "--strict-order" in own,
-        "profile": _last(own, "--profile"),
-        "faults": _last(own, "--faults"),
-        "policy": _last(own, "--policy"),
-        "audit_log": _last(own, "--audit-log"),
-        "allow_path": tuple(path for path in own.get("--allow-path", []) if path is not None),
-        "allow_insecure_tcp": "--allow-insecure-tcp" in own,
-    }
 
 
 def _last(own: Mapping[str, list[str | None]], name: str) -> str | None:
